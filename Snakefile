@@ -1,0 +1,29 @@
+"""ViT class-embedding workflow: "Analyzing Vision Transformers for Image Classification in
+Class Embedding Space" (Vilas, Schaumlöffel, Roig, NeurIPS 2023), as a Snakemake workflow.
+
+Paths (all outputs under results/):
+  data/<dataset>/                   dataset (generated for the demo), stimuli.parquet, token labels
+  checkpoints/<model>.pt            timm state dicts (<model>_random.pt: seeded random twins)
+  extract/<model>/<layer>.parquet   class projection of every token of every block
+  figures/<name>.pdf, tables/<name>.csv
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/extract.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

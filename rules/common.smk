@@ -1,0 +1,176 @@
+# Shared helpers: config validation, the model list, wildcard constraints, paths and targets.
+# Nothing here imports torch: a dry run stays fast.
+import os
+import zlib
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def describe_validation_error(err):
+    """'<key.path>: <problem>' from the jsonschema error that snakemake wraps."""
+    cause = next((a for a in err.args if hasattr(a, "absolute_path")), None)
+    if cause is None:
+        return str(err)
+    key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+    return f"{key}: {cause.message}"
+
+
+def validate_config(config):
+    """Fill defaults from the schema; a bad key or value names itself and the schema."""
+    try:
+        validate(config, "../config/schema.yaml", set_default=True)
+    except WorkflowError as err:
+        raise WorkflowError(
+            f"invalid config: {describe_validation_error(err)}. Fix it; config/schema.yaml documents every key."
+        ) from None
+    for name, spec in config["models"].items():
+        if spec["dataset"] not in config["datasets"]:
+            raise WorkflowError(
+                f"invalid config: models.{name}.dataset '{spec['dataset']}' is not a key of datasets "
+                f"({', '.join(config['datasets'])})."
+            )
+    for name, dataset in config["datasets"].items():
+        if "generate" in dataset:
+            continue
+        if "root" not in dataset:
+            raise WorkflowError(f"invalid config: datasets.{name} needs a root (or a generate block).")
+        if not os.path.isdir(dataset["root"]):
+            raise WorkflowError(
+                f"datasets.{name}.root: '{dataset['root']}' does not exist. Point it at the directory "
+                f"holding ImageNetS919/ (see the README for how to obtain ImageNet-S)."
+            )
+
+
+validate_config(config)
+
+
+def twin_seed(name):
+    """Seed of a random twin: the config seed mixed with the model name, stable across runs."""
+    return config["seed"] * 1_000_003 + zlib.crc32(name.encode()) % 1_000_003
+
+
+def all_models():
+    """Every model to extract: the configured ones and their random-initialisation twins."""
+    models = {}
+    for name, spec in config["models"].items():
+        models[name] = {**spec, "name": name, "twin_of": None}
+        if spec["random_twin"]:
+            twin = f"{name}_random"
+            models[twin] = {
+                **spec,
+                "name": twin,
+                "display_name": f"{spec['display_name']} (random)",
+                "weights": {"source": "random_init", "seed": twin_seed(name)},
+                "twin_of": name,
+            }
+    return models
+
+
+MODELS = all_models()
+TRAINED_MODELS = list(config["models"])
+
+
+def alternatives(names):
+    return "|".join(sorted(names, key=len, reverse=True))
+
+
+wildcard_constraints:
+    model=alternatives(MODELS),
+    dataset=alternatives(config["datasets"]),
+    shard=r"\d+",
+    grid=r"\d+",
+
+
+def is_generated(dataset):
+    return "generate" in config["datasets"][dataset]
+
+
+def dataset_root(dataset):
+    """Where a dataset's ImageNet-S layout lives; generated datasets live under results/."""
+    if is_generated(dataset):
+        return f"results/data/{dataset}"
+    return config["datasets"][dataset]["root"]
+
+
+def dataset_files(dataset):
+    """What a rule reading a dataset depends on: the generating rule's outputs, or the user's files."""
+    root = dataset_root(dataset)
+    return {
+        "images": f"{root}/ImageNetS919",
+        "categories": f"{root}/data/categories/ImageNetS_categories_im919.txt",
+    }
+
+
+def model_dataset(model):
+    return MODELS[model]["dataset"]
+
+
+def layer_names(model):
+    blocks = range(MODELS[model]["num_blocks"])
+    return [f"{kind}_{b}" for kind in ("hs", "attn", "mlp") for b in blocks]
+
+
+def extract_dir(model):
+    return f"results/extract/{model}"
+
+
+def layer_tables(model, kinds=("hs", "attn", "mlp")):
+    return [
+        f"{extract_dir(model)}/{name}.parquet"
+        for name in layer_names(model)
+        if name.split("_")[0] in kinds
+    ]
+
+
+def checkpoint_path(model):
+    return f"results/checkpoints/{model}.pt"
+
+
+def figure_models():
+    """What figure scripts need to know about each configured model (passed as params)."""
+    described = []
+    for name in TRAINED_MODELS:
+        spec = MODELS[name]
+        twin = f"{name}_random"
+        described.append(
+            {
+                "name": name,
+                "display_name": spec["display_name"],
+                "extract_dir": extract_dir(name),
+                "num_blocks": spec["num_blocks"],
+                "num_classes": spec["num_classes"],
+                "class_token": spec["class_token"],
+                "block_group": spec["block_group"],
+                "random_twin": (
+                    {"name": twin, "extract_dir": extract_dir(twin)} if twin in MODELS else None
+                ),
+            }
+        )
+    return described
+
+
+def identifiability_inputs(kinds=("hs",), twins=True):
+    """Layer tables (and predictions) of every configured model, with its twin when asked."""
+    def inputs(wildcards):
+        files = []
+        for name in TRAINED_MODELS:
+            for model in [name, f"{name}_random"] if twins else [name]:
+                if model in MODELS:
+                    files += layer_tables(model, kinds)
+                    files.append(f"{extract_dir(model)}/predictions.parquet")
+        return files
+
+    return inputs
+
+
+def final_outputs():
+    """Every figure and table, plus the token labels that the context analyses read."""
+    targets = [
+        f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
+        for name in IDENTIFIABILITY_TARGETS
+    ]
+    grids = {(spec["dataset"], spec["token_grid"]) for spec in MODELS.values()}
+    return targets + [
+        f"results/data/{dataset}/token_labels_g{grid}.parquet" for dataset, grid in sorted(grids)
+    ]

@@ -1,0 +1,43 @@
+# Checkpoints: the demo's trained models (the paper run downloads its weights here instead) and
+# the seeded random-initialisation twins.
+
+
+def models_with_source(source):
+    return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
+
+
+rule train_demo_model:
+    input:
+        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
+    output:
+        checkpoint="results/checkpoints/{model}.pt",
+        report="results/checkpoints/{model}.training.json",
+    wildcard_constraints:
+        model=alternatives(models_with_source("demo_training")),
+    params:
+        spec=lambda wildcards: MODELS[wildcards.model],
+        training=config["demo_training"],
+        seed=config["seed"],
+    threads: workflow.cores
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    log:
+        "results/logs/train_demo_model/{model}.log",
+    benchmark:
+        "results/benchmarks/train_demo_model/{model}.tsv"
+    script:
+        "../workflow_scripts/train_demo_model.py"
+
+
+rule random_twin_checkpoint:
+    output:
+        "results/checkpoints/{model}.pt",
+    wildcard_constraints:
+        model=alternatives(models_with_source("random_init")),
+    params:
+        spec=lambda wildcards: MODELS[wildcards.model],
+    log:
+        "results/logs/random_twin_checkpoint/{model}.log",
+    script:
+        "../workflow_scripts/random_twin_checkpoint.py"

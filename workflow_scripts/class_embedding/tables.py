@@ -1,0 +1,57 @@
+"""Parquet tables, the interface between stages: atomic writes and schema metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+
+COMPRESSION = "zstd"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary sibling of ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def with_metadata(table: pa.Table, metadata: dict) -> pa.Table:
+    """Attach metadata (values JSON-encoded) plus the code version to a table's schema."""
+    meta = dict(table.schema.metadata or {})
+    for key, value in {**metadata, "code_version": __version__}.items():
+        meta[key.encode()] = json.dumps(value).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write one zstd-compressed Parquet file atomically (one row group)."""
+    if metadata:
+        table = with_metadata(table, metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(len(table), 1))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON metadata written by :func:`write_table`."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): json.loads(v) for k, v in raw.items() if k != b"pandas"}
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
