@@ -1,0 +1,84 @@
+"""Model building, checkpoints, preprocessing and image loading: values and error messages."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from class_embedding import models
+from class_embedding.errors import InputError
+
+SPEC = {
+    "arch": "vit_base_patch16_224",
+    "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 5},
+    "num_blocks": 2,
+    "token_grid": 4,
+    "class_token": True,
+    "num_classes": 5,
+}
+
+
+def test_build_model_checks_declared_shape():
+    model = models.build_model(SPEC, "tiny")
+    assert len(model.blocks) == 2 and model.num_classes == 5
+    with pytest.raises(InputError, match=r"models\.tiny\.num_blocks is 3"):
+        models.build_model({**SPEC, "num_blocks": 3}, "tiny")
+    with pytest.raises(InputError, match=r"models\.tiny\.arch: 'vit_nonexistent'"):
+        models.build_model({**SPEC, "arch": "vit_nonexistent"}, "tiny")
+
+
+def test_random_twins_are_seeded():
+    first = models.random_model(SPEC, "tiny", seed=7).state_dict()
+    again = models.random_model(SPEC, "tiny", seed=7).state_dict()
+    other = models.random_model(SPEC, "tiny", seed=8).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["head.weight"], other["head.weight"])
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    model = models.random_model(SPEC, "tiny", seed=1)
+    path = tmp_path / "tiny.pt"
+    models.save_checkpoint(model, path)
+    loaded = models.load_checkpoint(models.build_model(SPEC, "tiny"), path, "tiny")
+    assert torch.equal(loaded.head.weight, model.head.weight)
+    wider = {**SPEC, "kwargs": {**SPEC["kwargs"], "embed_dim": 16}}
+    with pytest.raises(InputError, match=r"tiny\.pt does not match the architecture of model 'tiny'"):
+        models.load_checkpoint(models.build_model(wider, "tiny"), path, "tiny")
+    (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(InputError, match="broken.pt cannot be read"):
+        models.load_checkpoint(models.build_model(SPEC, "tiny"), tmp_path / "broken.pt", "tiny")
+    with pytest.raises(InputError, match="not found"):
+        models.load_checkpoint(models.build_model(SPEC, "tiny"), tmp_path / "absent.pt", "tiny")
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_squash_preprocessing_matches_hand_computed_pixel():
+    # A 4×2 (W×H) image squashed to 2×2 with PIL's bilinear filter, as the paper's HF processor
+    # does: when halving, a triangle of radius 2 source pixels weights the columns at distance
+    # 0.5, 0.5 and 1.5 from the output centre by 0.75, 0.75 and 0.25.
+    pixels = np.array([[[0, 0, 0], [100, 50, 0], [200, 0, 0], [250, 0, 50]]] * 2, np.uint8)
+    image = Image.fromarray(pixels)
+    prep = models.Preprocessing({"resize": [2, 2], "mean": [0.5] * 3, "std": [0.5] * 3})
+    out = prep(image)
+    assert out.shape == (3, 2, 2)
+    red = np.array([(0.75 * 0 + 0.75 * 100 + 0.25 * 200), (0.25 * 100 + 0.75 * 200 + 0.75 * 250)]) / 1.75
+    expected_red = (np.round(red) / 255 - 0.5) / 0.5
+    assert out[0, 0].numpy() == pytest.approx(expected_red, abs=1e-6)
+
+
+def test_shorter_side_resize_and_centre_crop():
+    image = Image.fromarray(np.arange(8 * 16 * 3, dtype=np.uint8).reshape(8, 16, 3))
+    prep = models.Preprocessing({"resize": 4, "crop": 4, "mean": [0, 0, 0], "std": [1, 1, 1]})
+    out = prep(image)
+    assert out.shape == (3, 4, 4)
+    resized = np.asarray(image.resize((8, 4), Image.Resampling.BILINEAR), np.float32) / 255
+    assert out.numpy() == pytest.approx(resized[:, 2:6].transpose(2, 0, 1))
+
+
+def test_corrupt_and_missing_images_name_the_file(tmp_path):
+    bad = tmp_path / "ILSVRC2012_val_00000001.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(InputError, match="ILSVRC2012_val_00000001.JPEG is corrupt"):
+        models.load_image(bad)
+    with pytest.raises(InputError, match="absent.JPEG not found"):
+        models.load_image(tmp_path / "absent.JPEG")
