@@ -7,13 +7,15 @@ def stimuli_table(model):
 
 
 def shard_dirs(model):
-    """Shard outputs of a model; their number is known once the stimulus table exists."""
-    import pyarrow.parquet
+    """Shard outputs of a model. Without shard_size there is one, so the whole DAG is known up
+    front; with it, their number is known once the stimulus table exists (a checkpoint)."""
+    shard_size = config["extraction"]["shard_size"]
+    n_shards = 1
+    if shard_size:
+        import pyarrow.parquet
 
-    table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
-    n_images = pyarrow.parquet.read_metadata(table).num_rows
-    shard_size = config["extraction"]["shard_size"] or n_images
-    n_shards = -(-n_images // shard_size)
+        table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
+        n_shards = -(-pyarrow.parquet.read_metadata(table).num_rows // shard_size)
     return [f"{extract_dir(model)}/shards/{shard}" for shard in range(n_shards)]
 
 

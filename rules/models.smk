@@ -16,7 +16,10 @@ rule train_demo_model:
         model=alternatives(models_with_source("demo_training")),
     params:
         spec=lambda wildcards: MODELS[wildcards.model],
-        training=config["demo_training"],
+        training=lambda wildcards: {
+            **config["demo_training"],
+            **{k: v for k, v in MODELS[wildcards.model]["weights"].items() if k != "source"},
+        },
         seed=config["seed"],
     threads: workflow.cores
     resources:
