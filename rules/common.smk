@@ -3,32 +3,33 @@
 import os
 import zlib
 
+import jsonschema
+import yaml
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-def describe_validation_error(err):
-    """'<key.path>: <problem>' from the jsonschema error that snakemake wraps."""
-    cause = next((a for a in err.args if hasattr(a, "absolute_path")), None)
-    if cause is None:
-        return str(err)
-    key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
-    return f"{key}: {cause.message}"
+SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
 
 
 def validate_config(config):
-    """Fill defaults from the schema; a bad key or value names itself and the schema."""
-    try:
-        validate(config, "../config/schema.yaml", set_default=True)
-    except WorkflowError as err:
+    """Check the config against the schema, naming the offending key; then fill in defaults."""
+    with open(SCHEMA) as handle:
+        schema = yaml.safe_load(handle)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
         raise WorkflowError(
-            f"invalid config: {describe_validation_error(err)}. Fix it; config/schema.yaml documents every key."
-        ) from None
+            f"invalid config: {key}: {error.message}. Fix it; config/schema.yaml documents every key."
+        )
+    validate(config, SCHEMA, set_default=True)
     for name, spec in config["models"].items():
         if spec["dataset"] not in config["datasets"]:
             raise WorkflowError(
                 f"invalid config: models.{name}.dataset '{spec['dataset']}' is not a key of datasets "
-                f"({', '.join(config['datasets'])})."
+                f"({', '.join(config['datasets'])}): name one of them or add the dataset."
             )
     for name, dataset in config["datasets"].items():
         if "generate" in dataset:

@@ -1,0 +1,367 @@
+"""Benchmark: cost of the class-embedding lens during extraction, and the bytes it stores.
+
+For a ViT-B/16-shaped model and the demo models of ``config.yaml`` (random weights), on one
+fixed batch:
+
+1. time of the bare forward ``model(x)`` and of the forward with the lens hooks, exactly as
+   :func:`class_embedding.extraction.extract_shard` runs it (``set_targets``, forward,
+   ``lens.audit``, ``.cpu()`` of every reduction and of the logits), interleaved
+   bare, lens, bare, lens, … after a warm-up, so that a noisy shared machine slows both alike;
+2. stored Parquet bytes per image: ``extract_shard`` run for real on a few random JPEGs in a
+   temporary ImageNet-S-like tree, all layer tables plus ``predictions.parquet``.
+
+Goals (DESIGN §3, §10): lens/bare ≤ 1.5× (aim ≤ 1.2×); ≤ 100 KB stored per image for ViT-B/16,
+against ≈ 66 MB per image written by the original (METHOD §6: 330 MB raw activations + 1.84 MB
+projections per 5-image class).
+
+    python benchmarks/extraction_overhead.py [--quick] [--output benchmarks/results/extraction_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import timm
+import torch
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+
+from class_embedding import extraction, lens, models  # noqa: E402
+
+RATIO_GOAL = 1.5
+RATIO_AIM = 1.2
+BYTES_GOAL = 100_000
+ORIGINAL_BYTES_PER_IMAGE = (330e6 + 1.84e6) / 5  # METHOD §6, ViT-B/16, per 5-image class
+SQUASH_224 = {"resize": [224, 224], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
+VIT_B16 = "vit_b16"
+
+# (warm-up pairs, timed pairs, images stored) per setting; ViT-B/16 forwards take seconds on CPU.
+SETTINGS = {
+    "default": {"big": (2, 11, 32), "small": (5, 41, 64)},
+    "quick": {"big": (1, 3, 16), "small": (2, 7, 64)},
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run well under a minute")
+    parser.add_argument("--output", default=str(REPO / "benchmarks/results/extraction_overhead.json"))
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="workflow config with the demo models")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--models", nargs="*", default=None, help="subset of model names to run")
+    return parser.parse_args()
+
+
+def model_cases(config_path: str, device: torch.device) -> list[dict]:
+    """The ViT-B/16 shape plus every model of the config's ``models`` section."""
+    config = yaml.safe_load(Path(config_path).read_text())
+    demo_batch = int(config.get("extraction", {}).get("batch_size", 64))
+    cases = [
+        {
+            "name": VIT_B16,
+            "build": lambda: timm.create_model("vit_base_patch16_224", pretrained=False).eval(),
+            "preprocessing": SQUASH_224,
+            "batch": 64 if device.type == "cuda" else 8,
+            "size": "big",
+        }
+    ]
+    for name, spec in (config.get("models") or {}).items():
+        cases.append(
+            {
+                "name": name,
+                "build": lambda spec=spec, name=name: models.build_model(spec, name),
+                "preprocessing": spec["preprocessing"],
+                "batch": demo_batch,
+                "size": "small",
+            }
+        )
+    return cases
+
+
+def input_size(preprocessing: dict) -> tuple[int, int]:
+    resize, crop = preprocessing["resize"], preprocessing.get("crop")
+    if crop:
+        return crop, crop
+    if isinstance(resize, int):
+        return resize, resize
+    return tuple(resize)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_step(model, x, device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model(x)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def lens_step(model, hooks: lens.ClassEmbeddingLens, x, targets, device) -> float:
+    """One batch as ``extract_shard`` processes it; hook registration stays outside the timing."""
+    with hooks:
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            hooks.set_targets(targets)
+            logits = model(x)
+            lens.audit(model, hooks.record.last_state, logits, "benchmark")
+            reductions = [reduction.cpu() for reduction in hooks.record.layers.values()]
+            logits = logits.float().cpu()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+    expected = 3 * len(model.blocks)
+    if len(reductions) != expected:
+        raise RuntimeError(f"lens recorded {len(reductions)} layers, expected {expected}")
+    return elapsed
+
+
+def time_forwards(model, x, targets, device, warmup: int, pairs: int) -> dict:
+    hooks = lens.ClassEmbeddingLens(model)
+    for _ in range(warmup):
+        bare_step(model, x, device)
+        lens_step(model, hooks, x, targets, device)
+    bare, with_lens = [], []
+    for _ in range(pairs):
+        bare.append(bare_step(model, x, device))
+        with_lens.append(lens_step(model, hooks, x, targets, device))
+    bare_median, lens_median = statistics.median(bare), statistics.median(with_lens)
+    return {
+        "pairs": pairs,
+        "bare_median_s": bare_median,
+        "lens_median_s": lens_median,
+        "ratio": lens_median / bare_median,
+        "paired_ratio_median": statistics.median(l / b for b, l in zip(bare, with_lens)),
+        "bare_min_s": min(bare),
+        "lens_min_s": min(with_lens),
+        "bare_s": bare,
+        "lens_s": with_lens,
+    }
+
+
+def write_stimuli(root: Path, n_images: int, num_classes: int, size: tuple[int, int], rng) -> pa.Table:
+    """Random JPEGs in ``root/val/<wnid>/`` and their stimulus table, as ``select_stimuli`` returns it."""
+    per_class = 5
+    classes = np.sort(rng.choice(num_classes, size=-(-n_images // per_class), replace=num_classes < n_images))
+    rows = {k: [] for k in ("wnid", "class_index", "category", "file", "img_index")}
+    for i in range(n_images):
+        class_index = int(classes[i // per_class])
+        wnid = f"n{class_index:08d}"
+        file = f"val/{wnid}/ILSVRC2012_val_{i:08d}.JPEG"
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        # Smooth random content: low-resolution noise upsampled, closer to photographs than pixel noise.
+        coarse = rng.integers(0, 256, size=(max(size[0] // 16, 2), max(size[1] // 16, 2), 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((size[1], size[0]), Image.Resampling.BICUBIC).save(root / file, quality=90)
+        rows["wnid"].append(wnid)
+        rows["class_index"].append(class_index)
+        rows["category"].append(f"class {class_index}")
+        rows["file"].append(file)
+        rows["img_index"].append(i % per_class)
+    return pa.table(
+        {
+            "image": pa.array(np.arange(n_images, dtype=np.int32)),
+            "wnid": rows["wnid"],
+            "class_index": pa.array(rows["class_index"], pa.int16()),
+            "category": rows["category"],
+            "file": rows["file"],
+            "img_index": pa.array(rows["img_index"], pa.int8()),
+        }
+    )
+
+
+def stored_bytes(model, case: dict, n_images: int, device: torch.device, rng) -> dict:
+    """Run ``extract_shard`` for real and measure what it wrote."""
+    with tempfile.TemporaryDirectory(prefix="extraction_overhead_") as tmp:
+        tmp = Path(tmp)
+        stimuli = write_stimuli(tmp / "images", n_images, model.num_classes, input_size(case["preprocessing"]), rng)
+        shard = tmp / "shard"
+        start = time.perf_counter()
+        extraction.extract_shard(
+            model,
+            stimuli,
+            tmp / "images",
+            models.Preprocessing(case["preprocessing"]),
+            shard,
+            batch_size=case["batch"],
+            device=device,
+            description=f"benchmark {case['name']}",
+            metadata={"model": case["name"]},
+        )
+        seconds = time.perf_counter() - start
+        by_kind: dict[str, int] = {}
+        by_column: dict[str, int] = {}
+        total = 0
+        for path in sorted(shard.glob("*.parquet")):
+            size = path.stat().st_size
+            total += size
+            kind = "predictions" if path.stem == "predictions" else path.stem.split("_")[0]
+            by_kind[kind] = by_kind.get(kind, 0) + size
+            if kind == "predictions":
+                continue
+            group = pq.ParquetFile(path).metadata.row_group(0)
+            column_sum = 0
+            for i in range(group.num_columns):
+                column = group.column(i)
+                name = column.path_in_schema.split(".")[0]
+                by_column[name] = by_column.get(name, 0) + column.total_compressed_size
+                column_sum += column.total_compressed_size
+            by_column["(footer, schema metadata)"] = by_column.get("(footer, schema metadata)", 0) + size - column_sum
+        n_files = len(list(shard.glob("*.parquet")))
+    return {
+        "images": n_images,
+        "files": n_files,
+        "total_bytes": total,
+        "bytes_per_image": total / n_images,
+        "bytes_per_image_by_table_kind": {k: v / n_images for k, v in by_kind.items()},
+        "bytes_per_image_by_layer_column": {k: v / n_images for k, v in by_column.items()},
+        "extract_shard_s_per_image": seconds / n_images,
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| model | blocks × tokens × classes | batch | bare median (s) | lens median (s) | lens/bare "
+        "| paired ratio median | stored KB/image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        t, s = r["timing"], r["storage"]
+        lines.append(
+            f"| {r['model']} | {r['blocks']} × {r['tokens']} × {r['classes']} | {r['batch']} "
+            f"| {t['bare_median_s']:.4f} | {t['lens_median_s']:.4f} | **{t['ratio']:.2f}×** "
+            f"| {t['paired_ratio_median']:.2f}× | {s['bytes_per_image'] / 1e3:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def goals_text(results: list[dict]) -> str:
+    lines = [
+        f"Goals: lens/bare ≤ {RATIO_GOAL}× (DESIGN §10 aims at ≤ {RATIO_AIM}×); stored ≤ {BYTES_GOAL / 1e3:.0f} KB "
+        f"per image for ViT-B/16 (the original wrote ≈ {ORIGINAL_BYTES_PER_IMAGE / 1e6:.0f} MB per image)."
+    ]
+    for r in results:
+        ratio = r["timing"]["ratio"]
+        verdict = "meets the aim" if ratio <= RATIO_AIM else "meets the goal" if ratio <= RATIO_GOAL else "MISSES the goal"
+        line = f"- {r['model']}: ratio {ratio:.2f}× {verdict}"
+        if r["model"] == VIT_B16:
+            per_image = r["storage"]["bytes_per_image"]
+            line += (
+                f"; {per_image / 1e3:.1f} KB/image {'meets' if per_image <= BYTES_GOAL else 'MISSES'} the storage goal "
+                f"({ORIGINAL_BYTES_PER_IMAGE / per_image:,.0f}× smaller than the original)"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = models.pick_device(args.device)
+    setting = SETTINGS["quick" if args.quick else "default"]
+    cases = model_cases(args.config, device)
+    if args.models:
+        unknown = set(args.models) - {c["name"] for c in cases}
+        if unknown:
+            sys.exit(f"unknown models {sorted(unknown)}; choose from {[c['name'] for c in cases]}")
+        cases = [c for c in cases if c["name"] in args.models]
+
+    started = time.perf_counter()
+    results = []
+    for case in cases:
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        model = case["build"]().to(device).eval()
+        warmup, pairs, n_images = setting[case["size"]]
+        height, width = input_size(case["preprocessing"])
+        x = torch.randn(case["batch"], 3, height, width, device=device)
+        targets = torch.randint(model.num_classes, (case["batch"],), device=device)
+        print(f"[{case['name']}] timing {warmup} warm-up + {pairs} interleaved pairs, batch {case['batch']}", file=sys.stderr)
+        timing = time_forwards(model, x, targets, device, warmup, pairs)
+        print(f"[{case['name']}] storing {n_images} images with extract_shard", file=sys.stderr)
+        storage = stored_bytes(model, case, n_images, device, rng)
+        with torch.inference_mode():
+            tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+        results.append(
+            {
+                "model": case["name"],
+                "arch": model.default_cfg.get("architecture", type(model).__name__),
+                "blocks": len(model.blocks),
+                "layers": 3 * len(model.blocks),
+                "tokens": tokens,
+                "classes": model.num_classes,
+                "input": [height, width],
+                "batch": case["batch"],
+                "timing": timing,
+                "storage": storage,
+            }
+        )
+        del model
+    wall = time.perf_counter() - started
+
+    table, goals = markdown(results), goals_text(results)
+    print(table)
+    print()
+    print(goals)
+    print(f"\n{device}, torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, {wall:.0f} s")
+
+    summary = {
+        "benchmark": "extraction_overhead",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "batch_sizes": {r["model"]: r["batch"] for r in results},
+        "goals": {
+            "ratio_max": RATIO_GOAL,
+            "ratio_aim": RATIO_AIM,
+            "vit_b16_bytes_per_image_max": BYTES_GOAL,
+            "original_vit_b16_bytes_per_image": ORIGINAL_BYTES_PER_IMAGE,
+        },
+        "models": {
+            r["model"]: {
+                "bare_median_s": r["timing"]["bare_median_s"],
+                "lens_median_s": r["timing"]["lens_median_s"],
+                "ratio": r["timing"]["ratio"],
+                "bytes_per_image": r["storage"]["bytes_per_image"],
+                **{k: v for k, v in r.items() if k not in ("model",)},
+            }
+            for r in results
+        },
+        "wall_s": wall,
+        "markdown": table,
+        "goals_text": goals,
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

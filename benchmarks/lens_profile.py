@@ -1,0 +1,236 @@
+"""Where the lens spends its time: each step of the per-state reduction, timed inside the forward.
+
+A subclass of :class:`class_embedding.lens.ClassEmbeddingLens` repeats ``_reduce`` and the
+memory hook step by step with a timer around each step (the steps mirror lens.py; keep them in
+sync when it changes), then micro-benchmarks a few alternatives on the same tensors. CPU-oriented:
+on CUDA the per-step timers would need synchronisation and mean little.
+
+    python benchmarks/lens_profile.py [--batch 8] [--repeats 5] [--output benchmarks/results/lens_profile.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import timm
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+
+from class_embedding import lens  # noqa: E402
+
+
+class TimedLens(lens.ClassEmbeddingLens):
+    """The lens with a stopwatch around every step of its hooks (seconds summed per forward)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.samples: dict[str, torch.Tensor] = {}
+
+    def _step(self, label: str, fn):
+        start = time.perf_counter()
+        value = fn()
+        self.seconds[label] += time.perf_counter() - start
+        return value
+
+    def _reduce(self, name, states):
+        model = self.model
+        normed = self._step("project: norm", lambda: model.fc_norm(model.norm(states)).float())
+        logits = self._step(
+            "project: addmm",
+            lambda: torch.addmm(
+                model.head.bias.float(), normed.reshape(-1, normed.shape[-1]), model.head.weight.float().t()
+            ).reshape(*normed.shape[:-1], -1),
+        )
+        targets = self.targets.view(-1, 1).expand(logits.shape[:2])
+        rank = self._step("rank_of", lambda: lens.rank_of(logits, targets).to(torch.int16))
+        logit = self._step("gather logit", lambda: logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
+        top5 = self._step("top-5 classes", lambda: logits.topk(lens.TOP_K, dim=-1).indices.to(torch.int16))
+        self.record.layers[name] = lens.LayerReduction(rank, logit, top5, self.record.memory_top5.pop(name, None))
+        if name.startswith("mlp") and "states" not in self.samples:
+            self.samples["states"], self.samples["logits"] = states, logits
+
+    def _memory_hook(self, name, from_input):
+        kind = name.split("_")[0]
+
+        def hook(module, inputs, output=None):
+            coefficients = inputs[0] if from_input else output
+            self.samples.setdefault(f"{kind} memories", coefficients)
+            self.record.memory_top5[name] = self._step(
+                f"memory top-5 ({kind})", lambda: coefficients.topk(lens.TOP_K, dim=-1).indices.to(torch.int16)
+            )
+
+        return hook
+
+    def _state_hook(self, name, keep_last=False):
+        inner = super()._state_hook(name, keep_last)
+
+        def hook(module, inputs, output):
+            start = time.perf_counter()
+            inner(module, inputs, output)
+            self.seconds["(whole state hooks)"] += time.perf_counter() - start
+
+        return hook
+
+
+def timed(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` calls: on a shared machine the minimum is the least disturbed estimate."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def rank_two_pass(logits, target):
+    """Alternative: count ``>=`` and ``>``; the full tie-break only where a tie exists (rare in float32)."""
+    target_logit = logits.gather(-1, target.unsqueeze(-1))
+    larger = (logits > target_logit).sum(-1)
+    at_least = (logits >= target_logit).sum(-1)
+    if bool((at_least > larger + 1).any()):
+        return lens.rank_of(logits, target)
+    return larger
+
+
+def rank_one_pass(logits, target):
+    """Lower bound: one comparison pass and no tie-break (differs from a stable sort on exact ties)."""
+    target_logit = logits.gather(-1, target.unsqueeze(-1))
+    larger = (logits > target_logit).sum(-1)
+    return larger
+
+
+def alternatives(model, samples: dict, targets: torch.Tensor, repeats: int) -> dict:
+    """Fastest seconds of one call for the current step and a few alternatives, on captured tensors."""
+    states, logits = samples["states"], samples["logits"]
+    full_targets = targets.view(-1, 1).expand(logits.shape[:2])
+    head_w, head_b = model.head.weight, model.head.bias
+    flat = states.reshape(-1, states.shape[-1])
+    out = torch.empty(flat.shape[0], head_w.shape[0])
+    # LayerNorm's affine folded into the head: logits = ((x - mu) / sigma) W'ᵀ + b'.
+    norm = model.norm
+    folded_w = head_w * norm.weight if isinstance(norm, torch.nn.LayerNorm) else head_w
+    folded_b = head_b + head_w @ norm.bias if isinstance(norm, torch.nn.LayerNorm) else head_b
+    folded_wt = folded_w.t().contiguous()
+    head_wt = head_w.t().contiguous()
+
+    results = {
+        "project: norm (LayerNorm)": timed(lambda: model.fc_norm(model.norm(states)), repeats),
+        "project: addmm (weight.t() view)": timed(lambda: torch.addmm(head_b, flat, head_w.t()), repeats),
+        "project: addmm (contiguous Wᵀ)": timed(lambda: torch.addmm(head_b, flat, head_wt), repeats),
+        "project: addmm into preallocated out": timed(lambda: torch.addmm(head_b, flat, head_w.t(), out=out), repeats),
+        "project: F.linear": timed(lambda: torch.nn.functional.linear(flat, head_w, head_b), repeats),
+        "project: standardise + folded addmm": timed(
+            lambda: torch.addmm(folded_b, torch.nn.functional.layer_norm(flat, flat.shape[-1:]), folded_wt), repeats
+        ),
+        "rank_of (current)": timed(lambda: lens.rank_of(logits, full_targets), repeats),
+        "rank: >= and > counts, tie-break only on ties": timed(lambda: rank_two_pass(logits, full_targets), repeats),
+        "rank: > count only (no tie-break)": timed(lambda: rank_one_pass(logits, full_targets), repeats),
+        "top-5 classes: topk": timed(lambda: logits.topk(lens.TOP_K, dim=-1), repeats),
+        "top-5 classes: topk sorted=False": timed(lambda: logits.topk(lens.TOP_K, dim=-1, sorted=False), repeats),
+    }
+    for kind in ("attn", "mlp"):
+        coefficients = samples[f"{kind} memories"]
+        results[f"memory top-5 ({kind}): topk {tuple(coefficients.shape)}"] = timed(
+            lambda: coefficients.topk(lens.TOP_K, dim=-1), repeats
+        )
+    # Correctness of the cheaper rank on these tensors.
+    same = torch.equal(rank_two_pass(logits, full_targets), lens.rank_of(logits, full_targets))
+    results["(rank alternative identical)"] = same
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="vit_base_patch16_224")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", default=str(REPO / "benchmarks/results/lens_profile.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = timm.create_model(args.arch, pretrained=False).eval()
+    size = model.patch_embed.img_size
+    x = torch.randn(args.batch, 3, *size)
+    targets = torch.randint(model.num_classes, (args.batch,))
+
+    def bare():
+        with torch.inference_mode():
+            model(x)
+
+    hooks = TimedLens(model)
+
+    def with_lens():
+        with hooks, torch.inference_mode():
+            hooks.set_targets(targets)
+            logits = model(x)
+            start = time.perf_counter()
+            lens.audit(model, hooks.record.last_state, logits, "profile")
+            hooks.seconds["audit"] += time.perf_counter() - start
+
+    bare()
+    with_lens()
+    bare_times, lens_times, steps = [], [], defaultdict(list)
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        bare()
+        bare_times.append(time.perf_counter() - start)
+        hooks.seconds.clear()
+        start = time.perf_counter()
+        with_lens()
+        lens_times.append(time.perf_counter() - start)
+        for label, seconds in hooks.seconds.items():
+            steps[label].append(seconds)
+    bare_s = statistics.median(bare_times)
+    lens_s = statistics.median(lens_times)
+    per_step = {label: statistics.median(v) for label, v in steps.items()}
+
+    with torch.inference_mode():
+        alt = alternatives(model, hooks.samples, targets, max(args.repeats * 6, 20))
+    n_blocks = len(model.blocks)
+
+    print(f"{args.arch}, batch {args.batch}, {torch.get_num_threads()} threads, medians of {args.repeats}")
+    print(f"bare forward {bare_s:.3f} s, lens forward {lens_s:.3f} s, ratio {lens_s / bare_s:.2f}×\n")
+    print("| step (summed over one forward) | s | % of bare forward |")
+    print("|---|---|---|")
+    for label, seconds in sorted(per_step.items(), key=lambda kv: -kv[1]):
+        print(f"| {label} | {seconds:.3f} | {100 * seconds / bare_s:.1f} |")
+    print(f"\n| alternative (fastest single call; × {3 * n_blocks} states or × {n_blocks} memories per forward) | ms |")
+    print("|---|---|")
+    for label, value in alt.items():
+        print(f"| {label} | {value if isinstance(value, bool) else f'{1e3 * value:.2f}'} |")
+
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        json.dumps(
+            {
+                "arch": args.arch,
+                "batch": args.batch,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "bare_median_s": bare_s,
+                "lens_median_s": lens_s,
+                "ratio": lens_s / bare_s,
+                "steps_s_per_forward": per_step,
+                "alternatives_s_per_call": alt,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""End-to-end runs of the workflow on a micro config through the Snakemake API."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
+
+from class_embedding import models, tables
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = REPO / "tests" / "configs" / "micro.yaml"
+
+pytestmark = pytest.mark.workflow
+
+
+def run(workdir: Path, targets=(), config: Path = MICRO, dryrun=False) -> None:
+    """Run the workflow in ``workdir`` as ``snakemake --cores 2 [-n] --configfile config targets``."""
+    with SnakemakeApi(OutputSettings(quiet=None)) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(configfiles=[config]),
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+        )
+        dag = workflow.dag(DAGSettings(targets=list(targets)))
+        dag.execute_workflow(
+            executor="dryrun" if dryrun else "local",
+            execution_settings=ExecutionSettings(),
+        )
+
+
+def jobs_to_run(workdir: Path, capfd, targets=()) -> str:
+    capfd.readouterr()
+    run(workdir, targets, dryrun=True)
+    captured = capfd.readouterr()
+    return captured.out + captured.err
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One micro workdir: first a single figure, then everything."""
+    workdir = tmp_path_factory.mktemp("micro")
+    run(workdir, ["results/figures/fig_change_rate.pdf"])
+    single_figure = sorted(str(p.relative_to(workdir)) for p in (workdir / "results").rglob("*") if p.is_file())
+    run(workdir)
+    return workdir, single_figure
+
+
+def test_single_figure_builds_only_its_upstream(built):
+    _, files = built
+    assert "results/figures/fig_change_rate.pdf" in files
+    assert not [f for f in files if "_random" in f], "the change rate needs no random twin"
+    assert not [f for f in files if f.startswith("results/figures/") and "fig_change_rate" not in f]
+    assert not [f for f in files if "token_labels" in f]
+
+
+def test_everything_is_built_and_consistent(built):
+    workdir, _ = built
+    results = workdir / "results"
+    for name in ["fig_identifiability_hist", "fig_identifiability_evolution", "fig_identifiability_mean_evolution", "fig_change_rate"]:
+        assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
+        assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+    stimuli = pd.read_parquet(results / "data/micro/stimuli.parquet")
+    # 6 classes, one short in validation (3 < 3 images? no: short classes get fewer than asked).
+    assert len(stimuli) % 3 == 0 and stimuli["image"].tolist() == list(range(len(stimuli)))
+    n_images = len(stimuli)
+    for model, n_tokens in [("micro_cls", 17), ("micro_gap", 16), ("micro_cls_random", 17)]:
+        extract = results / "extract" / model
+        names = sorted(p.name for p in extract.glob("*.parquet"))
+        assert names == sorted([f"{k}_{b}.parquet" for k in ("hs", "attn", "mlp") for b in range(2)] + ["predictions.parquet"])
+        hs = pq.read_table(extract / "hs_1.parquet").to_pandas()
+        assert len(hs) == n_images * n_tokens  # shards of 7 images merged without loss
+        assert hs["image"].tolist() == list(np.repeat(np.arange(n_images), n_tokens))
+        meta = tables.read_metadata(extract / "hs_1.parquet")
+        assert meta["weights_sha256"] == models.sha256(results / "checkpoints" / f"{model}.pt")
+        assert "mem_top5" in pq.read_schema(extract / "mlp_0.parquet").names
+        assert not list(extract.rglob("*.partial"))
+    assert not (results / "extract" / "micro_gap_random").exists()
+    # The rates table agrees with a recomputation from the Parquet tables.
+    rates = pd.read_csv(results / "tables/tab_identifiability_rates.csv").set_index("model")
+    hs = pq.read_table(results / "extract/micro_cls/hs_1.parquet").to_pandas()
+    image_tokens = hs[hs["token"] > 0]
+    per_image = image_tokens.groupby("image")["rank"].apply(lambda r: (r == 0).mean() * 100)
+    assert rates.loc["micro_cls", "pct_tokens"] == pytest.approx(per_image.mean())
+    predictions = pd.read_parquet(results / "extract/micro_cls/predictions.parquet")
+    assert rates.loc["micro_cls", "accuracy"] == pytest.approx(predictions["correct"].mean() * 100)
+    labels = pd.read_parquet(results / "data/micro/token_labels_g4.parquet")
+    assert len(labels) == n_images * 16 and set(labels["label"]) <= {"class", "context"}
+
+
+def test_rerun_with_nothing_changed_does_nothing(built, capfd):
+    workdir, _ = built
+    assert "Nothing to be done" in jobs_to_run(workdir, capfd)
+
+
+def test_corrupt_image_stops_extraction_without_partial_output(built, tmp_path, capfd):
+    workdir = tmp_path / "corrupt"
+    shutil.copytree(built[0] / "results", workdir / "results")
+    stimuli = pd.read_parquet(workdir / "results/data/micro/stimuli.parquet")
+    bad = workdir / "results/data/micro/ImageNetS919" / stimuli["file"].iloc[4]
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    for model in ("micro_cls", "micro_gap", "micro_cls_random"):
+        shutil.rmtree(workdir / "results/extract" / model)
+    capfd.readouterr()
+    with pytest.raises(Exception):
+        run(workdir, ["results/extract/micro_cls/hs_0.parquet"])
+    output = "".join(capfd.readouterr())
+    assert f"{bad.name} is corrupt" in output and "replace the file" in output
+    extract = workdir / "results/extract/micro_cls"
+    # The failed shard (images 0..6) left nothing; no layer table exists; no temporary file
+    # remains. Shards that finished are complete and are reused when the run resumes.
+    assert not (extract / "shards" / "0").exists()
+    assert not list(extract.glob("*.parquet"))
+    assert not [p for p in extract.rglob("*") if "partial" in p.name]
+
+
+def write_config(tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load(MICRO.read_text())
+    edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+SCHEMA_HINT = "config/schema.yaml documents every key"
+
+
+@pytest.mark.parametrize(
+    "edit, problem, remedy",
+    [
+        (
+            lambda c: c["extraction"].update(batch_size="eight"),
+            "extraction.batch_size: 'eight' is not of type 'integer'",
+            SCHEMA_HINT,
+        ),
+        (
+            lambda c: c["models"]["micro_cls"].update(colour="red"),
+            "models.micro_cls: Additional properties are not allowed ('colour' was unexpected)",
+            SCHEMA_HINT,
+        ),
+        (
+            lambda c: c["models"]["micro_cls"].update(dataset="imagenet"),
+            "models.micro_cls.dataset 'imagenet' is not a key of datasets (micro)",
+            "name one of them or add the dataset",
+        ),
+        (
+            lambda c: c["datasets"].update(real={"root": "/no/such/imagenet-s"}),
+            "datasets.real.root: '/no/such/imagenet-s' does not exist",
+            "see the README for how to obtain ImageNet-S",
+        ),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, edit, problem, remedy):
+    with pytest.raises(WorkflowError) as error:
+        run(tmp_path, config=write_config(tmp_path, edit), dryrun=True)
+    assert problem in str(error.value)
+    assert remedy in str(error.value)
+
+
+def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
+    config = write_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
+    capfd.readouterr()
+    with pytest.raises(Exception):
+        run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
+    assert "models.micro_cls_random.arch: 'vit_does_not_exist' is not a timm model" in "".join(capfd.readouterr())
+    assert not (tmp_path / "results/checkpoints/micro_cls_random.pt").exists()
