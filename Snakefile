@@ -21,6 +21,15 @@ if not workflow.config_settings.configfiles:
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    model=alternatives(MODELS),
+    dataset=alternatives(config["datasets"]),
+    shard=r"\d+",
+    grid=r"\d+",
+
+
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/extract.smk"

@@ -76,13 +76,6 @@ def alternatives(names):
     return "|".join(sorted(names, key=len, reverse=True))
 
 
-wildcard_constraints:
-    model=alternatives(MODELS),
-    dataset=alternatives(config["datasets"]),
-    shard=r"\d+",
-    grid=r"\d+",
-
-
 def is_generated(dataset):
     return "generate" in config["datasets"][dataset]
 
@@ -95,7 +88,7 @@ def dataset_root(dataset):
 
 
 def dataset_files(dataset):
-    """What a rule reading a dataset depends on: the generating rule's outputs, or the user's files."""
+    """Inputs of jobs that read a dataset (the generator's outputs, or the user's files)."""
     root = dataset_root(dataset)
     return {
         "images": f"{root}/ImageNetS919",
@@ -175,3 +168,47 @@ def final_outputs():
     return targets + [
         f"results/data/{dataset}/token_labels_g{grid}.parquet" for dataset, grid in sorted(grids)
     ]
+
+
+def models_with_source(source):
+    return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
+
+
+def stimuli_table(model):
+    return f"results/data/{model_dataset(model)}/stimuli.parquet"
+
+
+def shard_dirs(model):
+    """Shard outputs of a model. Without shard_size there is one, so the whole DAG is known up
+    front; with it, their number is known once the stimulus table exists (a checkpoint)."""
+    shard_size = config["extraction"]["shard_size"]
+    n_shards = 1
+    if shard_size:
+        import pyarrow.parquet
+
+        table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
+        n_shards = -(-pyarrow.parquet.read_metadata(table).num_rows // shard_size)
+    return [f"{extract_dir(model)}/shards/{shard}" for shard in range(n_shards)]
+
+
+def figure_outputs(name):
+    """A figure's PDF (in the report), its PNG and the plotted numbers; a table's CSV."""
+    caption = f"../report/{name}.rst"
+    if name.startswith("tab_"):
+        return {"csv": report(f"results/tables/{name}.csv", caption=caption, category="Identifiability")}
+    return {
+        "pdf": report(f"results/figures/{name}.pdf", caption=caption, category="Identifiability"),
+        "png": f"results/figures/{name}.png",
+        "data": f"results/tables/{name}.csv",
+    }
+
+
+# target name -> whether it compares with the random twins
+IDENTIFIABILITY_TARGETS = {
+    "tab_identifiability_rates": False,
+    "tab_identifiability_random": True,
+    "fig_identifiability_hist": False,
+    "fig_identifiability_evolution": True,
+    "fig_identifiability_mean_evolution": False,
+    "fig_change_rate": False,
+}

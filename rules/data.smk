@@ -10,6 +10,8 @@ rule demo_dataset:
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset]["generate"],
         seed=config["seed"],
+    conda:
+        "../envs/extraction.yaml"
     log:
         "results/logs/demo_dataset/{dataset}.log",
     benchmark:
@@ -26,6 +28,8 @@ checkpoint stimuli:
     params:
         images_per_class=config["stimuli"]["images_per_class"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
+    conda:
+        "../envs/extraction.yaml"
     log:
         "results/logs/stimuli/{dataset}.log",
     script:
@@ -38,6 +42,8 @@ rule token_labels:
         stimuli="results/data/{dataset}/stimuli.parquet",
     output:
         "results/data/{dataset}/token_labels_g{grid}.parquet",
+    conda:
+        "../envs/extraction.yaml"
     log:
         "results/logs/token_labels/{dataset}_g{grid}.log",
     script:

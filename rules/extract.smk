@@ -2,23 +2,6 @@
 # forward pass; then one merge per model into results/extract/<model>/<layer>.parquet.
 
 
-def stimuli_table(model):
-    return f"results/data/{model_dataset(model)}/stimuli.parquet"
-
-
-def shard_dirs(model):
-    """Shard outputs of a model. Without shard_size there is one, so the whole DAG is known up
-    front; with it, their number is known once the stimulus table exists (a checkpoint)."""
-    shard_size = config["extraction"]["shard_size"]
-    n_shards = 1
-    if shard_size:
-        import pyarrow.parquet
-
-        table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
-        n_shards = -(-pyarrow.parquet.read_metadata(table).num_rows // shard_size)
-    return [f"{extract_dir(model)}/shards/{shard}" for shard in range(n_shards)]
-
-
 rule extract_shard:
     input:
         unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
@@ -33,6 +16,8 @@ rule extract_shard:
         gpu=1,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../envs/extraction.yaml"
     log:
         "results/logs/extract_shard/{model}_{shard}.log",
     benchmark:
@@ -54,6 +39,8 @@ for merged_model in MODELS:
         params:
             model=merged_model,
             layers=layer_names(merged_model),
+        conda:
+            "../envs/extraction.yaml"
         log:
             f"results/logs/merge_extraction/{merged_model}.log",
         script:

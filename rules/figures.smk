@@ -3,28 +3,6 @@
 # share one entry point. Captions (report/<name>.rst) say which paper figure each reproduces.
 
 
-def figure_outputs(name):
-    """A figure's PDF (in the report), its PNG and the plotted numbers; a table's CSV."""
-    caption = f"../report/{name}.rst"
-    if name.startswith("tab_"):
-        return {"csv": report(f"results/tables/{name}.csv", caption=caption, category="Identifiability")}
-    return {
-        "pdf": report(f"results/figures/{name}.pdf", caption=caption, category="Identifiability"),
-        "png": f"results/figures/{name}.png",
-        "data": f"results/tables/{name}.csv",
-    }
-
-
-# target name -> whether it compares with the random twins
-IDENTIFIABILITY_TARGETS = {
-    "tab_identifiability_rates": False,
-    "tab_identifiability_random": True,
-    "fig_identifiability_hist": False,
-    "fig_identifiability_evolution": True,
-    "fig_identifiability_mean_evolution": False,
-    "fig_change_rate": False,
-}
-
 for target, with_twins in IDENTIFIABILITY_TARGETS.items():
 
     rule:
@@ -37,6 +15,8 @@ for target, with_twins in IDENTIFIABILITY_TARGETS.items():
         params:
             models=figure_models(),
             seed=config["seed"],
+        conda:
+            "../envs/analysis.yaml"
         log:
             f"results/logs/figures/{target}.log",
         script:

@@ -2,10 +2,6 @@
 # the seeded random-initialisation twins.
 
 
-def models_with_source(source):
-    return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
-
-
 rule train_demo_model:
     input:
         unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
@@ -25,6 +21,8 @@ rule train_demo_model:
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
+    conda:
+        "../envs/extraction.yaml"
     log:
         "results/logs/train_demo_model/{model}.log",
     benchmark:
@@ -40,6 +38,8 @@ rule random_twin_checkpoint:
         model=alternatives(models_with_source("random_init")),
     params:
         spec=lambda wildcards: MODELS[wildcards.model],
+    conda:
+        "../envs/extraction.yaml"
     log:
         "results/logs/random_twin_checkpoint/{model}.log",
     script:

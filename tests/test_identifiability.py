@@ -321,20 +321,3 @@ def test_fig_change_rate(models, tmp_path):
     # gap_model: all tokens 1 + 3 + 1 of 12; paper drops token 0: 0 + 3 + 1 of 9.
     assert data.loc["gap_model", "rate_corrected"] == pytest.approx(5 / 12)
     assert data.loc["gap_model", "rate_paper"] == pytest.approx(4 / 9)
-
-
-def test_run_dispatches_on_rule_name_and_logs(models, tmp_path):
-    smk = SimpleNamespace(
-        rule="tab_identifiability_rates",
-        params=SimpleNamespace(models=models, seed=0),
-        output=SimpleNamespace(csv=tmp_path / "rates.csv"),
-        log=[str(tmp_path / "rates.log")],
-    )
-    figures.run(smk)
-    assert len(pd.read_csv(smk.output.csv)) == 2
-    assert (tmp_path / "rates.log").exists()
-
-    smk.params.models = [{**models[0], "extract_dir": str(tmp_path / "missing")}]
-    with pytest.raises(FileNotFoundError):
-        figures.run(smk)
-    assert "rule tab_identifiability_rates failed" in (tmp_path / "rates.log").read_text()

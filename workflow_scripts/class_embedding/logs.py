@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from contextlib import contextmanager
 
 from .errors import InputError
@@ -24,5 +25,8 @@ def logged(smk):
             print(message, file=log_file)
             print(message, file=console)
             raise SystemExit(1) from None
+        except BaseException:
+            traceback.print_exc(file=log_file)
+            raise
         finally:
             sys.stderr = console
