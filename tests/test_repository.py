@@ -49,7 +49,8 @@ def test_every_rule_has_a_log_and_a_conda_env():
     for smk in sorted((REPO / "rules").glob("*.smk")):
         text = smk.read_text()
         starts = [m.start() for m in re.finditer(r"^\s*(?:rule|checkpoint)\b[^\n]*:$", text, re.M)]
-        assert starts, smk.name
+        if smk.name != "common.smk":
+            assert starts, smk.name
         for start, end in zip(starts, starts[1:] + [len(text)]):
             rule = text[start:end].strip()
             assert "log:" in rule and "conda:" in rule, f"{smk.name}: {rule.splitlines()[0]}"
