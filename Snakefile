@@ -34,6 +34,9 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/extract.smk"
 include: "rules/figures.smk"
+include: "rules/class_building.smk"
+include: "rules/perturbation.smk"
+include: "rules/memories.smk"
 
 
 rule all:

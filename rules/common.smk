@@ -121,27 +121,31 @@ def checkpoint_path(model):
     return f"results/checkpoints/{model}.pt"
 
 
+def describe_model(name):
+    """What analysis scripts need to know about a configured model (passed as params)."""
+    spec = MODELS[name]
+    dataset = spec["dataset"]
+    twin = f"{name}_random"
+    return {
+        "name": name,
+        "display_name": spec["display_name"],
+        "extract_dir": extract_dir(name),
+        "num_blocks": spec["num_blocks"],
+        "num_classes": spec["num_classes"],
+        "class_token": spec["class_token"],
+        "token_grid": spec["token_grid"],
+        "block_group": spec["block_group"],
+        "stimuli": f"results/data/{dataset}/stimuli.parquet",
+        "token_labels": f"results/data/{dataset}/token_labels_g{spec['token_grid']}.parquet",
+        "checkpoint": checkpoint_path(name),
+        "random_twin": (
+            {"name": twin, "extract_dir": extract_dir(twin)} if twin in MODELS else None
+        ),
+    }
+
+
 def figure_models():
-    """What figure scripts need to know about each configured model (passed as params)."""
-    described = []
-    for name in TRAINED_MODELS:
-        spec = MODELS[name]
-        twin = f"{name}_random"
-        described.append(
-            {
-                "name": name,
-                "display_name": spec["display_name"],
-                "extract_dir": extract_dir(name),
-                "num_blocks": spec["num_blocks"],
-                "num_classes": spec["num_classes"],
-                "class_token": spec["class_token"],
-                "block_group": spec["block_group"],
-                "random_twin": (
-                    {"name": twin, "extract_dir": extract_dir(twin)} if twin in MODELS else None
-                ),
-            }
-        )
-    return described
+    return [describe_model(name) for name in TRAINED_MODELS]
 
 
 def identifiability_inputs(kinds=("hs",), twins=True):

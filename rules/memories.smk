@@ -1,0 +1,1 @@
+# Placeholder: rules are added by the analysis work on issue 5.
