@@ -163,15 +163,18 @@ def identifiability_inputs(kinds=("hs",), twins=True):
 
 
 def final_outputs():
-    """Every figure and table, plus the token labels that the context analyses read."""
+    """Every figure and table of the configured models (rule all)."""
+    summaries = [*IDENTIFIABILITY_TARGETS, "tab_context_change_rate_diff", *MEMORY_TARGETS]
     targets = [
         f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
-        for name in IDENTIFIABILITY_TARGETS
+        for name in summaries
     ]
-    grids = {(spec["dataset"], spec["token_grid"]) for spec in MODELS.values()}
-    return targets + [
-        f"results/data/{dataset}/token_labels_g{grid}.parquet" for dataset, grid in sorted(grids)
+    targets += [
+        f"results/figures/{figure}_{model}.pdf"
+        for figure in ("fig_class_building", "fig_context_identifiability")
+        for model in TRAINED_MODELS
     ]
+    return targets
 
 
 def models_with_source(source):
@@ -195,13 +198,13 @@ def shard_dirs(model):
     return [f"{extract_dir(model)}/shards/{shard}" for shard in range(n_shards)]
 
 
-def figure_outputs(name):
+def figure_outputs(name, category="Identifiability"):
     """A figure's PDF (in the report), its PNG and the plotted numbers; a table's CSV."""
     caption = f"../report/{name}.rst"
     if name.startswith("tab_"):
-        return {"csv": report(f"results/tables/{name}.csv", caption=caption, category="Identifiability")}
+        return {"csv": report(f"results/tables/{name}.csv", caption=caption, category=category)}
     return {
-        "pdf": report(f"results/figures/{name}.pdf", caption=caption, category="Identifiability"),
+        "pdf": report(f"results/figures/{name}.pdf", caption=caption, category=category),
         "png": f"results/figures/{name}.png",
         "data": f"results/tables/{name}.csv",
     }

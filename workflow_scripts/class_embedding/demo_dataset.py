@@ -322,6 +322,7 @@ def plan_dataset(
     short_validation_classes: int = 1,
     image_size: tuple[int, int] = (56, 96),
     context_correlation: float = 0.7,
+    classes_per_background: int = 4,
     seed: int = 0,
 ) -> DatasetPlan:
     """Decide classes, file names and per-image seeds; no pixels yet."""
@@ -341,7 +342,13 @@ def plan_dataset(
         rng.choice(total_classes - 1, size=num_unannotated_classes, replace=False).tolist()
     )
     appearances = _draw_appearances(rng, total_classes)
-    backgrounds = _draw_backgrounds(rng, total_classes)
+    # Classes share background styles in groups: a background narrows the class down to a few
+    # candidates while the object identifies it, so class tokens carry more evidence than
+    # context tokens (as in natural images), yet context still carries some.
+    _check_int("classes_per_background", classes_per_background, 1)
+    n_styles = -(-total_classes // min(classes_per_background, total_classes))
+    styles = _draw_backgrounds(rng, n_styles)
+    backgrounds = [styles[i % n_styles] for i in rng.permutation(total_classes)]
     texture_angles = rng.uniform(0, np.pi, size=total_classes)
     texture_periods = rng.uniform(0.35, 0.6, size=total_classes)
     specs = [
@@ -616,6 +623,7 @@ def write_demo_dataset(
     short_validation_classes: int = 1,
     image_size: tuple[int, int] = (56, 96),
     context_correlation: float = 0.7,
+    classes_per_background: int = 4,
     seed: int = 0,
 ) -> dict:
     """Write the dataset to ``images_dir`` and the category list; return a short summary.
@@ -630,6 +638,7 @@ def write_demo_dataset(
         short_validation_classes=short_validation_classes,
         image_size=image_size,
         context_correlation=context_correlation,
+        classes_per_background=classes_per_background,
         seed=seed,
     )
     images_dir = Path(images_dir)
@@ -674,7 +683,7 @@ def write_demo_dataset(
 
 SPEC_KEYS = (
     "num_classes", "num_unannotated_classes", "images_per_class", "short_validation_classes",
-    "image_size", "context_correlation",
+    "image_size", "context_correlation", "classes_per_background",
 )
 
 
