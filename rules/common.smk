@@ -164,7 +164,13 @@ def identifiability_inputs(kinds=("hs",), twins=True):
 
 def final_outputs():
     """Every figure and table of the configured models (rule all)."""
-    summaries = [*IDENTIFIABILITY_TARGETS, "tab_context_change_rate_diff", *MEMORY_TARGETS]
+    summaries = [
+        *IDENTIFIABILITY_TARGETS,
+        "tab_context_change_rate_diff",
+        "tab_attn_perturbation",
+        "tab_context_perturbation",
+        *MEMORY_TARGETS,
+    ]
     targets = [
         f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
         for name in summaries

@@ -1,0 +1,161 @@
+"""Benchmark: batched attention and token perturbations against one image at a time.
+
+The original ran every perturbation with batch 1 in stimulus order (METHOD §4.9, §4.10). Here
+:func:`class_embedding.perturbation.attention_perturbation` batches all images, and
+:func:`~class_embedding.perturbation.token_perturbation` groups them by kept length. Both are
+timed on the demo models of ``config.yaml`` (random weights, in-memory random images and random
+class/context labels with the demo's ≈25% class tokens), once with the config's
+``extraction.batch_size`` and once with batch size 1 (the one-image-at-a-time loop), alternating
+the two so that a noisy shared machine slows both alike. The ratio is loop time / batched time
+measured in the same run; the ranks of both runs must be identical. ``bare_forward`` times the
+unmodified model alone the same two ways: the ceiling of what batching can buy on the machine.
+
+Goal: ratio ≥ 10× on CPU.
+
+    python benchmarks/perturbation_batching.py [--quick] [--output benchmarks/results/perturbation_batching.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+
+from class_embedding import models, perturbation  # noqa: E402
+from class_embedding.perturbation_masks import ATTENTION_TYPES, MASK_TYPES, kept_token_mask  # noqa: E402
+
+RATIO_GOAL = 10.0
+CLASS_TOKEN_FRACTION = 0.25  # share of class-labelled tokens in the demo's token labels
+# (images, timed repetitions of each variant) per setting
+SETTINGS = {"default": (150, 5), "quick": (32, 1)}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few images, one repetition: a smoke run")
+    parser.add_argument("--output", default=str(REPO / "benchmarks/results/perturbation_batching.json"))
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="workflow config with the demo models")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser.parse_args()
+
+
+def cls_models(config: dict) -> dict[str, dict]:
+    return {name: spec for name, spec in config["models"].items() if spec["class_token"]}
+
+
+def timed(run, device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def compare(run, batch_size: int, repeats: int, device: torch.device) -> dict:
+    """Median times of ``run(batch_size)`` and ``run(1)``, alternated after one warm-up each."""
+    run(batch_size), run(1)
+    batched, single = [], []
+    for _ in range(repeats):
+        seconds, batched_result = timed(lambda: run(batch_size), device)
+        batched.append(seconds)
+        seconds, single_result = timed(lambda: run(1), device)
+        single.append(seconds)
+    if batched_result is not None and not batched_result.tokens.column("rank").equals(
+        single_result.tokens.column("rank")
+    ):
+        raise RuntimeError("batched and one-image-at-a-time ranks differ")
+    batched_s, single_s = statistics.median(batched), statistics.median(single)
+    return {"batched_s": batched_s, "one_at_a_time_s": single_s, "ratio": single_s / batched_s}
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_images, repeats = SETTINGS["quick" if args.quick else "default"]
+    config = yaml.safe_load(Path(args.config).read_text())
+    batch_size = int(config["extraction"]["batch_size"])
+    device = models.pick_device(args.device)
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+
+    results = []
+    for name, spec in cls_models(config).items():
+        model = models.build_model(spec, name).to(device)
+        height, width = spec["preprocessing"]["resize"]
+        images = list(torch.randn(n_images, 3, height, width))
+        stimuli = np.arange(n_images)
+        targets = rng.integers(0, spec["num_classes"], n_images)
+        class_mask = rng.random((n_images, spec["token_grid"] ** 2)) < CLASS_TOKEN_FRACTION
+        cases = {"bare_forward": None} | {f"attn_{kind}": kind for kind in ATTENTION_TYPES}
+        cases |= {f"tokens_no_{mask}": mask for mask in MASK_TYPES}
+        for case, kind in cases.items():
+            if kind is None:
+                # The ceiling: the unmodified model alone, no hooks, no lens, no data loading.
+                stacked = torch.stack(images).to(device)
+
+                def run(size):
+                    with torch.inference_mode():
+                        for chunk in stacked.split(size):
+                            model(chunk)
+            elif case.startswith("attn_"):
+
+                def run(size, kind=kind):
+                    return perturbation.attention_perturbation(
+                        model, images, stimuli, targets, kind, batch_size=size, device=device
+                    )
+            else:
+                keep = kept_token_mask(class_mask, kind)
+
+                def run(size, keep=keep):
+                    return perturbation.token_perturbation(
+                        model, images, stimuli, targets, keep, batch_size=size, device=device
+                    )
+
+            row = {"model": name, "perturbation": case, "n_images": n_images, "batch_size": batch_size}
+            row |= compare(run, batch_size, repeats, device)
+            results.append(row)
+            print(
+                f"{name:14s} {case:22s} batched {row['batched_s']:7.3f} s   one at a time "
+                f"{row['one_at_a_time_s']:7.3f} s   ratio {row['ratio']:6.1f}x",
+                flush=True,
+            )
+
+    worst = min(row["ratio"] for row in results if row["perturbation"] != "bare_forward")
+    print(f"worst ratio {worst:.1f}x (goal >= {RATIO_GOAL:.0f}x): {'met' if worst >= RATIO_GOAL else 'NOT met'}")
+    record = {
+        "benchmark": "perturbation_batching",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "setting": "quick" if args.quick else "default",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "ratio_goal": RATIO_GOAL,
+        "worst_ratio": worst,
+        "results": results,
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written {output}")
+
+
+if __name__ == "__main__":
+    main()
