@@ -64,9 +64,25 @@ def test_single_figure_builds_only_its_upstream(built):
 def test_everything_is_built_and_consistent(built):
     workdir, _ = built
     results = workdir / "results"
-    for name in ["fig_identifiability_hist", "fig_identifiability_evolution", "fig_identifiability_mean_evolution", "fig_change_rate"]:
+    figures = [
+        "fig_identifiability_hist",
+        "fig_identifiability_evolution",
+        "fig_identifiability_mean_evolution",
+        "fig_change_rate",
+        "fig_class_value_agreement",
+        "fig_key_value_agreement_rate",
+        "fig_agreement_accuracy_diff",
+        "fig_memory_compositionality",
+        "fig_memory_compare",
+        *[f"{name}_{model}" for name in ("fig_class_building", "fig_context_identifiability") for model in ("micro_cls", "micro_gap")],
+    ]
+    for name in figures:
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+    for name in ["tab_context_change_rate_diff", "tab_attn_perturbation", "tab_context_perturbation", "tab_value_vector_classes"]:
+        assert len(pd.read_csv(results / "tables" / f"{name}.csv")) > 0
+    # Perturbations run for the [CLS] model only.
+    assert set(pd.read_csv(results / "tables/tab_attn_perturbation.csv")["model"]) == {"micro_cls"}
     stimuli = pd.read_parquet(results / "data/micro/stimuli.parquet")
     # 6 classes, one short in validation (3 < 3 images? no: short classes get fewer than asked).
     assert len(stimuli) % 3 == 0 and stimuli["image"].tolist() == list(range(len(stimuli)))
