@@ -21,15 +21,7 @@ with logs.logged(snakemake):
         workers=settings["workers"],
         description=f"{name} shard {shard}",
         metadata={
-            "model": name,
-            "display_name": spec["display_name"],
-            "arch": spec["arch"],
-            "num_classes": spec["num_classes"],
-            "num_blocks": spec["num_blocks"],
-            "class_token": spec["class_token"],
-            "token_grid": spec["token_grid"],
-            "weights_sha256": models.sha256(snakemake.input.checkpoint),
-            "preprocessing": spec["preprocessing"],
+            **models.model_metadata(spec, name, snakemake.input.checkpoint),
             "stimuli": snakemake.input.stimuli,
         },
     )

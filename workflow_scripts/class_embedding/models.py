@@ -71,6 +71,21 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, name: str) 
     return model.eval()
 
 
+def model_metadata(spec: dict, name: str, checkpoint: str | os.PathLike) -> dict:
+    """What every table computed from a model records about it in its Parquet metadata."""
+    return {
+        "model": name,
+        "display_name": spec["display_name"],
+        "arch": spec["arch"],
+        "num_classes": spec["num_classes"],
+        "num_blocks": spec["num_blocks"],
+        "class_token": spec["class_token"],
+        "token_grid": spec["token_grid"],
+        "weights_sha256": sha256(checkpoint),
+        "preprocessing": spec["preprocessing"],
+    }
+
+
 def sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -371,14 +371,8 @@ class Setup:
             images=table.column("image").to_numpy().astype(np.int64),
             targets=table.column("class_index").to_numpy().astype(np.int64),
             metadata={
-                "model": name,
-                "display_name": spec["display_name"],
-                "arch": spec["arch"],
-                "num_classes": spec["num_classes"],
-                "num_blocks": spec["num_blocks"],
+                **models.model_metadata(spec, name, checkpoint),
                 "block": spec["num_blocks"] - 1,
-                "weights_sha256": models.sha256(checkpoint),
-                "preprocessing": spec["preprocessing"],
                 "stimuli": stimuli,
             },
         )
