@@ -53,7 +53,7 @@ VIT_B16 = "vit_b16"
 # (warm-up pairs, timed pairs, images stored) per setting; ViT-B/16 forwards take seconds on CPU.
 SETTINGS = {
     "default": {"big": (2, 11, 32), "small": (5, 41, 64)},
-    "quick": {"big": (1, 3, 16), "small": (2, 7, 64)},
+    "quick": {"big": (1, 2, 16), "small": (2, 7, 64)},
 }
 
 
@@ -151,9 +151,12 @@ def time_forwards(model, x, targets, device, warmup: int, pairs: int) -> dict:
         "bare_median_s": bare_median,
         "lens_median_s": lens_median,
         "ratio": lens_median / bare_median,
-        "paired_ratio_median": statistics.median(l / b for b, l in zip(bare, with_lens)),
+        "paired_ratio_median": statistics.median(after / before for before, after in zip(bare, with_lens)),
         "bare_min_s": min(bare),
         "lens_min_s": min(with_lens),
+        # Interference from other processes only adds time: the ratio of the fastest runs is the
+        # least disturbed estimate on a shared machine.
+        "ratio_of_minima": min(with_lens) / min(bare),
         "bare_s": bare,
         "lens_s": with_lens,
     }
@@ -162,7 +165,8 @@ def time_forwards(model, x, targets, device, warmup: int, pairs: int) -> dict:
 def write_stimuli(root: Path, n_images: int, num_classes: int, size: tuple[int, int], rng) -> pa.Table:
     """Random JPEGs in ``root/val/<wnid>/`` and their stimulus table, as ``select_stimuli`` returns it."""
     per_class = 5
-    classes = np.sort(rng.choice(num_classes, size=-(-n_images // per_class), replace=num_classes < n_images))
+    n_classes = -(-n_images // per_class)
+    classes = np.sort(rng.choice(num_classes, size=n_classes, replace=n_classes > num_classes))
     rows = {k: [] for k in ("wnid", "class_index", "category", "file", "img_index")}
     for i in range(n_images):
         class_index = int(classes[i // per_class])
@@ -210,58 +214,76 @@ def stored_bytes(model, case: dict, n_images: int, device: torch.device, rng) ->
         seconds = time.perf_counter() - start
         by_kind: dict[str, int] = {}
         by_column: dict[str, int] = {}
-        total = 0
+        total = footers = 0
         for path in sorted(shard.glob("*.parquet")):
             size = path.stat().st_size
             total += size
             kind = "predictions" if path.stem == "predictions" else path.stem.split("_")[0]
             by_kind[kind] = by_kind.get(kind, 0) + size
-            if kind == "predictions":
-                continue
             group = pq.ParquetFile(path).metadata.row_group(0)
             column_sum = 0
             for i in range(group.num_columns):
                 column = group.column(i)
-                name = column.path_in_schema.split(".")[0]
-                by_column[name] = by_column.get(name, 0) + column.total_compressed_size
                 column_sum += column.total_compressed_size
-            by_column["(footer, schema metadata)"] = by_column.get("(footer, schema metadata)", 0) + size - column_sum
+                if kind != "predictions":
+                    name = column.path_in_schema.split(".")[0]
+                    by_column[name] = by_column.get(name, 0) + column.total_compressed_size
+            footers += size - column_sum
         n_files = len(list(shard.glob("*.parquet")))
     return {
         "images": n_images,
         "files": n_files,
         "total_bytes": total,
         "bytes_per_image": total / n_images,
+        # Parquet footers and schema metadata are per file, so they vanish in shards of thousands of images.
+        "bytes_per_image_without_footers": (total - footers) / n_images,
         "bytes_per_image_by_table_kind": {k: v / n_images for k, v in by_kind.items()},
         "bytes_per_image_by_layer_column": {k: v / n_images for k, v in by_column.items()},
         "extract_shard_s_per_image": seconds / n_images,
     }
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(results: list[dict]) -> str:
     lines = [
         "| model | blocks × tokens × classes | batch | bare median (s) | lens median (s) | lens/bare "
-        "| paired ratio median | stored KB/image |",
-        "|---|---|---|---|---|---|---|---|",
+        "| paired ratio median | ratio of minima | stored KB/image | without footers |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t, s = r["timing"], r["storage"]
         lines.append(
             f"| {r['model']} | {r['blocks']} × {r['tokens']} × {r['classes']} | {r['batch']} "
             f"| {t['bare_median_s']:.4f} | {t['lens_median_s']:.4f} | **{t['ratio']:.2f}×** "
-            f"| {t['paired_ratio_median']:.2f}× | {s['bytes_per_image'] / 1e3:.1f} |"
+            f"| {t['paired_ratio_median']:.2f}× | {t['ratio_of_minima']:.2f}× | {s['bytes_per_image'] / 1e3:.1f} "
+            f"| {s['bytes_per_image_without_footers'] / 1e3:.1f} |"
         )
     return "\n".join(lines)
 
 
 def goals_text(results: list[dict]) -> str:
     lines = [
-        f"Goals: lens/bare ≤ {RATIO_GOAL}× (DESIGN §10 aims at ≤ {RATIO_AIM}×); stored ≤ {BYTES_GOAL / 1e3:.0f} KB "
-        f"per image for ViT-B/16 (the original wrote ≈ {ORIGINAL_BYTES_PER_IMAGE / 1e6:.0f} MB per image)."
+        f"Goals: lens/bare ≤ {RATIO_GOAL}× (DESIGN §10 aims at ≤ {RATIO_AIM}×); "
+        f"stored ≤ {BYTES_GOAL / 1e3:.0f} KB "
+        f"per image for ViT-B/16 (the original wrote ≈ {ORIGINAL_BYTES_PER_IMAGE / 1e6:.0f} MB per image). "
+        "KB are 1000 bytes; 'without footers' leaves out the per-file Parquet footers and schema metadata, "
+        "which shards of thousands of images amortise."
     ]
     for r in results:
         ratio = r["timing"]["ratio"]
-        verdict = "meets the aim" if ratio <= RATIO_AIM else "meets the goal" if ratio <= RATIO_GOAL else "MISSES the goal"
+        if ratio <= RATIO_AIM:
+            verdict = "meets the aim"
+        else:
+            verdict = "meets the goal" if ratio <= RATIO_GOAL else "MISSES the goal"
         line = f"- {r['model']}: ratio {ratio:.2f}× {verdict}"
         if r["model"] == VIT_B16:
             per_image = r["storage"]["bytes_per_image"]
@@ -286,6 +308,7 @@ def main() -> None:
             sys.exit(f"unknown models {sorted(unknown)}; choose from {[c['name'] for c in cases]}")
         cases = [c for c in cases if c["name"] in args.models]
 
+    load_start = os.getloadavg()
     started = time.perf_counter()
     results = []
     for case in cases:
@@ -296,12 +319,14 @@ def main() -> None:
         height, width = input_size(case["preprocessing"])
         x = torch.randn(case["batch"], 3, height, width, device=device)
         targets = torch.randint(model.num_classes, (case["batch"],), device=device)
-        print(f"[{case['name']}] timing {warmup} warm-up + {pairs} interleaved pairs, batch {case['batch']}", file=sys.stderr)
+        print(
+            f"[{case['name']}] timing {warmup} warm-up + {pairs} interleaved pairs, batch {case['batch']}",
+            file=sys.stderr,
+        )
         timing = time_forwards(model, x, targets, device, warmup, pairs)
         print(f"[{case['name']}] storing {n_images} images with extract_shard", file=sys.stderr)
         storage = stored_bytes(model, case, n_images, device, rng)
-        with torch.inference_mode():
-            tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+        tokens = model.patch_embed.num_patches + model.num_prefix_tokens
         results.append(
             {
                 "model": case["name"],
@@ -318,24 +343,35 @@ def main() -> None:
         )
         del model
     wall = time.perf_counter() - started
+    load_end = os.getloadavg()
 
     table, goals = markdown(results), goals_text(results)
     print(table)
     print()
     print(goals)
-    print(f"\n{device}, torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, {wall:.0f} s")
+    print(
+        f"\n{device}, torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, "
+        f"{wall:.0f} s, load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end"
+    )
+    if device.type == "cpu" and max(load_start[0], load_end[0]) > (os.cpu_count() or 1) + 0.5:
+        print(
+            "warning: other processes were using the CPU; the many small multi-threaded operations of the "
+            "hooks suffer more from that than the forward's large matmuls, so the ratios are inflated.",
+            file=sys.stderr,
+        )
 
     summary = {
         "benchmark": "extraction_overhead",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "timm": timm.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "loadavg_1min": {"start": load_start[0], "end": load_end[0]},
         "batch_sizes": {r["model"]: r["batch"] for r in results},
         "goals": {
             "ratio_max": RATIO_GOAL,

@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
-from class_embedding import lens  # noqa: E402
+from class_embedding import lens, models  # noqa: E402
 
 
 class TimedLens(lens.ClassEmbeddingLens):
@@ -151,7 +151,9 @@ def alternatives(model, samples: dict, targets: torch.Tensor, repeats: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="vit_base_patch16_224")
+    parser.add_argument("--arch", default="vit_base_patch16_224", help="timm architecture, random weights")
+    parser.add_argument("--config-model", default=None, help="profile this model of config.yaml instead of --arch")
+    parser.add_argument("--config", default=str(REPO / "config.yaml"))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
@@ -160,7 +162,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = timm.create_model(args.arch, pretrained=False).eval()
+    if args.config_model:
+        import yaml
+
+        spec = yaml.safe_load(Path(args.config).read_text())["models"][args.config_model]
+        model = models.build_model(spec, args.config_model)
+        args.arch = args.config_model
+    else:
+        model = timm.create_model(args.arch, pretrained=False).eval()
     size = model.patch_embed.img_size
     x = torch.randn(args.batch, 3, *size)
     targets = torch.randint(model.num_classes, (args.batch,))
@@ -206,7 +215,8 @@ def main() -> None:
     print("|---|---|---|")
     for label, seconds in sorted(per_step.items(), key=lambda kv: -kv[1]):
         print(f"| {label} | {seconds:.3f} | {100 * seconds / bare_s:.1f} |")
-    print(f"\n| alternative (fastest single call; × {3 * n_blocks} states or × {n_blocks} memories per forward) | ms |")
+    per_forward = f"× {3 * n_blocks} states or × {n_blocks} memories per forward"
+    print(f"\n| alternative (fastest single call; {per_forward}) | ms |")
     print("|---|---|")
     for label, value in alt.items():
         print(f"| {label} | {value if isinstance(value, bool) else f'{1e3 * value:.2f}'} |")

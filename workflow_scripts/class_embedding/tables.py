@@ -43,12 +43,34 @@ def with_metadata(table: pa.Table, metadata: dict) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
+def leaf_encodings(schema: pa.Schema) -> tuple[list[str], list[str]]:
+    """Parquet leaf columns to dictionary-encode and to byte-stream-split.
+
+    Floats (logits) compress a third better split into byte streams than dictionary-encoded;
+    ids and ranks repeat, so they keep dictionaries.
+    """
+    dictionary, split = [], []
+    for field in schema:
+        value_type = field.type.value_type if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type) else field.type
+        leaf = f"{field.name}.list.element" if value_type is not field.type else field.name
+        (split if pa.types.is_floating(value_type) else dictionary).append(leaf)
+    return dictionary, split
+
+
 def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write one zstd-compressed Parquet file atomically (one row group)."""
     if metadata:
         table = with_metadata(table, metadata)
+    dictionary, split = leaf_encodings(table.schema)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(len(table), 1))
+        pq.write_table(
+            table,
+            tmp,
+            compression=COMPRESSION,
+            row_group_size=max(len(table), 1),
+            use_dictionary=dictionary,
+            use_byte_stream_split=split,
+        )
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
