@@ -17,7 +17,7 @@ rule train_demo_model:
             **{k: v for k, v in MODELS[wildcards.model]["weights"].items() if k != "source"},
         },
         seed=config["seed"],
-    threads: workflow.cores
+    threads: 8  # scaled down to --cores by Snakemake
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
