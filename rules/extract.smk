@@ -12,6 +12,7 @@ rule extract_shard:
     params:
         spec=lambda wildcards: MODELS[wildcards.model],
         extraction=config["extraction"],
+    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
     resources:
         gpu=1,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,

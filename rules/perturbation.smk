@@ -31,6 +31,7 @@ rule attn_perturbation:
     params:
         spec=lambda wildcards: MODELS[wildcards.model],
         extraction=config["extraction"],
+    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
     resources:
         gpu=1,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -60,6 +61,7 @@ rule token_perturbation:
     params:
         spec=lambda wildcards: MODELS[wildcards.model],
         extraction=config["extraction"],
+    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
     resources:
         gpu=1,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
