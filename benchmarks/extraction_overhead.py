@@ -41,7 +41,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
-from class_embedding import extraction, lens, models  # noqa: E402
+from class_embedding import extraction, imagenet_s, lens, models  # noqa: E402
 
 RATIO_GOAL = 1.5
 RATIO_AIM = 1.2
@@ -163,34 +163,26 @@ def time_forwards(model, x, targets, device, warmup: int, pairs: int) -> dict:
 
 
 def write_stimuli(root: Path, n_images: int, num_classes: int, size: tuple[int, int], rng) -> pa.Table:
-    """Random JPEGs in ``root/val/<wnid>/`` and their stimulus table, as ``select_stimuli`` returns it."""
+    """Random JPEGs in an ImageNet-S-like ``root/validation/<wnid>/`` tree, selected by the
+    workflow's own ``select_stimuli``."""
     per_class = 5
-    n_classes = -(-n_images // per_class)
-    classes = np.sort(rng.choice(num_classes, size=n_classes, replace=n_classes > num_classes))
-    rows = {k: [] for k in ("wnid", "class_index", "category", "file", "img_index")}
-    for i in range(n_images):
-        class_index = int(classes[i // per_class])
-        wnid = f"n{class_index:08d}"
-        file = f"val/{wnid}/ILSVRC2012_val_{i:08d}.JPEG"
-        (root / file).parent.mkdir(parents=True, exist_ok=True)
-        # Smooth random content: low-resolution noise upsampled, closer to photographs than pixel noise.
-        coarse = rng.integers(0, 256, size=(max(size[0] // 16, 2), max(size[1] // 16, 2), 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((size[1], size[0]), Image.Resampling.BICUBIC).save(root / file, quality=90)
-        rows["wnid"].append(wnid)
-        rows["class_index"].append(class_index)
-        rows["category"].append(f"class {class_index}")
-        rows["file"].append(file)
-        rows["img_index"].append(i % per_class)
-    return pa.table(
-        {
-            "image": pa.array(np.arange(n_images, dtype=np.int32)),
-            "wnid": rows["wnid"],
-            "class_index": pa.array(rows["class_index"], pa.int16()),
-            "category": rows["category"],
-            "file": rows["file"],
-            "img_index": pa.array(rows["img_index"], pa.int8()),
-        }
-    )
+    n_classes = min(-(-n_images // per_class), num_classes)
+    per_class = -(-n_images // n_classes)
+    wnids = [f"n{index:08d}" for index in range(num_classes)]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{wnid} class {i}\n" for i, wnid in enumerate(wnids)))
+    image_number = 0
+    for class_index in np.sort(rng.choice(num_classes, size=n_classes, replace=False)):
+        folder = root / "validation" / wnids[class_index]
+        folder.mkdir(parents=True)
+        for _ in range(per_class):
+            image_number += 1
+            # Smooth random content: low-resolution noise upsampled, closer to photographs than pixel noise.
+            coarse = rng.integers(0, 256, size=(max(size[0] // 16, 2), max(size[1] // 16, 2), 3), dtype=np.uint8)
+            image = Image.fromarray(coarse).resize((size[1], size[0]), Image.Resampling.BICUBIC)
+            image.save(folder / f"ILSVRC2012_val_{image_number:08d}.JPEG", quality=90)
+    stimuli = imagenet_s.select_stimuli(root / "validation", root / "LOC_synset_mapping.txt", per_class)
+    return stimuli.slice(0, n_images)
 
 
 def stored_bytes(model, case: dict, n_images: int, device: torch.device, rng) -> dict:
