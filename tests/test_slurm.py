@@ -1,0 +1,158 @@
+"""The micro workflow through profiles/slurm on a real SLURM (tests/slurm/start-local-slurm.sh).
+
+The command is the one the README documents. While it runs, the first extraction job is cancelled
+once: Snakemake must resubmit it with twice the memory and still finish. Afterwards SLURM itself
+(scontrol) says what every job was given: GPU rules one GPU on the gpu partition, the rest no GPU
+on the cpu partition.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 1800
+
+pytestmark = pytest.mark.slurm
+
+
+def slurm_partitions() -> set[str]:
+    """Partitions with a usable node, or an empty set when no SLURM answers."""
+    if not shutil.which("sinfo") or not shutil.which("sbatch"):
+        return set()
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%R %T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return set()
+    return {
+        line.split()[0]
+        for line in states.stdout.splitlines()
+        if len(line.split()) == 2 and re.match(r"idle|mix|alloc", line.split()[1])
+    }
+
+
+def require_slurm() -> None:
+    missing = {"cpu", "gpu"} - slurm_partitions()
+    if missing:
+        message = (
+            f"no SLURM with the partitions {sorted(missing)}: start one with "
+            "tests/slurm/start-local-slurm.sh (as root) to run this test"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: .ci/run starts it, so this is a failure)")
+        pytest.skip(message)
+
+
+def documented_command() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- slurm-test-command -->\n```bash\n(.*?)```", readme, re.S).group(1)
+    (line,) = [line for line in block.splitlines() if line.strip()]
+    return shlex.split(line)
+
+
+def gpu_rules() -> set[str]:
+    """Rules that declare a GPU in rules/*.smk."""
+    names = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        blocks = re.split(r"^(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
+        for block in blocks:
+            match = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if match and re.search(r"^\s+gpu=1,", block, re.M):
+                names.add(match.group(1))
+    return names
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
+    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
+
+
+def running_jobs() -> list[tuple[str, str, str]]:
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %T %k"], capture_output=True, text=True)
+    return [tuple(line.split(maxsplit=2)) for line in queue.stdout.splitlines() if len(line.split()) == 3]
+
+
+def copy_workflow(destination: Path) -> Path:
+    ignore = shutil.ignore_patterns("results", ".snakemake", ".git", "__pycache__", ".pytest_cache")
+    shutil.copytree(REPO, destination, ignore=ignore)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    require_slurm()
+    workdir = copy_workflow(tmp_path_factory.mktemp("slurm") / "workflow")
+    log_path = workdir / "snakemake.log"
+    cancelled = None
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(documented_command(), cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TIMEOUT_S
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the SLURM run took more than {TIMEOUT_S} s; see {log_path}")
+            if cancelled is None:
+                for job_id, state, comment in running_jobs():
+                    if state == "RUNNING" and comment.startswith("rule_extract_shard"):
+                        subprocess.run(["scancel", job_id], check=True)
+                        cancelled = (job_id, comment)
+                        break
+            time.sleep(0.2)
+    output = log_path.read_text()
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    jobs = {job_id: job_fields(job_id) for job_id in submitted}
+    return {"workdir": workdir, "returncode": process.returncode, "output": output, "jobs": jobs, "cancelled": cancelled}
+
+
+def test_documented_command_runs_the_micro_config_through_the_profile():
+    command = documented_command()
+    assert command[:3] == ["snakemake", "--profile", "profiles/slurm"]
+    assert "tests/configs/micro.yaml" in command
+
+
+def test_micro_workflow_finishes_on_slurm(slurm_run):
+    assert slurm_run["returncode"] == 0, slurm_run["output"][-3000:]
+    results = slurm_run["workdir"] / "results"
+    assert (results / "tables/tab_identifiability_rates.csv").stat().st_size > 0
+    figures = {p.name for p in (results / "figures").glob("*.pdf")}
+    assert {"fig_change_rate.pdf", "fig_identifiability_evolution.pdf", "fig_class_building_micro_cls.pdf"} <= figures
+    dry = subprocess.run(
+        [*documented_command(), "-n"], cwd=slurm_run["workdir"], capture_output=True, text=True, timeout=300
+    )
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_gpu_rules_get_one_gpu_on_the_gpu_partition_and_the_rest_none(slurm_run):
+    gpu = gpu_rules()
+    assert {"extract_shard", "attn_perturbation", "token_perturbation"} <= gpu
+    seen_gpu = seen_cpu = 0
+    for job_id, fields in slurm_run["jobs"].items():
+        rule = re.match(r"rule_(.+?)(?:_wildcards_.*)?$", fields["Comment"]).group(1)
+        if rule in gpu:
+            seen_gpu += 1
+            assert fields["Partition"] == "gpu", (job_id, rule)
+            assert fields.get("TresPerJob") == "gres:gpu:1", (job_id, rule, fields.get("TresPerJob"))
+        else:
+            seen_cpu += 1
+            assert fields["Partition"] == "cpu", (job_id, rule)
+            assert "gpu" not in fields.get("TresPerJob", "") + fields.get("TresPerNode", ""), (job_id, rule)
+    assert seen_gpu >= 9 and seen_cpu >= 20  # 3 models × 3 shards of extraction alone
+
+
+def test_cancelled_job_is_resubmitted_with_more_memory(slurm_run):
+    assert slurm_run["cancelled"], "no extraction job was seen running, so none was cancelled"
+    job_id, comment = slurm_run["cancelled"]
+    attempts = sorted(
+        (int(i), fields) for i, fields in slurm_run["jobs"].items() if fields["Comment"] == comment
+    )
+    assert [str(i) for i, _ in attempts][0] == job_id and len(attempts) == 2, attempts
+    (_, first), (_, second) = attempts
+    assert first["JobState"] == "CANCELLED" and second["JobState"] == "COMPLETED"
+    memory = [int(fields["MinMemoryNode"].rstrip("M")) for _, fields in attempts]
+    assert memory[1] == 2 * memory[0]
