@@ -25,7 +25,7 @@ rule fig_class_building:
         model=lambda w: describe_model(w.model),
         seed=config["seed"],
     conda:
-        "../envs/analysis.yaml"
+        "../envs/plotting.yaml"
     log:
         "results/logs/figures/fig_class_building_{model}.log",
     script:
@@ -46,13 +46,13 @@ rule fig_context_identifiability:
         png="results/figures/fig_context_identifiability_{model}.png",
         data="results/tables/fig_context_identifiability_{model}.csv",
     wildcard_constraints:
-        model=alternatives(TRAINED_MODELS),
+        model=alternatives(SEGMENTED_MODELS),
     params:
         model=lambda w: describe_model(w.model),
         seed=config["seed"],
         n_permutations=CONTEXT_PERMUTATIONS,
     conda:
-        "../envs/analysis.yaml"
+        "../envs/plotting.yaml"
     log:
         "results/logs/figures/fig_context_identifiability_{model}.log",
     script:
@@ -61,8 +61,8 @@ rule fig_context_identifiability:
 
 rule tab_context_change_rate_diff:
     input:
-        tables=[table for m in TRAINED_MODELS for table in layer_tables(m, kinds=("hs", "attn"))],
-        token_labels=sorted({describe_model(m)["token_labels"] for m in TRAINED_MODELS}),
+        tables=[table for m in SEGMENTED_MODELS for table in layer_tables(m, kinds=("hs", "attn"))],
+        token_labels=sorted({describe_model(m)["token_labels"] for m in SEGMENTED_MODELS}),
     output:
         csv=report(
             "results/tables/tab_context_change_rate_diff.csv",
@@ -70,11 +70,11 @@ rule tab_context_change_rate_diff:
             category="Class building",
         ),
     params:
-        models=figure_models(),
+        models=[describe_model(m) for m in SEGMENTED_MODELS],
         seed=config["seed"],
         n_permutations=CONTEXT_PERMUTATIONS,
     conda:
-        "../envs/analysis.yaml"
+        "../envs/plotting.yaml"
     log:
         "results/logs/figures/tab_context_change_rate_diff.log",
     script:

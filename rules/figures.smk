@@ -16,7 +16,7 @@ for target, with_twins in IDENTIFIABILITY_TARGETS.items():
             models=figure_models(),
             seed=config["seed"],
         conda:
-            "../envs/analysis.yaml"
+            "../envs/plotting.yaml"
         log:
             f"results/logs/figures/{target}.log",
         script:

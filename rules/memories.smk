@@ -72,7 +72,7 @@ for target, (needs, options) in MEMORY_TARGETS.items():
             seed=config["seed"],
             options=options,
         conda:
-            "../envs/analysis.yaml"
+            "../envs/plotting.yaml"
         log:
             f"results/logs/memories/{target}.log",
         script:

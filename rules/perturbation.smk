@@ -4,7 +4,7 @@
 # the correct class for every token of the last block) and <name>_predictions.parquet; two tables
 # compare them with the unperturbed extraction.
 
-PERTURBATION_MODELS = [m for m in TRAINED_MODELS if MODELS[m]["class_token"]]
+PERTURBATION_MODELS = [m for m in SEGMENTED_MODELS if MODELS[m]["class_token"]]
 PERTURBATION_TABLE_MODELS = [
     {**describe_model(m), "perturbation_dir": f"results/perturbation/{m}"}
     for m in PERTURBATION_MODELS
@@ -94,7 +94,7 @@ rule tab_attn_perturbation:
     params:
         models=PERTURBATION_TABLE_MODELS,
     conda:
-        "../envs/analysis.yaml"
+        "../envs/plotting.yaml"
     log:
         "results/logs/tables/tab_attn_perturbation.log",
     script:
@@ -120,7 +120,7 @@ rule tab_context_perturbation:
     params:
         models=PERTURBATION_TABLE_MODELS,
     conda:
-        "../envs/analysis.yaml"
+        "../envs/plotting.yaml"
     log:
         "results/logs/tables/tab_context_perturbation.log",
     script:

@@ -1,6 +1,8 @@
 """Repository contracts: the README's commands are what CI runs; conda envs match the pins."""
 
+import ast
 import re
+import sys
 import subprocess
 from pathlib import Path
 
@@ -56,3 +58,54 @@ def test_every_rule_has_a_log_and_a_conda_env():
             assert "log:" in rule and "conda:" in rule, f"{smk.name}: {rule.splitlines()[0]}"
             env = re.search(r'conda:\s*\n\s*"\.\./(envs/[\w.]+)"', rule).group(1)
             assert (REPO / env).is_file()
+
+
+# Import names whose pip distribution is named differently.
+DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn"}
+LIBRARY = REPO / "workflow_scripts" / "class_embedding"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of the modules a Python file imports (package-relative ones resolved)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = "class_embedding" + (f".{node.module}" if node.module else "") if node.level else node.module
+            names.add(module)
+            if module == "class_embedding":
+                names.update(f"class_embedding.{alias.name}" for alias in node.names)
+    return names
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Distributions a rule script needs, following imports through the class_embedding library."""
+    needed, seen, todo = set(), set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            top, *rest = name.split(".")
+            if top == "class_embedding":
+                module = LIBRARY.joinpath(*rest).with_suffix(".py") if rest else LIBRARY / "__init__.py"
+                todo += [p for p in (module, LIBRARY / "__init__.py") if p.is_file()]
+            elif top not in sys.stdlib_module_names:
+                needed.add(DISTRIBUTIONS.get(top, top).lower())
+    return needed
+
+
+def test_each_rules_conda_env_has_what_its_script_imports():
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for rule in re.split(r"^(?=\s*(?:rule|checkpoint)\b[^\n]*:$)", smk.read_text(), flags=re.M):
+            env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.]+)"', rule)
+            script = re.search(r'script:\s*\n\s*"\.\./(workflow_scripts/[\w./]+)"', rule)
+            if not (env and script):
+                continue
+            spec = yaml.safe_load((REPO / "envs" / env.group(1)).read_text())
+            pip_deps = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+            provided = set(pins(pip_deps))
+            missing = third_party_imports(REPO / script.group(1)) - provided
+            assert not missing, f"{smk.name}: {script.group(1)} imports {sorted(missing)}, absent from envs/{env.group(1)}"
