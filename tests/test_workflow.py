@@ -187,3 +187,33 @@ def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
         run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
     assert "models.micro_cls_random.arch: 'vit_does_not_exist' is not a timm model" in "".join(capfd.readouterr())
     assert not (tmp_path / "results/checkpoints/micro_cls_random.pt").exists()
+
+
+def test_report_has_every_figure_and_table_with_its_caption(built, tmp_path):
+    """`snakemake --report` packs every reported output with the caption from report/<name>.rst."""
+    import subprocess
+    import zipfile
+
+    workdir, _ = built
+    report = tmp_path / "report.zip"
+    subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(MICRO),
+         "--report", str(report)],
+        check=True, capture_output=True, text=True,
+    )
+    names = zipfile.ZipFile(report).namelist()
+    page = "".join(zipfile.ZipFile(report).read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js")))
+    reported = [p for p in (workdir / "results").rglob("*") if p.suffix in (".pdf", ".csv") and
+                (p.parent.name == "figures" or p.name.startswith("tab_"))]
+    assert len(reported) >= 20
+    for path in reported:
+        assert any(n.endswith(path.name) for n in names), f"{path.name} is missing from the report"
+        base = path.stem
+        caption_file = next(
+            (REPO / "report" / f"{stem}.rst" for stem in [base, base.rsplit("_micro", 1)[0]]
+             if (REPO / "report" / f"{stem}.rst").is_file()),
+            None,
+        )
+        assert caption_file is not None, f"no caption report/<name>.rst for {path.name}"
+        first_words = " ".join(caption_file.read_text().split()[:4])
+        assert first_words in page, f"the caption of {path.name} is not in the report"
