@@ -156,3 +156,18 @@ def test_cancelled_job_is_resubmitted_with_more_memory(slurm_run):
     assert first["JobState"] == "CANCELLED" and second["JobState"] == "COMPLETED"
     memory = [int(fields["MinMemoryNode"].rstrip("M")) for _, fields in attempts]
     assert memory[1] == 2 * memory[0]
+
+
+def test_gpu_jobs_are_not_serialised_by_the_workflow_on_slurm(slurm_run):
+    """profiles/default limits gpu to 1 with scope local: a workstation runs one GPU job at a
+    time, but on SLURM Snakemake submits several and leaves the GPUs to the scheduler."""
+    gpu, in_flight, most = gpu_rules(), set(), 0
+    for line in slurm_run["output"].splitlines():
+        submitted = re.match(r"Job (\d+) has been submitted with SLURM jobid \d+ \(log: .*/rule_(\w+?)/", line)
+        finished = re.match(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line)
+        if submitted and submitted.group(2) in gpu:
+            in_flight.add(submitted.group(1))
+        elif finished:
+            in_flight.discard(finished.group(1))
+        most = max(most, len(in_flight))
+    assert most >= 2
