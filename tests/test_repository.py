@@ -109,3 +109,20 @@ def test_each_rules_conda_env_has_what_its_script_imports():
             provided = set(pins(pip_deps))
             missing = third_party_imports(REPO / script.group(1)) - provided
             assert not missing, f"{smk.name}: {script.group(1)} imports {sorted(missing)}, absent from envs/{env.group(1)}"
+
+
+def test_slurm_profile_polls_squeue_retries_and_routes_gpu_jobs():
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
+    assert profile["retries"] >= 1 and profile["latency-wait"] >= 30 and profile["rerun-incomplete"]
+    assert all("attempt" in str(profile["default-resources"][key]) for key in ("mem_mb", "runtime"))
+    partitions = yaml.safe_load((REPO / profile["slurm-partition-config"]).read_text())["partitions"]
+    assert {limits["max_gpu"] > 0 for limits in partitions.values()} == {True, False}
+    local = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert local["resources"]["gpu"] == 1 and local["set-resource-scopes"]["gpu"] == "local"
+    # Every GPU rule asks for memory and runtime that grow with the attempt, so retries get more.
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for rule in re.split(r"^(?=\s*(?:rule|checkpoint)\b[^\n]*:$)", smk.read_text(), flags=re.M):
+            if re.search(r"^\s+gpu=1,", rule, re.M):
+                for resource in ("mem_mb", "runtime"):
+                    assert re.search(rf"{resource}=lambda wildcards, attempt: .*attempt", rule), (smk.name, rule[:60])
