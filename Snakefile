@@ -20,6 +20,9 @@ if not workflow.config_settings.configfiles:
 
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -37,6 +40,9 @@ include: "rules/figures.smk"
 include: "rules/class_building.smk"
 include: "rules/perturbation.smk"
 include: "rules/memories.smk"
+include: "rules/probing.smk"
+include: "rules/paper.smk"
+include: "rules/explain.smk"
 
 
 rule all:

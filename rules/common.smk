@@ -32,10 +32,17 @@ def validate_config(config):
                 f"({', '.join(config['datasets'])}): name one of them or add the dataset."
             )
     for name, dataset in config["datasets"].items():
+        kinds = [kind for kind in DATASET_KINDS if kind in dataset]
+        if len(kinds) != 1:
+            raise WorkflowError(
+                f"invalid config: datasets.{name} needs exactly one of {', '.join(DATASET_KINDS)} "
+                f"(it has {', '.join(kinds) or 'none'})."
+            )
+        if kinds[0] in ("imagenet_s", "cifar100"):
+            check_paper_inputs(name, dataset)
+            continue
         if "generate" in dataset:
             continue
-        if "root" not in dataset:
-            raise WorkflowError(f"invalid config: datasets.{name} needs a root (or a generate block).")
         if not os.path.isdir(dataset["root"]):
             raise WorkflowError(
                 f"datasets.{name}.root: '{dataset['root']}' does not exist. Point it at the directory "
@@ -43,7 +50,60 @@ def validate_config(config):
             )
 
 
+# How a dataset is obtained: an existing ImageNet-S layout, the demo generator, or prepared by
+# rules/data.smk from downloads and your files (ImageNet-S919, CIFAR-100).
+DATASET_KINDS = ("root", "generate", "imagenet_s", "cifar100")
+
+
+def check_paper_inputs(name, dataset):
+    """User-given paths of the paper run exist (a dry run with a wrong path stops here)."""
+    paths = []
+    if "imagenet_s" in dataset:
+        spec = dataset["imagenet_s"]
+        paths = [("imagenet_s.imagenet_val", spec["imagenet_val"])]
+        paths += [(f"imagenet_s.{key}", spec.get(key)) for key in ("stimuli_csv", "synset_mapping")]
+    else:
+        spec = dataset["cifar100"]
+        paths = [("cifar100.root", spec.get("root"))]
+        if spec.get("root") is None and "download" not in spec:
+            raise WorkflowError(f"invalid config: datasets.{name}.cifar100 needs a root or a download block.")
+    for key, path in paths:
+        if path is not None and not os.path.exists(path):
+            raise WorkflowError(
+                f"datasets.{name}.{key}: '{path}' does not exist. Fix the path in the config "
+                f"(README, 'Running the paper', says where to get the data)."
+            )
+
+
+def check_weights(config):
+    """Pretrained tags are explicit and match the architecture; user checkpoints exist."""
+    for name, spec in config["models"].items():
+        weights = spec["weights"]
+        if weights["source"] == "timm" and weights["tag"].split(".")[0] != spec["arch"]:
+            raise WorkflowError(
+                f"invalid config: models.{name}.weights.tag '{weights['tag']}' is not a tag of arch '{spec['arch']}'."
+            )
+        if weights["source"] == "file":
+            path = weights["path"]
+            if path is None and not weights.get("finetune", {}).get("init_tag"):
+                raise WorkflowError(
+                    f"invalid config: models.{name}.weights: path is null, so finetune.init_tag must name the "
+                    f"timm weights that fine-tuning starts from."
+                )
+            if path is not None and not os.path.isfile(path):
+                raise WorkflowError(
+                    f"models.{name}.weights.path: checkpoint '{path}' does not exist. Fix the path, or set it "
+                    f"to null to fine-tune the model instead (README, 'Running the paper')."
+                )
+        baseline = spec.get("random_baseline")
+        if baseline is not None and not config["models"].get(baseline, {}).get("random_twin", True):
+            raise WorkflowError(
+                f"invalid config: models.{name}.random_baseline '{baseline}' must be a model with random_twin: true."
+            )
+
+
 validate_config(config)
+check_weights(config)
 
 
 def twin_seed(name):
@@ -70,30 +130,75 @@ def all_models():
 
 MODELS = all_models()
 TRAINED_MODELS = list(config["models"])
+for reference_model in config.get("paper_reference", {}):
+    if reference_model not in MODELS:
+        raise WorkflowError(
+            f"invalid config: paper_reference.{reference_model} is not a model or random twin of this config."
+        )
 
 
 def alternatives(names):
-    return "|".join(sorted(names, key=len, reverse=True))
+    """A wildcard constraint matching exactly these names; none at all when the list is empty
+    (an empty constraint would match anything)."""
+    names = sorted(names, key=len, reverse=True)
+    return "|".join(names) if names else "(?!)"
+
 
 
 def is_generated(dataset):
     return "generate" in config["datasets"][dataset]
 
 
+def dataset_kind(dataset):
+    return next(kind for kind in DATASET_KINDS if kind in config["datasets"][dataset])
+
+
+def has_segmentation(dataset):
+    """Whether a dataset has segmentations, hence per-token class/context labels (not CIFAR)."""
+    return dataset_kind(dataset) != "cifar100"
+
+
 def dataset_root(dataset):
-    """Where a dataset's ImageNet-S layout lives; generated datasets live under results/."""
-    if is_generated(dataset):
+    """Where a dataset's ImageNet-S layout lives; generated and prepared ones live under results/."""
+    if dataset_kind(dataset) != "root":
         return f"results/data/{dataset}"
     return config["datasets"][dataset]["root"]
 
 
 def dataset_files(dataset):
-    """Inputs of jobs that read a dataset (the generator's outputs, or the user's files)."""
+    """Inputs of jobs that read a dataset (the generator's or a prepare rule's outputs, or the
+    user's files). CIFAR-100 has images only (no categories file, no segmentations)."""
     root = dataset_root(dataset)
+    if dataset_kind(dataset) == "cifar100":
+        return {"images": f"{root}/ImageNetS919"}
     return {
         "images": f"{root}/ImageNetS919",
         "categories": f"{root}/data/categories/ImageNetS_categories_im919.txt",
     }
+
+
+def dataset_download(dataset, item):
+    """URL and checksum of one of a dataset's downloads (rule download)."""
+    spec = config["datasets"][dataset]
+    if item == "cifar100":
+        return spec["cifar100"]["download"]
+    return spec["imagenet_s"]["downloads"][item]
+
+
+def cifar_source(dataset):
+    """The CIFAR-100 root you gave, or the downloaded archive."""
+    root = config["datasets"][dataset]["cifar100"].get("root")
+    return root if root is not None else f"results/data/downloads/{dataset}/cifar100"
+
+
+def stimuli_csv(dataset):
+    """The authors' stimulus table when the config names one (ImageNet-S datasets)."""
+    path = config["datasets"][dataset].get("imagenet_s", {}).get("stimuli_csv")
+    return {"csv": path} if path else {}
+
+
+# Trained models whose dataset has segmentations: the class/context analyses need token labels.
+SEGMENTED_MODELS = [name for name in TRAINED_MODELS if has_segmentation(config["models"][name]["dataset"])]
 
 
 def model_dataset(model):
@@ -121,11 +226,18 @@ def checkpoint_path(model):
     return f"results/checkpoints/{model}.pt"
 
 
+def twin_name(name):
+    """The random model a trained model is compared with: its own twin, else its random_baseline's."""
+    spec = config["models"][name]
+    source = name if spec["random_twin"] else spec.get("random_baseline")
+    return f"{source}_random" if source else None
+
+
 def describe_model(name):
     """What analysis scripts need to know about a configured model (passed as params)."""
     spec = MODELS[name]
     dataset = spec["dataset"]
-    twin = f"{name}_random"
+    twin = twin_name(name) if name in config["models"] else None
     return {
         "name": name,
         "display_name": spec["display_name"],
@@ -136,7 +248,9 @@ def describe_model(name):
         "token_grid": spec["token_grid"],
         "block_group": spec["block_group"],
         "stimuli": f"results/data/{dataset}/stimuli.parquet",
-        "token_labels": f"results/data/{dataset}/token_labels_g{spec['token_grid']}.parquet",
+        "token_labels": (
+            f"results/data/{dataset}/token_labels_g{spec['token_grid']}.parquet" if has_segmentation(dataset) else None
+        ),
         "checkpoint": checkpoint_path(name),
         "random_twin": (
             {"name": twin, "extract_dir": extract_dir(twin)} if twin in MODELS else None
@@ -153,7 +267,7 @@ def identifiability_inputs(kinds=("hs",), twins=True):
     def inputs(wildcards):
         files = []
         for name in TRAINED_MODELS:
-            for model in [name, f"{name}_random"] if twins else [name]:
+            for model in [name, twin_name(name)] if twins else [name]:
                 if model in MODELS:
                     files += layer_tables(model, kinds)
                     files.append(f"{extract_dir(model)}/predictions.parquet")
@@ -175,12 +289,90 @@ def final_outputs():
         f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
         for name in summaries
     ]
+    targets += [f"results/figures/fig_class_building_{model}.pdf" for model in TRAINED_MODELS]
+    targets += [f"results/figures/fig_context_identifiability_{model}.pdf" for model in SEGMENTED_MODELS]
+    # The paper's numbers beside ours (rules/paper.smk), when the config gives them.
+    if config.get("paper_reference"):
+        targets.append("results/tables/tab_reproduction_vs_paper.csv")
+    # Linear probes (rules/probing.smk): per probed model.
+    targets += [f"results/figures/fig_probe_vs_projection_acc_{model}.pdf" for model in probe_models()]
     targets += [
         f"results/figures/{figure}_{model}.pdf"
-        for figure in ("fig_class_building", "fig_context_identifiability")
-        for model in TRAINED_MODELS
+        for figure in ("fig_probe_perturbation", "fig_linear_probing_all")
+        for model in probe_perturbation_models()
     ]
+    # Explanations and the perturbation test (rules/explain.smk).
+    if explain_models():
+        targets += ["results/figures/fig_explain_head.pdf", "results/figures/fig_explain_combined.pdf"]
+        targets += [f"results/figures/fig_explain_sum_{model}.pdf" for model in explain_models()]
+        targets += [f"results/explain/{model}/maps.parquet" for model in explain_models()]
+    if explain_perturbation_models():
+        targets += [
+            "results/figures/fig_perturbation_neg.pdf",
+            "results/figures/fig_perturbation_pos.pdf",
+            "results/tables/tab_explain_perturbation_auc.csv",
+        ]
     return targets
+
+
+def configured_subset(key, names, allowed, what):
+    """A config list of model names, each checked against the allowed ones."""
+    for name in names:
+        if name not in allowed:
+            raise WorkflowError(
+                f"invalid config: {key}: '{name}' is not {what} ({', '.join(allowed) or 'none'})."
+            )
+    return list(names)
+
+
+def explain_models():
+    """Trained [CLS] models with gradient maps: explainability.models, by default all of them."""
+    cls_models = [name for name in TRAINED_MODELS if MODELS[name]["class_token"]]
+    names = config["explainability"]["models"]
+    if names is None:
+        return cls_models
+    return configured_subset("explainability.models", names, cls_models, "a trained model with a class token")
+
+
+def explain_figure_model():
+    """Model of fig_explain_head and fig_explain_combined: explainability.figures.model or the first explained one."""
+    name = config["explainability"]["figures"]["model"]
+    if name is None:
+        return explain_models()[0]
+    return configured_subset("explainability.figures.model", [name], explain_models(), "an explained model")[0]
+
+
+def explain_perturbation_models():
+    """Explained models that get the perturbation test: explainability.perturbation_models."""
+    names = config["explainability"]["perturbation_models"]
+    if names is None:
+        return explain_models()
+    return configured_subset(
+        "explainability.perturbation_models", names, explain_models(), "an explained model (explainability.models)"
+    )
+
+
+def probe_models():
+    """Trained models with linear probes: probing.models, by default every [CLS] model."""
+    names = config["probing"]["models"]
+    if names is None:
+        # CIFAR-100 has no ImageNet-S test split to train probes on.
+        return [
+            name
+            for name in TRAINED_MODELS
+            if MODELS[name]["class_token"] and dataset_kind(model_dataset(name)) != "cifar100"
+        ]
+    for name in names:
+        if name not in TRAINED_MODELS:
+            raise WorkflowError(
+                f"invalid config: probing.models: '{name}' is not a key of models ({', '.join(TRAINED_MODELS)})."
+            )
+    return list(names)
+
+
+def probe_perturbation_models():
+    """Probed models whose explainability perturbation curves exist (probe figures)."""
+    return [name for name in probe_models() if name in explain_perturbation_models()]
 
 
 def models_with_source(source):

@@ -1,4 +1,6 @@
-# Datasets: the embedded demo's generator, the stimulus table and per-token class/context labels.
+# Datasets: the embedded demo's generator; the paper's ImageNet-S919 (downloaded annotations +
+# your ImageNet-1k validation images) and CIFAR-100; the stimulus table and per-token
+# class/context labels.
 
 
 rule demo_dataset:
@@ -20,12 +22,79 @@ rule demo_dataset:
         "../workflow_scripts/demo_dataset.py"
 
 
+rule download:
+    output:
+        "results/data/downloads/{dataset}/{item}",
+    wildcard_constraints:
+        item="segmentation|validation_list|test_list|categories|cifar100",
+    params:
+        source=lambda wildcards: dataset_download(wildcards.dataset, wildcards.item),
+    localrule: True  # compute nodes may be offline
+    retries: 2
+    conda:
+        "../envs/analysis.yaml"
+    log:
+        "results/logs/download/{dataset}_{item}.log",
+    script:
+        "../workflow_scripts/download_file.py"
+
+
+rule prepare_imagenet_s:
+    input:
+        imagenet_val=lambda wildcards: config["datasets"][wildcards.dataset]["imagenet_s"]["imagenet_val"],
+        segmentation="results/data/downloads/{dataset}/segmentation",
+        validation_list="results/data/downloads/{dataset}/validation_list",
+        test_list="results/data/downloads/{dataset}/test_list",
+        categories="results/data/downloads/{dataset}/categories",
+    output:
+        images=directory("results/data/{dataset}/ImageNetS919"),
+        categories="results/data/{dataset}/data/categories/ImageNetS_categories_im919.txt",
+    wildcard_constraints:
+        dataset=alternatives(d for d in config["datasets"] if dataset_kind(d) == "imagenet_s"),
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset]["imagenet_s"],
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/extraction.yaml"
+    log:
+        "results/logs/prepare_imagenet_s/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare_imagenet_s/{dataset}.tsv"
+    script:
+        "../workflow_scripts/prepare_imagenet_s.py"
+
+
+rule prepare_cifar100:
+    input:
+        source=lambda wildcards: cifar_source(wildcards.dataset),
+    output:
+        images=directory("results/data/{dataset}/ImageNetS919"),
+        pickles=directory("results/data/{dataset}/cifar-100-python"),
+    wildcard_constraints:
+        dataset=alternatives(d for d in config["datasets"] if dataset_kind(d) == "cifar100"),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/extraction.yaml"
+    log:
+        "results/logs/prepare_cifar100/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare_cifar100/{dataset}.tsv"
+    script:
+        "../workflow_scripts/prepare_cifar100.py"
+
+
 checkpoint stimuli:
     input:
         unpack(lambda wildcards: dataset_files(wildcards.dataset)),
+        unpack(lambda wildcards: stimuli_csv(wildcards.dataset)),
     output:
         "results/data/{dataset}/stimuli.parquet",
     params:
+        kind=lambda wildcards: dataset_kind(wildcards.dataset),
         images_per_class=config["stimuli"]["images_per_class"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
     conda:
@@ -42,6 +111,8 @@ rule token_labels:
         stimuli="results/data/{dataset}/stimuli.parquet",
     output:
         "results/data/{dataset}/token_labels_g{grid}.parquet",
+    wildcard_constraints:
+        dataset=alternatives(d for d in config["datasets"] if has_segmentation(d)),
     conda:
         "../envs/extraction.yaml"
     log:

@@ -1,13 +1,21 @@
 from pathlib import Path
 
-from class_embedding import imagenet_s, logs, tables
+from class_embedding import cifar, imagenet_s, logs, tables
 
 with logs.logged(snakemake):
     images_dir = Path(snakemake.input.images)
-    stimuli = imagenet_s.select_stimuli(
-        images_dir / "validation",
-        images_dir / "LOC_synset_mapping.txt",
-        snakemake.params.images_per_class,
-        snakemake.params.exclude_wnids,
-    )
-    tables.write_table(stimuli, snakemake.output[0], {"images_per_class": snakemake.params.images_per_class})
+    n = snakemake.params.images_per_class
+    if snakemake.params.kind == "cifar100":
+        stimuli = cifar.select_stimuli(images_dir, n)
+    elif "csv" in snakemake.input.keys():
+        stimuli = imagenet_s.stimuli_from_csv(
+            snakemake.input.csv, images_dir / "validation", images_dir / "LOC_synset_mapping.txt", n
+        )
+    else:
+        stimuli = imagenet_s.select_stimuli(
+            images_dir / "validation",
+            images_dir / "LOC_synset_mapping.txt",
+            n,
+            snakemake.params.exclude_wnids,
+        )
+    tables.write_table(stimuli, snakemake.output[0], {"images_per_class": n})

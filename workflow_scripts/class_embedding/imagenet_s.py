@@ -8,6 +8,7 @@ Layout under a dataset root ``DP`` (METHOD §2.1):
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ IMAGES_DIR = "ImageNetS919"
 MAPPING_FILE = f"{IMAGES_DIR}/LOC_synset_mapping.txt"
 CATEGORIES_FILE = "data/categories/ImageNetS_categories_im919.txt"
 IMAGE_SUFFIX = ".JPEG"
+
+log = logging.getLogger(__name__)
 
 
 def read_synset_mapping(path: str | Path) -> tuple[list[str], list[str]]:
@@ -87,6 +90,7 @@ def select_stimuli(
             )
         files = sorted(p.name for p in class_dir.iterdir() if p.name.endswith(IMAGE_SUFFIX))
         if len(files) < images_per_class:
+            log.info("class %s skipped: %d of %d images", wnid, len(files), images_per_class)
             continue
         for img_index, name in enumerate(files[:images_per_class]):
             rows["wnid"].append(wnid)
@@ -173,5 +177,66 @@ def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_fi
             "token": pa.array(np.tile(np.arange(n_tokens, dtype=np.int16), len(images))),
             "label": pa.array(np.where(np.concatenate(labels) == 1, "class", "context")).dictionary_encode(),
             "class_fraction": pa.array(np.concatenate(fractions)),
+        }
+    )
+
+
+STIMULUS_CSV_COLUMNS = ("imagenet_id", "index", "cat", "img_name", "img_index")
+
+
+def stimuli_from_csv(
+    csv_file: str | Path,
+    split_dir: str | Path,
+    mapping_file: str | Path,
+    images_per_class: int,
+) -> pa.Table:
+    """The stimulus table from the authors' ``validation_stim_info.csv`` (METHOD §2.1), in its row
+    order: their exact images, which the sorted selection cannot recover (METHOD §7.15).
+
+    Checked against the dataset: every wnid is in the mapping with the CSV's class index, every
+    class has ``images_per_class`` rows, every image exists.
+    """
+    import csv
+
+    csv_file, split_dir = Path(csv_file), Path(split_dir)
+    if not csv_file.is_file():
+        raise InputError(f"stimulus table {csv_file} not found (datasets.<name>.imagenet_s.stimuli_csv).")
+    wnids, categories = read_synset_mapping(mapping_file)
+    class_index = {wnid: i for i, wnid in enumerate(wnids)}
+    with open(csv_file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        absent = [c for c in STIMULUS_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise InputError(f"{csv_file} lacks the columns {', '.join(absent)} of validation_stim_info.csv.")
+        rows = list(reader)
+    per_class: dict[str, int] = {}
+    for number, row in enumerate(rows, start=2):
+        wnid = row["imagenet_id"]
+        if wnid not in class_index:
+            raise InputError(f"{csv_file}:{number}: wnid {wnid} is not in the class mapping {mapping_file}.")
+        if int(row["index"]) != class_index[wnid]:
+            raise InputError(
+                f"{csv_file}:{number}: class index {row['index']} of {wnid} differs from its line "
+                f"{class_index[wnid]} in {mapping_file}."
+            )
+        if not (split_dir / wnid / row["img_name"]).is_file():
+            raise InputError(f"{csv_file}:{number}: image {wnid}/{row['img_name']} is not in {split_dir}.")
+        per_class[wnid] = per_class.get(wnid, 0) + 1
+    short = {wnid: n for wnid, n in per_class.items() if n != images_per_class}
+    if short:
+        wnid, n = next(iter(short.items()))
+        raise InputError(
+            f"{csv_file}: class {wnid} has {n} rows, not stimuli.images_per_class = {images_per_class} "
+            f"({len(short)} such classes)."
+        )
+    n = len(rows)
+    return pa.table(
+        {
+            "image": pa.array(np.arange(n, dtype=np.int32)),
+            "wnid": [r["imagenet_id"] for r in rows],
+            "class_index": pa.array([class_index[r["imagenet_id"]] for r in rows], pa.int16()),
+            "category": [categories[class_index[r["imagenet_id"]]] for r in rows],
+            "file": [f"{split_dir.name}/{r['imagenet_id']}/{r['img_name']}" for r in rows],
+            "img_index": pa.array([int(r["img_index"]) for r in rows], pa.int8()),
         }
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from PIL import Image
 
 from .errors import InputError
 from .tables import atomic_path
+
+log = logging.getLogger(__name__)
 
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -28,16 +31,28 @@ def build_model(spec: dict, name: str):
                 f"models.{name}.arch: '{spec['arch']}' is not a timm model; pick one from timm.list_models()."
             ) from None
         raise
+    check_declared(model, spec, name)
+    return model.eval()
+
+
+def final_norm(model) -> str:
+    """Which final LayerNorm the lens projects through: ``norm`` ([CLS] models) or ``fc_norm``
+    (GAP models, whose ``norm`` is the identity)."""
+    return "norm" if isinstance(model.fc_norm, torch.nn.Identity) else "fc_norm"
+
+
+def check_declared(model, spec: dict, name: str) -> None:
+    """The config's description of a model (blocks, classes, tokens, final norm) matches it."""
     declared = {
         "num_blocks": len(model.blocks),
         "num_classes": model.num_classes,
         "class_token": model.cls_token is not None,
         "token_grid": model.patch_embed.grid_size[0],
+        "final_norm": final_norm(model),
     }
     for key, actual in declared.items():
         if key in spec and spec[key] != actual:
             raise InputError(f"models.{name}.{key} is {spec[key]} but the timm model '{spec['arch']}' has {actual}.")
-    return model.eval()
 
 
 def random_model(spec: dict, name: str, seed: int):
@@ -71,6 +86,98 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, name: str) 
     return model.eval()
 
 
+def read_state_dict(path: str | os.PathLike, name: str, state_dict_key: str | None = None, strip_prefix: str = "") -> dict:
+    """The tensors of a foreign checkpoint file: under ``state_dict_key`` when given (the DeiT
+    release keeps them under ``model``), with ``strip_prefix`` removed from every key that has it
+    (the CIFAR-100 checkpoint's ``model.``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} of model '{name}' not found.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a release that pickles more than tensors (e.g. training args)
+        if "weights_only" not in str(err) and "Unsupported" not in str(err):
+            raise InputError(f"checkpoint {path} of model '{name}' cannot be read ({err}).") from None
+        log.warning("%s holds Python objects besides tensors; loading it with full unpickling", path)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, torch.nn.Module):  # a whole pickled model
+        state = state.state_dict()
+    if state_dict_key is not None:
+        if not isinstance(state, dict) or state_dict_key not in state:
+            keys = ", ".join(list(state)[:8]) if isinstance(state, dict) else type(state).__name__
+            raise InputError(f"checkpoint {path} of model '{name}' has no '{state_dict_key}' entry (it has: {keys}).")
+        state = state[state_dict_key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"checkpoint {path} of model '{name}' is not a state dict of tensors.")
+    if strip_prefix:
+        state = {(k[len(strip_prefix) :] if k.startswith(strip_prefix) else k): v for k, v in state.items()}
+    return state
+
+
+def load_backbone(model: torch.nn.Module, state: dict, name: str, origin: str) -> torch.nn.Module:
+    """Load ``state`` non-strictly: keys the model lacks (e.g. the DeiT release's intermediate
+    heads) are ignored and logged, but every key of the model must be present with its shape —
+    a missing backbone or head weight stops the run instead of leaving random weights
+    (METHOD §7.21)."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    if missing:
+        raise InputError(
+            f"checkpoint {origin} lacks {len(missing)} weights of model '{name}' "
+            f"({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}): it is not a checkpoint of "
+            f"models.{name}.arch, or needs weights.state_dict_key / strip_prefix."
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise InputError(f"checkpoint {origin} does not fit model '{name}': {'; '.join(wrong[:4])}.")
+    ignored = sorted(set(state) - set(expected))
+    if ignored:
+        prefixes = sorted({key.split(".")[0] for key in ignored})
+        log.info("%s: ignored %d entries not in the model (%s)", origin, len(ignored), ", ".join(prefixes))
+    model.load_state_dict({key: state[key] for key in expected}, strict=True)
+    return model.eval()
+
+
+def timm_pretrained(spec: dict, name: str, tag: str, cache_dir: str | os.PathLike | None = None,
+                    file: str | os.PathLike | None = None, **overrides) -> torch.nn.Module:
+    """A model with timm's pretrained weights of ``tag`` (e.g.
+    ``vit_base_patch16_224.augreg_in21k_ft_in1k``), through timm's own loading (and key
+    conversion). ``file`` loads the weights from a local file instead of the hub (offline tests,
+    pre-fetched weights); ``overrides`` replace keyword arguments (``num_classes`` for fine-tuning)."""
+    import timm
+
+    if "." not in tag:
+        raise InputError(f"models.{name}.weights.tag '{tag}' names no pretrained tag: write <arch>.<tag>.")
+    kwargs = {**spec.get("kwargs", {}), **overrides}
+    overlay = {"file": str(file)} if file is not None else None
+    model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **kwargs)
+    if not overrides:
+        check_declared(model, spec, name)
+        pretrained_classes = model.pretrained_cfg.get("num_classes")
+        if pretrained_classes is not None and pretrained_classes != model.num_classes:
+            # timm would silently give the model a new, random head.
+            raise InputError(
+                f"models.{name}: the weights {tag} have {pretrained_classes} classes, the config "
+                f"{model.num_classes}: fix num_classes (or kwargs.num_classes)."
+            )
+    return model.eval()
+
+
+def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -> None:
+    """Lens audit of a freshly converted checkpoint on random inputs: the projection of the last
+    residual state reproduces the model's logits (raises otherwise)."""
+    from . import lens
+
+    generator = torch.Generator().manual_seed(seed)
+    size = model.patch_embed.img_size
+    images = torch.randn(n_images, 3, *size, generator=generator)
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(n_images, dtype=torch.long))
+        logits = model(images)
+        lens.audit(model, hooks.record.last_state, logits, f"checkpoint of {name}")
+
+
 def model_metadata(spec: dict, name: str, checkpoint: str | os.PathLike) -> dict:
     """What every table computed from a model records about it in its Parquet metadata."""
     return {
@@ -97,8 +204,10 @@ def sha256(path: str | os.PathLike) -> str:
 class Preprocessing:
     """PIL image → normalised CHW float tensor, as declared by a model's ``preprocessing`` entry.
 
-    ``resize`` is either [height, width] (squash the whole image, no aspect preservation) or a
-    single int (shorter side); ``crop`` an optional centre-crop size.
+    ``resize`` is either [height, width] (squash the whole image, no aspect preservation, as the
+    Hugging Face processors) or a single int (shorter side, the longer one truncated as
+    torchvision's ``Resize`` does); ``crop`` an optional centre crop, offset as torchvision's
+    ``CenterCrop`` (rounded half to even; the same as flooring whenever the margin is even).
     """
 
     def __init__(self, spec: dict):
@@ -112,14 +221,15 @@ class Preprocessing:
         image = image.convert("RGB")
         if isinstance(self.resize, int):
             width, height = image.size
-            scale = self.resize / min(width, height)
-            size = (max(round(width * scale), self.resize), max(round(height * scale), self.resize))
+            short, long = min(width, height), max(width, height)
+            long = int(self.resize * long / short)
+            size = (self.resize, long) if width <= height else (long, self.resize)
         else:
             size = (self.resize[1], self.resize[0])
         image = image.resize(size, self.interpolation)
         if self.crop:
-            left = (image.size[0] - self.crop) // 2
-            top = (image.size[1] - self.crop) // 2
+            left = int(round((image.size[0] - self.crop) / 2.0))
+            top = int(round((image.size[1] - self.crop) / 2.0))
             image = image.crop((left, top, left + self.crop, top + self.crop))
         pixels = np.asarray(image, np.float32).transpose(2, 0, 1) / 255.0
         return torch.from_numpy((pixels - self.mean) / self.std)

@@ -1,0 +1,152 @@
+"""Benchmark: the explainability perturbation test batched by kept count against one image at a time.
+
+The original evaluated every (ordering, n, image) with its own forward (METHOD §4.13).
+:func:`class_embedding.explain_perturbation.evaluate_curves` forwards, at each number n of kept
+tokens, every (ordering, image) pair together (all have n + 1 tokens), in chunks of
+``explainability.tokens_per_batch`` tokens; :func:`~class_embedding.explain_perturbation.one_at_a_time`
+is the one-image loop. Both run on the [CLS] demo models of ``config.yaml`` (random weights,
+in-memory random images; one importance ordering in both directions and two seeded random
+permutations, built as the rule builds its curves), every 7th n from 1 to N, alternating the two
+so that a noisy shared machine slows both alike. The ratio is loop time / batched time in the
+same run; their per-image correctness must be identical.
+
+    python benchmarks/explain_perturbation_batching.py [--quick] [--output benchmarks/results/explain_perturbation_batching.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+
+from class_embedding import explain_perturbation, models  # noqa: E402
+
+# (images, timed repetitions of each variant) per setting
+SETTINGS = {"default": (24, 3), "quick": (8, 1)}
+KEPT_STEP = 7  # every 7th n (plus N − 1 and N): the one-image loop over all n of 196 tokens takes too long
+DEFAULT_TOKENS_PER_BATCH = 32768  # the schema default
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few images, one repetition: a smoke run")
+    parser.add_argument("--output", default=str(REPO / "benchmarks/results/explain_perturbation_batching.json"))
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="workflow config with the demo models")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser.parse_args()
+
+
+def timed(run, device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def benchmark_model(name: str, spec: dict, n_images: int, repeats: int, device, tokens_per_batch: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = models.build_model(spec, name).to(device).eval()
+    n_tokens = model.patch_embed.num_patches
+    size = model.patch_embed.img_size
+    images = torch.randn(n_images, 3, *size, generator=torch.Generator().manual_seed(seed))
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, spec["num_classes"], n_images)
+    orderings = {"grads": explain_perturbation.importance_ordering(rng.random((n_images, n_tokens)))}
+    curves = explain_perturbation.build_curves(
+        orderings, explain_perturbation.random_orderings(n_tokens, 2, seed), n_images
+    )
+    kept = explain_perturbation.kept_counts(n_tokens, KEPT_STEP)
+
+    def batched():
+        return explain_perturbation.evaluate_curves(
+            model, images, targets, curves, kept, tokens_per_batch=tokens_per_batch, device=device
+        )
+
+    def single():
+        return explain_perturbation.one_at_a_time(model, images, targets, curves, kept, device)
+
+    times = {"batched": [], "one_at_a_time": []}
+    for _ in range(repeats):
+        seconds, batched_result = timed(batched, device)
+        times["batched"].append(seconds)
+        seconds, single_result = timed(single, device)
+        times["one_at_a_time"].append(seconds)
+        if not np.array_equal(batched_result, single_result):
+            raise AssertionError(f"{name}: batched and one-at-a-time correctness differ")
+    median = {key: statistics.median(values) for key, values in times.items()}
+    forwards = len(curves) * len(kept) * n_images
+    return {
+        "model": name,
+        "n_image_tokens": int(n_tokens),
+        "n_images": n_images,
+        "curves": len(curves),
+        "kept_counts": len(kept),
+        "single_forwards": forwards,
+        "seconds": times,
+        "median_seconds": median,
+        "ratio": median["one_at_a_time"] / median["batched"],
+        "identical": True,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = yaml.safe_load(Path(args.config).read_text())
+    explain = config.get("explainability") or {}
+    tokens_per_batch = explain.get("tokens_per_batch", DEFAULT_TOKENS_PER_BATCH)
+    n_images, repeats = SETTINGS["quick" if args.quick else "default"]
+    device = models.pick_device(args.device)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    results = []
+    for name, spec in config["models"].items():
+        if not spec["class_token"]:
+            continue
+        result = benchmark_model(name, spec, n_images, repeats, device, tokens_per_batch, config.get("seed", 0))
+        print(
+            f"{name}: {result['curves']} curves × {result['kept_counts']} kept counts × {n_images} images: "
+            f"batched {result['median_seconds']['batched']:.2f} s, one at a time "
+            f"{result['median_seconds']['one_at_a_time']:.2f} s → {result['ratio']:.1f}×",
+            flush=True,
+        )
+        results.append(result)
+    record = {
+        "benchmark": "explain_perturbation_batching",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "tokens_per_batch": tokens_per_batch,
+        "load_average_start": load_before,
+        "load_average_end": os.getloadavg()[0],
+        "wall_seconds": time.perf_counter() - started,
+        "results": results,
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+# The paper run's summary: our identifiability rates and accuracies beside the paper's numbers
+# (config paper_reference, METHOD §5). In rule all only when the config gives those numbers.
+
+
+rule tab_reproduction_vs_paper:
+    input:
+        rates="results/tables/tab_identifiability_rates.csv",
+        random="results/tables/tab_identifiability_random.csv",
+    output:
+        **figure_outputs("tab_reproduction_vs_paper", category="Reproduction"),
+    params:
+        reference=config.get("paper_reference", {}),
+    conda:
+        "../envs/analysis.yaml"
+    log:
+        "results/logs/tables/tab_reproduction_vs_paper.log",
+    script:
+        "../workflow_scripts/reproduction_table.py"

@@ -1,0 +1,11 @@
+from class_embedding import downloads, logs, models
+
+with logs.logged(snakemake):
+    spec, name = snakemake.params.spec, snakemake.wildcards.model
+    weights = spec["weights"]
+    source = snakemake.input[0]
+    downloads.verify(source, weights.get("checksum"), f"checkpoint of model '{name}'")
+    state = models.read_state_dict(source, name, weights.get("state_dict_key"), weights.get("strip_prefix", ""))
+    model = models.load_backbone(models.build_model(spec, name), state, name, source)
+    models.audit(model, name)
+    models.save_checkpoint(model, snakemake.output[0])

@@ -1,0 +1,22 @@
+import torch
+
+from class_embedding import explain_perturbation, logs, perturbation
+
+with logs.logged(snakemake):
+    torch.set_num_threads(max(snakemake.threads, 1))
+    setup = perturbation.Setup.load(
+        snakemake.params.spec,
+        snakemake.wildcards.model,
+        snakemake.input.checkpoint,
+        snakemake.input.stimuli,
+        snakemake.input.images,
+    )
+    explain_perturbation.run_perturbation(
+        setup,
+        snakemake.input.maps,
+        snakemake.input.get("probe_ranks"),
+        snakemake.output,
+        snakemake.params.explainability,
+        snakemake.params.extraction,
+        snakemake.params.seed,
+    )

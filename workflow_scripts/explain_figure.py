@@ -1,0 +1,16 @@
+import torch
+
+from class_embedding import explain_figures, logs
+
+with logs.logged(snakemake):
+    torch.set_num_threads(max(snakemake.threads, 1))
+    explained = explain_figures.Explained.load(
+        snakemake.params.model,
+        snakemake.params.spec,
+        snakemake.input.checkpoint,
+        snakemake.input.stimuli,
+        snakemake.input.images,
+        snakemake.params.explainability["loss"],
+    )
+    target = getattr(explain_figures, snakemake.rule)
+    target(explained, snakemake.params.explainability["figures"], snakemake.output)

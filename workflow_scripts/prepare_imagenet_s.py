@@ -1,0 +1,18 @@
+from pathlib import Path
+
+from class_embedding import datasets, downloads, logs
+
+with logs.logged(snakemake):
+    spec = snakemake.params.spec
+    if Path(snakemake.input.imagenet_val).is_file():
+        downloads.verify(snakemake.input.imagenet_val, spec.get("imagenet_val_checksum"), "ImageNet validation archive")
+    datasets.prepare_imagenet_s(
+        imagenet_val=snakemake.input.imagenet_val,
+        segmentation_zip=snakemake.input.segmentation,
+        file_lists={"validation": snakemake.input.validation_list, "test": snakemake.input.test_list},
+        categories=snakemake.input.categories,
+        images_out=snakemake.output.images,
+        categories_out=snakemake.output.categories,
+        synset_mapping=spec.get("synset_mapping"),
+        link=spec.get("link", "hardlink"),
+    )

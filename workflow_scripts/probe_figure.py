@@ -1,0 +1,5 @@
+from class_embedding import logs, probe_figures
+
+with logs.logged(snakemake):
+    target = getattr(probe_figures, snakemake.rule)
+    target(output=snakemake.output, **dict(snakemake.input.items()), **dict(snakemake.params.items()))

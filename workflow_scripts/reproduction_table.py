@@ -1,0 +1,6 @@
+from class_embedding import logs, reproduction
+
+with logs.logged(snakemake):
+    reproduction.tab_reproduction_vs_paper(
+        snakemake.input.rates, snakemake.input.random, snakemake.params.reference, snakemake.output.csv
+    )
