@@ -13,7 +13,7 @@ rule demo_dataset:
         spec=lambda wildcards: config["datasets"][wildcards.dataset]["generate"],
         seed=config["seed"],
     conda:
-        "../envs/extraction.yaml"
+        "../envs/analysis.yaml"
     log:
         "results/logs/demo_dataset/{dataset}.log",
     benchmark:
@@ -114,7 +114,7 @@ rule token_labels:
     wildcard_constraints:
         dataset=alternatives(d for d in config["datasets"] if has_segmentation(d)),
     conda:
-        "../envs/extraction.yaml"
+        "../envs/analysis.yaml"
     log:
         "results/logs/token_labels/{dataset}_g{grid}.log",
     script:

@@ -4,7 +4,11 @@
 # the correct class for every token of the last block) and <name>_predictions.parquet; two tables
 # compare them with the unperturbed extraction.
 
-PERTURBATION_MODELS = [m for m in SEGMENTED_MODELS if MODELS[m]["class_token"]]
+PERTURBATION_MODELS = [
+    m
+    for m in config["perturbation"]["models"] or SEGMENTED_MODELS
+    if m in SEGMENTED_MODELS and MODELS[m]["class_token"]
+]
 PERTURBATION_TABLE_MODELS = [
     {**describe_model(m), "perturbation_dir": f"results/perturbation/{m}"}
     for m in PERTURBATION_MODELS
