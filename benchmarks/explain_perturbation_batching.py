@@ -5,7 +5,7 @@ The original evaluated every (ordering, n, image) with its own forward (METHOD Â
 tokens, every (ordering, image) pair together (all have n + 1 tokens), in chunks of
 ``explainability.tokens_per_batch`` tokens; :func:`~class_embedding.explain_perturbation.one_at_a_time`
 is the one-image loop. Both run on the [CLS] demo models of ``config.yaml`` (random weights,
-in-memory random images; one importance ordering in both directions and two seeded random
+in-memory random images; one importance ordering in both directions and ten seeded random
 permutations, built as the rule builds its curves), every 7th n from 1 to N, alternating the two
 so that a noisy shared machine slows both alike. The ratio is loop time / batched time in the
 same run; their per-image correctness must be identical.
@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "workflow_scripts"))
 from class_embedding import explain_perturbation, models  # noqa: E402
 
 # (images, timed repetitions of each variant) per setting
-SETTINGS = {"default": (24, 3), "quick": (8, 1)}
+SETTINGS = {"default": (64, 2), "quick": (8, 1)}
+RANDOM_PERMUTATIONS = 10  # as the rule's default
 KEPT_STEP = 7  # every 7th n (plus N âˆ’ 1 and N): the one-image loop over all n of 196 tokens takes too long
 DEFAULT_TOKENS_PER_BATCH = 32768  # the schema default
 
@@ -60,7 +61,9 @@ def timed(run, device: torch.device):
     return time.perf_counter() - start, result
 
 
-def benchmark_model(name: str, spec: dict, n_images: int, repeats: int, device, tokens_per_batch: int, seed: int) -> dict:
+def benchmark_model(
+    name: str, spec: dict, n_images: int, repeats: int, device, tokens_per_batch: int, seed: int
+) -> dict:
     torch.manual_seed(seed)
     model = models.build_model(spec, name).to(device).eval()
     n_tokens = model.patch_embed.num_patches
@@ -70,7 +73,7 @@ def benchmark_model(name: str, spec: dict, n_images: int, repeats: int, device, 
     targets = rng.integers(0, spec["num_classes"], n_images)
     orderings = {"grads": explain_perturbation.importance_ordering(rng.random((n_images, n_tokens)))}
     curves = explain_perturbation.build_curves(
-        orderings, explain_perturbation.random_orderings(n_tokens, 2, seed), n_images
+        orderings, explain_perturbation.random_orderings(n_tokens, RANDOM_PERMUTATIONS, seed), n_images
     )
     kept = explain_perturbation.kept_counts(n_tokens, KEPT_STEP)
 

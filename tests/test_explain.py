@@ -11,6 +11,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from class_embedding import explain_auc, explain_figures, explain_perturbation, gradients, lens, tables
 from class_embedding.errors import InputError
+from class_embedding.perturbation import TokenSelection
 
 NUM_CLASSES = 5
 GRID = 3  # 9 image tokens + [CLS]
@@ -117,7 +118,10 @@ def test_maps_table_round_trip(tmp_path, model, images):
     maps = gradients.explanation_maps(model, loader, TARGETS.numpy(), loss="double_softmax", device=torch.device("cpu"))
     assert maps["grads"].shape == maps["grads_chefer"].shape == (4, GRID * GRID)
     np.testing.assert_allclose(
-        maps["grads"], gradients.summed_map(gradients.block_gradients(model, images, TARGETS)).numpy(), rtol=1e-4, atol=1e-6
+        maps["grads"],
+        gradients.summed_map(gradients.block_gradients(model, images, TARGETS)).numpy(),
+        rtol=1e-4,
+        atol=1e-6,
     )
     path = tmp_path / "maps.parquet"
     tables.write_table(gradients.maps_table(np.arange(4), maps), path)
@@ -186,8 +190,6 @@ def test_batched_evaluation_equals_one_image_at_a_time(model, images):
 def test_evaluation_logits_equal_a_shorter_sequence(model, images):
     """Keeping tokens is the forward of the shorter sequence with their own position embeddings."""
     positions = torch.tensor([[0, 2, 5, 9]])
-    from class_embedding.perturbation import TokenSelection
-
     with TokenSelection(model) as selection, torch.no_grad():
         selection.set_positions(positions)
         kept_logits = model(images[:1])
@@ -228,7 +230,8 @@ def test_auc_table_with_bootstrap():
         ("grads", "negative"): negative, ("grads", "positive"): positive,
         ("random", "negative"): random, ("random", "positive"): random,
     }  # fmt: skip
-    rows = {(r["method"], r["direction"]): r for r in explain_auc.auc_table(correct, CURVE_KEPT, 4, samples=200, seed=0)}
+    table = explain_auc.auc_table(correct, CURVE_KEPT, 4, samples=200, seed=0)
+    rows = {(r["method"], r["direction"]): r for r in table}
     neg = rows[("grads", "negative")]
     # accuracies .5 .5 .5 1 → paper (1.5)/(.5·4) = .75; trapezoid .25·(.75 + .5 + .5) = .4375
     assert neg["auc_paper"] == pytest.approx(0.75) and neg["auc_trapezoid"] == pytest.approx(0.4375)

@@ -141,7 +141,9 @@ def configured_panels(explained: Explained, entries: list[dict], kind: str) -> l
             if not 0 <= target < n_classes:
                 raise InputError(f"{panel_key(kind, index, 'targets')}: class {target} is not in 0..{n_classes - 1}.")
         if "block" in entry and not 0 <= entry["block"] < blocks:
-            raise InputError(f"{panel_key(kind, index, 'block')}: {entry['block']} is not a 0-based block below {blocks}.")
+            raise InputError(
+                f"{panel_key(kind, index, 'block')}: {entry['block']} is not a 0-based block below {blocks}."
+            )
         if "head" in entry and not 0 <= entry["head"] < heads:
             raise InputError(f"{panel_key(kind, index, 'head')}: {entry['head']} is not a head below {heads}.")
         titles = list(entry.get("titles") or [None] * len(entry["targets"]))
@@ -296,7 +298,8 @@ def fig_explain_combined(explained: Explained, figures_config: dict, output) -> 
         axes = list(subfig.subplots(1, ncols, squeeze=False)[0])
         draw_maps(axes, drawn, explained, figures_config["swap_red_blue"])
         for ax, item in zip(axes, drawn):
-            ax.text(0.03, 0.97, f"({item.target_index + 1})", transform=ax.transAxes, va="top", color="white", fontsize=8)
+            marker = f"({item.target_index + 1})"
+            ax.text(0.03, 0.97, marker, transform=ax.transAxes, va="top", color="white", fontsize=8)
         subfig.suptitle(label, x=0.01, ha="left", fontweight="bold")
     data = pd.concat([maps_data(drawn, explained, label) for label, drawn in rows], ignore_index=True)
     save_figure(fig, data, output)
