@@ -15,13 +15,8 @@ same run; their per-image correctness must be identical.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,9 +24,7 @@ import numpy as np
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-
+import benchmark_common  # puts the workflow package on the path
 from class_embedding import explain_perturbation, models  # noqa: E402
 
 # (images, timed repetitions of each variant) per setting
@@ -39,26 +32,6 @@ SETTINGS = {"default": (64, 2), "quick": (8, 1)}
 RANDOM_PERMUTATIONS = 10  # as the rule's default
 KEPT_STEP = 7  # every 7th n (plus N − 1 and N): the one-image loop over all n of 196 tokens takes too long
 DEFAULT_TOKENS_PER_BATCH = 32768  # the schema default
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few images, one repetition: a smoke run")
-    parser.add_argument("--output", default=str(REPO / "benchmarks/results/explain_perturbation_batching.json"))
-    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="workflow config with the demo models")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    return parser.parse_args()
-
-
-def timed(run, device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, result
 
 
 def benchmark_model(
@@ -87,9 +60,9 @@ def benchmark_model(
 
     times = {"batched": [], "one_at_a_time": []}
     for _ in range(repeats):
-        seconds, batched_result = timed(batched, device)
+        seconds, batched_result = benchmark_common.timed(batched, device)
         times["batched"].append(seconds)
-        seconds, single_result = timed(single, device)
+        seconds, single_result = benchmark_common.timed(single, device)
         times["one_at_a_time"].append(seconds)
         if not np.array_equal(batched_result, single_result):
             raise AssertionError(f"{name}: batched and one-at-a-time correctness differ")
@@ -110,14 +83,12 @@ def benchmark_model(
 
 
 def main() -> None:
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = benchmark_common.argument_parser(__doc__, "explain_perturbation_batching", "few images, one repetition: a smoke run").parse_args()
+    device = benchmark_common.prepare(args)
     config = yaml.safe_load(Path(args.config).read_text())
     explain = config.get("explainability") or {}
     tokens_per_batch = explain.get("tokens_per_batch", DEFAULT_TOKENS_PER_BATCH)
     n_images, repeats = SETTINGS["quick" if args.quick else "default"]
-    device = models.pick_device(args.device)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     results = []
@@ -134,20 +105,23 @@ def main() -> None:
         results.append(result)
     record = {
         "benchmark": "explain_perturbation_batching",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **benchmark_common.machine_record(device),
         "tokens_per_batch": tokens_per_batch,
         "load_average_start": load_before,
         "load_average_end": os.getloadavg()[0],
         "wall_seconds": time.perf_counter() - started,
         "results": results,
+        "headline": [
+            {
+                "metric": f"explainability perturbation curves batched by kept count / one at a time, {r['model']} "
+                f"({r['n_image_tokens']} tokens, {device})",
+                "measured": f"{r['ratio']:.1f}× (identical correctness)",
+                "goal": "batching pays off",
+            }
+            for r in results
+        ],
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2))
+    output = benchmark_common.write_record(record, args.output)
     print(f"wrote {output}")
 
 

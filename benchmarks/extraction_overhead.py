@@ -20,10 +20,7 @@ projections per 5-image class).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,9 +35,7 @@ import torch
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-
+import benchmark_common  # puts the workflow package on the path
 from class_embedding import extraction, imagenet_s, lens, models  # noqa: E402
 
 RATIO_GOAL = 1.5
@@ -58,12 +53,9 @@ SETTINGS = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run well under a minute")
-    parser.add_argument("--output", default=str(REPO / "benchmarks/results/extraction_overhead.json"))
-    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="workflow config with the demo models")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser = benchmark_common.argument_parser(
+        __doc__, "extraction_overhead", "few repetitions: a smoke run well under a minute"
+    )
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names to run")
     return parser.parse_args()
 
@@ -103,24 +95,19 @@ def input_size(preprocessing: dict) -> tuple[int, int]:
     return tuple(resize)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bare_step(model, x, device) -> float:
-    synchronize(device)
+    benchmark_common.synchronize(device)
     start = time.perf_counter()
     with torch.inference_mode():
         model(x)
-    synchronize(device)
+    benchmark_common.synchronize(device)
     return time.perf_counter() - start
 
 
 def lens_step(model, hooks: lens.ClassEmbeddingLens, x, targets, device) -> float:
     """One batch as ``extract_shard`` processes it; hook registration stays outside the timing."""
     with hooks:
-        synchronize(device)
+        benchmark_common.synchronize(device)
         start = time.perf_counter()
         with torch.inference_mode():
             hooks.set_targets(targets)
@@ -128,7 +115,7 @@ def lens_step(model, hooks: lens.ClassEmbeddingLens, x, targets, device) -> floa
             lens.audit(model, hooks.record.last_state, logits, "benchmark")
             reductions = [reduction.cpu() for reduction in hooks.record.layers.values()]
             logits = logits.float().cpu()
-        synchronize(device)
+        benchmark_common.synchronize(device)
         elapsed = time.perf_counter() - start
     expected = 3 * len(model.blocks)
     if len(reductions) != expected:
@@ -235,16 +222,6 @@ def stored_bytes(model, case: dict, n_images: int, device: torch.device, rng) ->
     }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(results: list[dict]) -> str:
     lines = [
         "| model | blocks × tokens × classes | batch | bare median (s) | lens median (s) | lens/bare "
@@ -289,9 +266,7 @@ def goals_text(results: list[dict]) -> str:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = models.pick_device(args.device)
+    device = benchmark_common.prepare(args)
     setting = SETTINGS["quick" if args.quick else "default"]
     cases = model_cases(args.config, device)
     if args.models:
@@ -354,15 +329,9 @@ def main() -> None:
 
     summary = {
         "benchmark": "extraction_overhead",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **benchmark_common.machine_record(device),
         "quick": args.quick,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "torch": torch.__version__,
         "timm": timm.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
         "loadavg_1min": {"start": load_start[0], "end": load_end[0]},
         "batch_sizes": {r["model"]: r["batch"] for r in results},
         "goals": {
@@ -385,9 +354,7 @@ def main() -> None:
         "markdown": table,
         "goals_text": goals,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(summary, indent=2) + "\n")
+    output = benchmark_common.write_record(summary, args.output)
     print(f"wrote {output}", file=sys.stderr)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,9 +20,7 @@ from pathlib import Path
 import timm
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-
+import benchmark_common  # puts the workflow package on the path
 from class_embedding import lens, models  # noqa: E402
 
 
@@ -153,11 +150,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="vit_base_patch16_224", help="timm architecture, random weights")
     parser.add_argument("--config-model", default=None, help="profile this model of config.yaml instead of --arch")
-    parser.add_argument("--config", default=str(REPO / "config.yaml"))
+    parser.add_argument("--config", default=str(benchmark_common.REPO / "config.yaml"))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default=str(REPO / "benchmarks/results/lens_profile.json"))
+    parser.add_argument("--output", default=str(benchmark_common.RESULTS / "lens_profile.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

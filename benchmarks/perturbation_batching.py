@@ -17,22 +17,14 @@ Goal: ratio ≥ 10× on CPU.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import platform
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-
+import benchmark_common  # puts the workflow package on the path
 from class_embedding import models, perturbation  # noqa: E402
 from class_embedding.perturbation_masks import ATTENTION_TYPES, MASK_TYPES, kept_token_mask  # noqa: E402
 
@@ -42,28 +34,8 @@ CLASS_TOKEN_FRACTION = 0.25  # share of class-labelled tokens in the demo's toke
 SETTINGS = {"default": (150, 5), "quick": (32, 1)}
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few images, one repetition: a smoke run")
-    parser.add_argument("--output", default=str(REPO / "benchmarks/results/perturbation_batching.json"))
-    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="workflow config with the demo models")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    return parser.parse_args()
-
-
 def cls_models(config: dict) -> dict[str, dict]:
     return {name: spec for name, spec in config["models"].items() if spec["class_token"]}
-
-
-def timed(run, device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, result
 
 
 def compare(run, batch_size: int, repeats: int, device: torch.device) -> dict:
@@ -71,9 +43,9 @@ def compare(run, batch_size: int, repeats: int, device: torch.device) -> dict:
     run(batch_size), run(1)
     batched, single = [], []
     for _ in range(repeats):
-        seconds, batched_result = timed(lambda: run(batch_size), device)
+        seconds, batched_result = benchmark_common.timed(lambda: run(batch_size), device)
         batched.append(seconds)
-        seconds, single_result = timed(lambda: run(1), device)
+        seconds, single_result = benchmark_common.timed(lambda: run(1), device)
         single.append(seconds)
     if batched_result is not None and not batched_result.tokens.column("rank").equals(
         single_result.tokens.column("rank")
@@ -84,13 +56,11 @@ def compare(run, batch_size: int, repeats: int, device: torch.device) -> dict:
 
 
 def main() -> None:
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = benchmark_common.argument_parser(__doc__, "perturbation_batching", "few images, one repetition: a smoke run").parse_args()
+    device = benchmark_common.prepare(args)
     n_images, repeats = SETTINGS["quick" if args.quick else "default"]
     config = yaml.safe_load(Path(args.config).read_text())
     batch_size = int(config["extraction"]["batch_size"])
-    device = models.pick_device(args.device)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
 
@@ -140,20 +110,13 @@ def main() -> None:
     print(f"worst ratio {worst:.1f}x (goal >= {RATIO_GOAL:.0f}x): {'met' if worst >= RATIO_GOAL else 'NOT met'}")
     record = {
         "benchmark": "perturbation_batching",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **benchmark_common.machine_record(device),
         "setting": "quick" if args.quick else "default",
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
         "ratio_goal": RATIO_GOAL,
         "worst_ratio": worst,
         "results": results,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2) + "\n")
+    output = benchmark_common.write_record(record, args.output)
     print(f"written {output}")
 
 

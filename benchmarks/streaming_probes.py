@@ -22,20 +22,13 @@ paper's design: 10 probe images per class, stimuli of the same classes.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-
+import benchmark_common  # puts the workflow package on the path
 from class_embedding import lens, probes  # noqa: E402
 
 SHAPES = {
@@ -53,23 +46,16 @@ SETTINGS = {"default": ("vit_b_32", 100, 50, 3), "quick": ("demo_vit_g7", 64, 32
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="demo-sized model, few images: a smoke run")
+    parser = benchmark_common.argument_parser(
+        __doc__, "streaming_probes", "demo-sized model, few images: a smoke run", with_config=False
+    )
     parser.add_argument("--model", choices=sorted(SHAPES), help="model shape (default: vit_b_32, demo_vit_g7 with --quick)")
     parser.add_argument("--probe-images", type=int, help="probe training images")
     parser.add_argument("--stimuli", type=int, help="scored images")
     parser.add_argument("--pairs", type=int, help="(layer, token) pairs of the original loop to time")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--memory-gb", type=float, default=4.0, help="budget of the probe statistics")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--output", default=str(REPO / "benchmarks/results/streaming_probes.json"))
     return parser.parse_args()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int):
@@ -110,12 +96,10 @@ def original_pair(model, name, token, probe_data, stimulus_data, probe_labels, s
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = benchmark_common.prepare(args)
     default_model, n_probe, n_stimuli, n_pairs = SETTINGS["quick" if args.quick else "default"]
     shape = args.model or default_model
     n_probe, n_stimuli, n_pairs = args.probe_images or n_probe, args.stimuli or n_stimuli, args.pairs or n_pairs
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
 
     import timm
 
@@ -135,12 +119,12 @@ def main() -> None:
     stimulus_data = batches(stimuli, stimulus_labels, args.batch_size)
     load_start = os.getloadavg()[0]
 
-    synchronize(device)
+    benchmark_common.synchronize(device)
     start = time.perf_counter()
     result = probes.fit_and_score(
         model, probe_data, stimulus_data, alpha=1.0, device=device, memory_bytes=args.memory_gb * 1e9
     )
-    synchronize(device)
+    benchmark_common.synchronize(device)
     streaming_s = time.perf_counter() - start
 
     layers = list(result.ranks)
@@ -149,12 +133,12 @@ def main() -> None:
     pairs = [(layers[p // n_tokens], int(p % n_tokens)) for p in picks]
     per_pair, agreement = [], []
     for name, token in pairs:
-        synchronize(device)
+        benchmark_common.synchronize(device)
         start = time.perf_counter()
         ranks = original_pair(
             model, name, token, probe_data, stimulus_data, probe_labels.numpy(), stimulus_labels.numpy(), num_classes, device
         )
-        synchronize(device)
+        benchmark_common.synchronize(device)
         per_pair.append(time.perf_counter() - start)
         streamed = result.ranks[name][:, token]
         agreement.append(
@@ -167,11 +151,7 @@ def main() -> None:
         )
     original_s = float(np.mean(per_pair)) * all_pairs
     record = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **benchmark_common.machine_record(device),
         "model_shape": shape,
         "blocks_x_kinds_x_tokens": [len(model.blocks), len(lens.LAYER_KINDS), n_tokens],
         "dim": dim,
@@ -188,10 +168,17 @@ def main() -> None:
         "ratio": original_s / streaming_s,
         "agreement": agreement,
         "load_average": [load_start, os.getloadavg()[0]],
+        "headline": [
+            {
+                "metric": f"all {all_pairs} ridge probes in one streaming pass / the original's re-extraction per "
+                f"(layer, token), {shape} shape ({device})",
+                "measured": f"{original_s / streaming_s:.0f}× ({streaming_s / 60:.1f} min vs {original_s / 3600:.1f} h, "
+                "extrapolated from the timed pairs)",
+                "goal": "hours become minutes",
+            }
+        ],
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2))
+    benchmark_common.write_record(record, args.output)
     print(
         f"{shape}: {all_pairs} probes ({len(model.blocks)} blocks x 3 kinds x {n_tokens} tokens), "
         f"{n_probe} probe images, {n_stimuli} stimuli, {device}\n"

@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import timm
 import torch
 
 # Deterministic, small CPU work in every test.
@@ -10,3 +11,20 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def scrambled_vit():
+    """Builds a small timm ViT with every parameter moved by ``scale`` · N(0, 1) away from timm's
+    initialisation (post-norm scales near zero, tiny head), so attention is not uniform and
+    logits are well separated: comparisons against brute force are then non-trivial."""
+
+    def build(arch: str = "vit_base_patch16_224", scale: float = 0.5, seed: int = 0, **kwargs) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(scale * torch.randn_like(parameter))
+        return model.eval()
+
+    return build

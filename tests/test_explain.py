@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from class_embedding import explain_auc, explain_figures, explain_perturbation, gradients, lens, tables
 from class_embedding.errors import InputError
@@ -18,15 +17,10 @@ GRID = 3  # 9 image tokens + [CLS]
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(scrambled_vit):
     """A tiny [CLS] ViT with parameters far from timm's near-zero initialisation (non-uniform
     attention, separated logits); fused attention as timm sets it by default."""
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=12, patch_size=4, embed_dim=16, depth=3, num_heads=2, num_classes=NUM_CLASSES)
-    with torch.no_grad():
-        for parameter in vit.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    return vit.eval()
+    return scrambled_vit(img_size=12, patch_size=4, embed_dim=16, depth=3, num_heads=2, num_classes=NUM_CLASSES)
 
 
 @pytest.fixture(scope="module")

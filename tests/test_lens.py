@@ -7,15 +7,7 @@ import torch
 from class_embedding import lens
 
 
-def tiny_vit(arch: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = timm.create_model(arch, img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, num_classes=11)
-    # Move every weight away from its initial value (post-norm scales start at 1e-5, head at
-    # small values) so that the audit compares non-trivial logits.
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.2)
-    return model.eval()
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, num_classes=11)
 
 
 def run_lens(model, images, targets):
@@ -30,8 +22,8 @@ ARCHS = ["vit_base_patch16_224", "vit_base_patch16_rpn_224"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_lens_audit_reproduces_model_logits(arch):
-    model = tiny_vit(arch)
+def test_lens_audit_reproduces_model_logits(arch, scrambled_vit):
+    model = scrambled_vit(arch, scale=0.2, **TINY_VIT)
     images = torch.randn(3, 3, 32, 32)
     record, logits = run_lens(model, images, torch.tensor([0, 5, 10]))
     assert torch.allclose(lens.pooled_logits(model, record.last_state), logits, atol=1e-5)
@@ -66,8 +58,8 @@ def manual_states(model, images):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_reductions_equal_full_sort(arch):
-    model = tiny_vit(arch, seed=1)
+def test_reductions_equal_full_sort(arch, scrambled_vit):
+    model = scrambled_vit(arch, scale=0.2, seed=1, **TINY_VIT)
     images = torch.randn(4, 3, 32, 32)
     targets = torch.tensor([3, 0, 10, 7])
     record, _ = run_lens(model, images, targets)

@@ -19,15 +19,10 @@ GRID = 4  # 16 image tokens + [CLS]
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(scrambled_vit):
     """A tiny [CLS] ViT whose parameters are all far from timm's near-zero initialisation, so
     that attention is not uniform and logits are well separated."""
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2, num_classes=NUM_CLASSES)
-    with torch.no_grad():
-        for parameter in vit.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    return vit.eval()
+    return scrambled_vit(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2, num_classes=NUM_CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -76,11 +76,23 @@ def test_everything_is_built_and_consistent(built):
         "fig_memory_compositionality",
         "fig_memory_compare",
         *[f"{name}_{model}" for name in ("fig_class_building", "fig_context_identifiability") for model in ("micro_cls", "micro_gap")],
+        # Explanations, perturbation test and linear probes: [CLS] models only.
+        "fig_explain_head",
+        "fig_explain_combined",
+        "fig_perturbation_neg",
+        "fig_perturbation_pos",
+        *[f"{name}_micro_cls" for name in ("fig_explain_sum", "fig_probe_vs_projection_acc", "fig_probe_perturbation", "fig_linear_probing_all")],
     ]
     for name in figures:
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
-    for name in ["tab_context_change_rate_diff", "tab_attn_perturbation", "tab_context_perturbation", "tab_value_vector_classes"]:
+    for name in [
+        "tab_context_change_rate_diff",
+        "tab_attn_perturbation",
+        "tab_context_perturbation",
+        "tab_value_vector_classes",
+        "tab_explain_perturbation_auc",
+    ]:
         assert len(pd.read_csv(results / "tables" / f"{name}.csv")) > 0
     # Perturbations run for the [CLS] model only.
     assert set(pd.read_csv(results / "tables/tab_attn_perturbation.csv")["model"]) == {"micro_cls"}
@@ -100,6 +112,7 @@ def test_everything_is_built_and_consistent(built):
         assert "mem_top5" in pq.read_schema(extract / "mlp_0.parquet").names
         assert not list(extract.rglob("*.partial"))
     assert not (results / "extract" / "micro_gap_random").exists()
+    assert not list((results / "figures").glob("*micro_gap*probe*")) and not (results / "explain" / "micro_gap").exists()
     # The rates table agrees with a recomputation from the Parquet tables.
     rates = pd.read_csv(results / "tables/tab_identifiability_rates.csv").set_index("model")
     hs = pq.read_table(results / "extract/micro_cls/hs_1.parquet").to_pandas()

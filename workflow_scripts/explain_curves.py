@@ -4,13 +4,7 @@ from class_embedding import explain_perturbation, logs, perturbation
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))
-    setup = perturbation.Setup.load(
-        snakemake.params.spec,
-        snakemake.wildcards.model,
-        snakemake.input.checkpoint,
-        snakemake.input.stimuli,
-        snakemake.input.images,
-    )
+    setup = perturbation.Setup.for_job(snakemake)
     explain_perturbation.run_perturbation(
         setup,
         snakemake.input.maps,

@@ -356,6 +356,12 @@ class Setup:
     metadata: dict
 
     @classmethod
+    def for_job(cls, job) -> "Setup":
+        """The setup of a Snakemake job with ``params.spec``, ``wildcards.model`` and the inputs
+        ``checkpoint``, ``stimuli`` and ``images``."""
+        return cls.load(job.params.spec, job.wildcards.model, job.input.checkpoint, job.input.stimuli, job.input.images)
+
+    @classmethod
     def load(cls, spec: dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> "Setup":
         if not spec["class_token"]:
             raise InputError(f"models.{name} has no [CLS] token: perturbations run only on [CLS] models.")

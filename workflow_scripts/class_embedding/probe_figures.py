@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .explain_auc import paper_auc
 from .figures import load_block, load_correct, new_figure, save_figure
 from .tables import read_table
 
@@ -113,15 +114,6 @@ CURVES = [  # (label, method, direction, colour, line style)
 ]
 
 
-def paper_auc(kept: np.ndarray, accuracy: np.ndarray, n_image_tokens: int) -> float:
-    """METHOD §4.13: Σ accuracy over n = 1..N−1 kept tokens / (max · N). When only some n were
-    evaluated the sum is their mean times N − 1; the unperturbed point (n = N) is left out."""
-    perturbed = (kept >= 1) & (kept <= n_image_tokens - 1)
-    values = accuracy[perturbed]
-    top = float(np.max(values)) if values.size else 0.0
-    return float(np.mean(values) * (n_image_tokens - 1) / (top * n_image_tokens)) if top > 0 else 0.0
-
-
 def perturbation_data(model: dict, curves_table: str | Path) -> pd.DataFrame:
     """The five curves against the percentage of image tokens removed, with their AUCs.
 
@@ -143,7 +135,7 @@ def perturbation_data(model: dict, curves_table: str | Path) -> pd.DataFrame:
                 method=method,
                 direction=direction or "mean",
                 removed_percent=100 * (n_image_tokens - curve["kept"]) / n_image_tokens,
-                auc_paper=paper_auc(curve["kept"].to_numpy(), curve["accuracy"].to_numpy(), n_image_tokens),
+                auc_paper=float(paper_auc(curve["kept"].to_numpy(), curve["accuracy"].to_numpy(), n_image_tokens)),
             )
         )
     return pd.concat(frames, ignore_index=True).assign(model=model["name"])
