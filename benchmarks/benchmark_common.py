@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
-from class_embedding import models  # noqa: E402
+from class_embedding import models  # noqa: E402  (needs the path above)
 
 
 def argument_parser(doc: str, name: str, quick_help: str, with_config: bool = True) -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 import benchmark_common  # puts the workflow package on the path
-from class_embedding import explain_perturbation, models  # noqa: E402
+from class_embedding import explain_perturbation, models
 
 # (images, timed repetitions of each variant) per setting
 SETTINGS = {"default": (64, 2), "quick": (8, 1)}

@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 
 import benchmark_common  # puts the workflow package on the path
-from class_embedding import extraction, imagenet_s, lens, models  # noqa: E402
+from class_embedding import extraction, imagenet_s, lens, models
 
 RATIO_GOAL = 1.5
 RATIO_AIM = 1.2
@@ -96,12 +96,9 @@ def input_size(preprocessing: dict) -> tuple[int, int]:
 
 
 def bare_step(model, x, device) -> float:
-    benchmark_common.synchronize(device)
-    start = time.perf_counter()
     with torch.inference_mode():
-        model(x)
-    benchmark_common.synchronize(device)
-    return time.perf_counter() - start
+        seconds, _ = benchmark_common.timed(lambda: model(x), device)
+    return seconds
 
 
 def lens_step(model, hooks: lens.ClassEmbeddingLens, x, targets, device) -> float:

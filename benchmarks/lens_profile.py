@@ -21,7 +21,7 @@ import timm
 import torch
 
 import benchmark_common  # puts the workflow package on the path
-from class_embedding import lens, models  # noqa: E402
+from class_embedding import lens, models
 
 
 class TimedLens(lens.ClassEmbeddingLens):

@@ -25,8 +25,8 @@ import torch
 import yaml
 
 import benchmark_common  # puts the workflow package on the path
-from class_embedding import models, perturbation  # noqa: E402
-from class_embedding.perturbation_masks import ATTENTION_TYPES, MASK_TYPES, kept_token_mask  # noqa: E402
+from class_embedding import models, perturbation
+from class_embedding.perturbation_masks import ATTENTION_TYPES, MASK_TYPES, kept_token_mask
 
 RATIO_GOAL = 10.0
 CLASS_TOKEN_FRACTION = 0.25  # share of class-labelled tokens in the demo's token labels

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
 
 import benchmark_common  # puts the workflow package on the path
-from class_embedding import lens, probes  # noqa: E402
+from class_embedding import lens, probes
 
 SHAPES = {
     # name: timm architecture and keyword arguments, image size
@@ -119,13 +118,12 @@ def main() -> None:
     stimulus_data = batches(stimuli, stimulus_labels, args.batch_size)
     load_start = os.getloadavg()[0]
 
-    benchmark_common.synchronize(device)
-    start = time.perf_counter()
-    result = probes.fit_and_score(
-        model, probe_data, stimulus_data, alpha=1.0, device=device, memory_bytes=args.memory_gb * 1e9
+    streaming_s, result = benchmark_common.timed(
+        lambda: probes.fit_and_score(
+            model, probe_data, stimulus_data, alpha=1.0, device=device, memory_bytes=args.memory_gb * 1e9
+        ),
+        device,
     )
-    benchmark_common.synchronize(device)
-    streaming_s = time.perf_counter() - start
 
     layers = list(result.ranks)
     all_pairs = len(layers) * n_tokens
@@ -133,13 +131,13 @@ def main() -> None:
     pairs = [(layers[p // n_tokens], int(p % n_tokens)) for p in picks]
     per_pair, agreement = [], []
     for name, token in pairs:
-        benchmark_common.synchronize(device)
-        start = time.perf_counter()
-        ranks = original_pair(
-            model, name, token, probe_data, stimulus_data, probe_labels.numpy(), stimulus_labels.numpy(), num_classes, device
+        seconds, ranks = benchmark_common.timed(
+            lambda: original_pair(
+                model, name, token, probe_data, stimulus_data, probe_labels.numpy(), stimulus_labels.numpy(), num_classes, device
+            ),
+            device,
         )
-        benchmark_common.synchronize(device)
-        per_pair.append(time.perf_counter() - start)
+        per_pair.append(seconds)
         streamed = result.ranks[name][:, token]
         agreement.append(
             {
