@@ -67,6 +67,14 @@ def check_paper_inputs(name, dataset):
         paths = [("cifar100.root", spec.get("root"))]
         if spec.get("root") is None and "download" not in spec:
             raise WorkflowError(f"invalid config: datasets.{name}.cifar100 needs a root or a download block.")
+        if spec.get("root") is None and not spec["download"].get("checksum"):
+            # The archive holds pickles, which run code when read: a download is only ever read
+            # after a pinned checksum matched, never trusted on first sight.
+            raise WorkflowError(
+                f"invalid config: datasets.{name}.cifar100.download.checksum is null, but the CIFAR-100 "
+                f"archive is a pickle and is read only after its pinned checksum matched. Set it (the "
+                f"official archive's is md5:eb9058c3a382ffc7106e4002c42a8d85), or give a root you trust."
+            )
     for key, path in paths:
         if path is not None and not os.path.exists(path):
             raise WorkflowError(
@@ -189,6 +197,13 @@ def cifar_source(dataset):
     """The CIFAR-100 root you gave, or the downloaded archive."""
     root = config["datasets"][dataset]["cifar100"].get("root")
     return root if root is not None else f"results/data/downloads/{dataset}/cifar100"
+
+
+def cifar_download_checksum(dataset):
+    """The pinned checksum the downloaded CIFAR-100 archive is checked against again before its
+    pickles are read (required by check_paper_inputs); None for a root you gave (your own files)."""
+    spec = config["datasets"][dataset]["cifar100"]
+    return spec["download"].get("checksum") if spec.get("root") is None else None
 
 
 def stimuli_csv(dataset):

@@ -74,6 +74,8 @@ rule prepare_cifar100:
         pickles=directory("results/data/{dataset}/cifar-100-python"),
     wildcard_constraints:
         dataset=alternatives(d for d in config["datasets"] if dataset_kind(d) == "cifar100"),
+    params:
+        checksum=lambda wildcards: cifar_download_checksum(wildcards.dataset),
     resources:
         mem_mb=4000,
         runtime=30,

@@ -4,7 +4,11 @@ with logs.logged(snakemake):
     spec, name = snakemake.params.spec, snakemake.wildcards.model
     weights = spec["weights"]
     source = snakemake.input[0]
-    downloads.verify(source, weights.get("checksum"), f"checkpoint of model '{name}'")
+    what = f"checkpoint of model '{name}'"
+    if weights["source"] == "url":
+        downloads.verify_download(source, weights.get("checksum"), what)
+    else:
+        downloads.verify(source, weights.get("checksum"), what)
     state = models.read_state_dict(source, name, weights.get("state_dict_key"), weights.get("strip_prefix", ""))
     model = models.load_backbone(models.build_model(spec, name), state, name, source)
     models.audit(model, name)

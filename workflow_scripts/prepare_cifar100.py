@@ -1,4 +1,6 @@
 from class_embedding import cifar, logs
 
 with logs.logged(snakemake):
-    cifar.prepare_cifar100(snakemake.input.source, snakemake.output.images, snakemake.output.pickles)
+    cifar.prepare_cifar100(
+        snakemake.input.source, snakemake.output.images, snakemake.output.pickles, snakemake.params.checksum
+    )

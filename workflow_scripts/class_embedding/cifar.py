@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from .downloads import verify
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,22 @@ def label_names(folder: Path) -> list[str]:
         return list(pickle.load(handle, encoding="latin1")["fine_label_names"])
 
 
-def prepare_cifar100(source: str | os.PathLike, images_out: str | os.PathLike, pickles_out: str | os.PathLike) -> int:
+def prepare_cifar100(
+    source: str | os.PathLike,
+    images_out: str | os.PathLike,
+    pickles_out: str | os.PathLike,
+    checksum: str | None = None,
+) -> int:
     """Write every test image as ``validation/<label>/<index>.png`` under ``images_out`` and copy
-    the pickle batches to ``pickles_out`` (for fine-tuning); atomic. Returns the image count."""
+    the pickle batches to ``pickles_out`` (for fine-tuning); atomic. Returns the image count.
+
+    CIFAR-100's batches are Python pickles, and unpickling runs whatever code a pickle names. A
+    downloaded archive is therefore checked against its pinned ``checksum`` (the download rule
+    checked it too; the file may have been replaced since) before anything in it is unpickled. A
+    root you give (no checksum) is your own file.
+    """
     images_out, pickles_out = Path(images_out), Path(pickles_out)
+    verify(source, checksum, "CIFAR-100 archive")
     scratch = images_out.parent / f".{images_out.name}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

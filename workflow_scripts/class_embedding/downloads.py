@@ -2,8 +2,10 @@
 
 A file is streamed to ``<dest>.partial`` while its digest is computed, checked against the
 configured ``md5:<hex>`` / ``sha256:<hex>``, and only then renamed to ``dest``: an interrupted or
-corrupt download never leaves a file that looks complete. Without a configured checksum the
-sha256 is recorded beside the file (``<dest>.sha256``) so it can be pinned in the config.
+corrupt download never leaves a file that looks complete. Without a configured checksum the first
+download is unverified: its sha256 is recorded beside the file (``<dest>.sha256``) with a warning
+that says how to pin it, and every later download and every use of the file is checked against
+that record (:func:`trusted_checksum`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,29 @@ def verify(path: str | os.PathLike, checksum: str | None, what: str) -> None:
         )
 
 
+def recorded_checksum_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def trusted_checksum(path: str | os.PathLike, checksum: str | None) -> str | None:
+    """The checksum a downloaded file must have: the configured one, else the sha256 recorded at
+    its first download, else None (nothing known yet)."""
+    if checksum is not None:
+        return checksum
+    record = recorded_checksum_file(path)
+    return record.read_text().strip() if record.is_file() else None
+
+
+def verify_download(path: str | os.PathLike, checksum: str | None, what: str) -> None:
+    """Check a downloaded file before it is used, against :func:`trusted_checksum`."""
+    expected = trusted_checksum(path, checksum)
+    if expected is None:
+        log.warning("%s %s has no checksum, configured or recorded: it is used unverified.", what, path)
+        return
+    verify(path, expected, what)
+
+
 def _fetch_once(url: str, partial: Path, algorithms: list[str], timeout: float) -> dict[str, str]:
     digests = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
     request = urllib.request.Request(url, headers={"User-Agent": "vit-class-embedding-workflow"})
@@ -94,7 +119,9 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
-    expected = parse_checksum(checksum)
+    recorded = checksum is None and recorded_checksum_file(dest).is_file()
+    # A file downloaded again must be the one first recorded: the source may have been replaced.
+    expected = parse_checksum(trusted_checksum(dest, checksum))
     algorithms = sorted({"sha256", *([expected[0]] if expected else [])})
     for attempt in range(1, attempts + 1):
         try:
@@ -117,12 +144,19 @@ def download(
         time.sleep(backoff ** (attempt - 1) - 1)
     if expected is not None and digests[expected[0]] != expected[1]:
         partial.unlink(missing_ok=True)
+        source = f"the sha256 recorded at its first download ({recorded_checksum_file(dest)})" if recorded else "the config"
         raise InputError(
             f"download of {dest.name} from {url}: {expected[0]} is {digests[expected[0]]}, expected "
-            f"{expected[1]}. The release changed or the download is corrupt; nothing was kept."
+            f"{expected[1]} from {source}. The release changed or the download is corrupt; nothing was kept."
+            + (f" If the release was updated on purpose, delete {recorded_checksum_file(dest)} and rerun." if recorded else "")
         )
     os.replace(partial, dest)
     if expected is None:
-        dest.with_name(dest.name + ".sha256").write_text(f"sha256:{digests['sha256']}\n")
-        log.warning("%s has no checksum in the config; its sha256 is %s", dest.name, digests["sha256"])
+        recorded_checksum_file(dest).write_text(f"sha256:{digests['sha256']}\n")
+        log.warning(
+            "UNVERIFIED download: %s from %s has no checksum in the config. Its sha256 is %s, recorded in "
+            "%s; every later use is checked against it. Check it against a trusted source, then pin it "
+            "in the config (checksum: sha256:%s).",
+            dest.name, url, digests["sha256"], recorded_checksum_file(dest), digests["sha256"],
+        )
     return digests["sha256"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +73,10 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, name: str) 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} of model '{name}' not found: build it with the workflow's checkpoint rule.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise InputError(f"checkpoint {path} cannot be read ({err}): delete it and rerun to rebuild it.") from None
+    state = read_checkpoint_file(path, name, rebuild_hint="delete it and rerun to rebuild it")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         first_lines = "\n".join(str(err).splitlines()[:4])
         raise InputError(
             f"checkpoint {path} does not match the architecture of model '{name}' in the config "
@@ -86,32 +85,81 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, name: str) 
     return model.eval()
 
 
+# Python types that a checkpoint may hold besides tensors and plain containers, loaded without
+# running code. Empty: the paper's release files need none (the DeiT release holds ints, a str,
+# tensors and an SGD state dict, all within torch's own allow-list). Add a type here only if it
+# carries no behaviour of its own, never as a way round a refused file.
+SAFE_CHECKPOINT_TYPES: list = []
+
+CONVERSION_HINT = (
+    "If you trust the file, convert it to a plain state dict yourself, in two lines of Python:\n"
+    "    checkpoint = torch.load('{path}', map_location='cpu', weights_only=False)  # runs the file's code\n"
+    "    torch.save(checkpoint['state_dict'], 'plain_state_dict.pt')  # the entry that holds the weights\n"
+    "and set models.{name}.weights to {{source: file, path: plain_state_dict.pt}} "
+    "(README, \"Checkpoints you provide\")."
+)
+
+
+def read_checkpoint_file(path: Path, name: str, rebuild_hint: str = "download it again") -> object:
+    """``torch.load`` restricted to tensors and plain Python values (``weights_only=True``).
+
+    A checkpoint is a pickle, and unpickling an arbitrary pickle runs whatever code it names: a
+    replaced or corrupted release file would run on the machine that converts it. So a file that
+    needs anything else is refused, naming the types it asks for, and is never loaded in full.
+    """
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_TYPES):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(
+            f"checkpoint {path} of model '{name}' holds {unsafe_types(path, err)} besides tensors and "
+            f"plain values; it is not loaded, because unpickling it could run code stored in the file.\n"
+            + CONVERSION_HINT.format(path=path, name=name)
+        ) from None
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise InputError(f"checkpoint {path} of model '{name}' cannot be read ({err}): {rebuild_hint}.") from None
+
+
+def unsafe_types(path: Path, err: Exception) -> str:
+    """The globals a refused checkpoint would import, for the error message."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # the legacy (non-zip) format cannot be inspected without unpickling it
+        names = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    return ", ".join(sorted(set(names))) or "Python objects"
+
+
 def read_state_dict(path: str | os.PathLike, name: str, state_dict_key: str | None = None, strip_prefix: str = "") -> dict:
     """The tensors of a foreign checkpoint file: under ``state_dict_key`` when given (the DeiT
-    release keeps them under ``model``), with ``strip_prefix`` removed from every key that has it
-    (the CIFAR-100 checkpoint's ``model.``)."""
+    release keeps them under ``state_dict``), with ``strip_prefix`` removed from every key that
+    has it (the CIFAR-100 checkpoint's ``model.``), and a leading ``module.`` (a model saved from
+    inside DistributedDataParallel) removed too."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} of model '{name}' not found.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a release that pickles more than tensors (e.g. training args)
-        if "weights_only" not in str(err) and "Unsupported" not in str(err):
-            raise InputError(f"checkpoint {path} of model '{name}' cannot be read ({err}).") from None
-        log.warning("%s holds Python objects besides tensors; loading it with full unpickling", path)
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, torch.nn.Module):  # a whole pickled model
-        state = state.state_dict()
+    state = read_checkpoint_file(path, name)
     if state_dict_key is not None:
         if not isinstance(state, dict) or state_dict_key not in state:
-            keys = ", ".join(list(state)[:8]) if isinstance(state, dict) else type(state).__name__
-            raise InputError(f"checkpoint {path} of model '{name}' has no '{state_dict_key}' entry (it has: {keys}).")
+            raise InputError(
+                f"checkpoint {path} of model '{name}' has no '{state_dict_key}' entry (it has: "
+                f"{describe_entries(state)}): set models.{name}.weights.state_dict_key to the entry that "
+                f"holds the weights."
+            )
         state = state[state_dict_key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"checkpoint {path} of model '{name}' is not a state dict of tensors.")
-    if strip_prefix:
-        state = {(k[len(strip_prefix) :] if k.startswith(strip_prefix) else k): v for k, v in state.items()}
+        raise InputError(
+            f"checkpoint {path} of model '{name}' is not a state dict of tensors (it has: "
+            f"{describe_entries(state)}): set models.{name}.weights.state_dict_key to the entry that holds "
+            f"the weights."
+        )
+    for prefix in (strip_prefix, "module."):
+        if prefix and any(key.startswith(prefix) for key in state):
+            state = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
     return state
+
+
+def describe_entries(state: object) -> str:
+    return ", ".join(map(str, list(state)[:8])) if isinstance(state, dict) else type(state).__name__
 
 
 def load_backbone(model: torch.nn.Module, state: dict, name: str, origin: str) -> torch.nn.Module:
@@ -150,7 +198,17 @@ def timm_pretrained(spec: dict, name: str, tag: str, cache_dir: str | os.PathLik
         raise InputError(f"models.{name}.weights.tag '{tag}' names no pretrained tag: write <arch>.<tag>.")
     kwargs = {**spec.get("kwargs", {}), **overrides}
     overlay = {"file": str(file)} if file is not None else None
-    model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **kwargs)
+    try:
+        model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **kwargs)
+    except RuntimeError as err:  # timm loads with weights_only=True too, and says so in a RuntimeError
+        if not isinstance(err.__cause__, pickle.UnpicklingError):
+            raise
+        where = file if file is not None else f"of the timm weights {tag}"
+        types = unsafe_types(Path(file), err) if file is not None else "Python objects"
+        raise InputError(
+            f"checkpoint {where} of model '{name}' holds {types} besides tensors and plain values; it is "
+            f"not loaded, because unpickling it could run code stored in the file."
+        ) from None
     if not overrides:
         check_declared(model, spec, name)
         pretrained_classes = model.pretrained_cfg.get("num_classes")
