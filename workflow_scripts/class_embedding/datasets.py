@@ -24,11 +24,14 @@ SPLITS = ("validation", "test")
 SEGMENTATION_DIR = "validation-segmentation"
 
 
-def split_path(field: str, path: Path, number: int, suffix: str, what: str) -> tuple[str, str]:
+def split_path(field: str, path: Path, number: int, suffix: str, what: str, list_name: str) -> tuple[str, str]:
     """(wnid, file name) of a ``<wnid>/<name><suffix>`` field of an ImageNet-S list."""
     wnid, _, name = field.partition("/")
     if not imagenet_s.is_wnid(wnid) or "/" in name or not name.endswith(suffix):
-        raise InputError(f"{path}:{number}: '{field}' is not {what} '<wnid>/<name>{suffix}'.")
+        raise InputError(
+            f"{path}:{number}: '{field}' is not {what} '<wnid>/<name>{suffix}': is this file the {list_name} "
+            f"of ImageNet-S? Check its url in datasets.<name>.imagenet_s.downloads."
+        )
     return wnid, name
 
 
@@ -62,8 +65,8 @@ def read_split_mapping(path: str | os.PathLike, split: str) -> list[tuple[str, s
     what = f"{split} mapping file"
     entries = []
     for number, (src, dst) in list_fields(path, what):
-        _, source_name = split_path(src, Path(path), number, imagenet_s.IMAGE_SUFFIX, "an ImageNet image")
-        wnid, name = split_path(dst, Path(path), number, imagenet_s.IMAGE_SUFFIX, f"an ImageNet-S {split} image")
+        _, source_name = split_path(src, Path(path), number, imagenet_s.IMAGE_SUFFIX, "an ImageNet image", what)
+        wnid, name = split_path(dst, Path(path), number, imagenet_s.IMAGE_SUFFIX, f"an ImageNet-S {split} image", what)
         entries.append((source_name, wnid, name))
     return entries
 
@@ -74,8 +77,8 @@ def read_validation_names(path: str | os.PathLike) -> list[tuple[str, str]]:
     what = "validation names list"
     pairs = []
     for number, (image, segmentation) in list_fields(path, what):
-        split_path(image, Path(path), number, imagenet_s.IMAGE_SUFFIX, "an ImageNet-S validation image")
-        split_path(segmentation, Path(path), number, ".png", "a segmentation")
+        split_path(image, Path(path), number, imagenet_s.IMAGE_SUFFIX, "an ImageNet-S validation image", what)
+        split_path(segmentation, Path(path), number, ".png", "a segmentation", what)
         pairs.append((image, segmentation))
     return pairs
 
