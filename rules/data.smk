@@ -26,7 +26,7 @@ rule download:
     output:
         "results/data/downloads/{dataset}/{item}",
     wildcard_constraints:
-        item="segmentation|validation_list|test_list|categories|cifar100",
+        item="segmentation|validation_names|validation_mapping|test_mapping|categories|cifar100",
     params:
         source=lambda wildcards: dataset_download(wildcards.dataset, wildcards.item),
     localrule: True  # compute nodes may be offline
@@ -43,8 +43,9 @@ rule prepare_imagenet_s:
     input:
         imagenet_val=lambda wildcards: config["datasets"][wildcards.dataset]["imagenet_s"]["imagenet_val"],
         segmentation="results/data/downloads/{dataset}/segmentation",
-        validation_list="results/data/downloads/{dataset}/validation_list",
-        test_list="results/data/downloads/{dataset}/test_list",
+        validation_names="results/data/downloads/{dataset}/validation_names",
+        validation_mapping="results/data/downloads/{dataset}/validation_mapping",
+        test_mapping="results/data/downloads/{dataset}/test_mapping",
         categories="results/data/downloads/{dataset}/categories",
     output:
         images=directory("results/data/{dataset}/ImageNetS919"),

@@ -103,7 +103,7 @@ def test_dry_run_lists_the_complete_paper_dag(tmp_path):
     assert jobs["fetch_timm_weights"] == 5  # B/32, B/16, L/16, MIIL, GAP
     assert jobs["download_checkpoint"] == 1 and jobs["convert_checkpoint"] == 1  # the DeiT release
     assert jobs["fetch_finetune_init"] == 1 and jobs["finetune_cifar"] == 1  # no CIFAR checkpoint given
-    assert jobs["download"] == 5 and jobs["prepare_imagenet_s"] == 1 and jobs["prepare_cifar100"] == 1
+    assert jobs["download"] == 6 and jobs["prepare_imagenet_s"] == 1 and jobs["prepare_cifar100"] == 1
     assert jobs["stimuli"] == 2
     assert jobs["fig_class_building"] == 7
     assert jobs["fig_context_identifiability"] == 6, "CIFAR has no segmentations"

@@ -24,6 +24,9 @@ SPLITS = {
     "test": {"n00000001": [10, 13], "n00000002": [11], "n00000003": [12, 14]},
 }
 WNIDS = ["n00000000", "n00000001", "n00000002", "n00000003"]  # n00000000: in the mapping only
+# Images that ImageNet files under another class than ImageNet-S (the src folder of a mapping
+# line), one from a wnid outside the categories.
+IMAGENET_CLASS = {8: "n00000000", 12: "n00000001"}
 
 
 def val_name(number: int) -> str:
@@ -47,7 +50,8 @@ def seg_png(wnid: str, number: int) -> bytes:
 
 def make_sources(root: Path) -> dict:
     """A flat fake ImageNet-val directory (plus one unused image), its tar archive, and the
-    ImageNet-S downloads (segmentation zip, file lists, categories) in a served folder."""
+    ImageNet-S downloads (segmentation zip, validation names list, mapping files, categories) in
+    a served folder, in the upstream formats."""
     val = root / "imagenet_val"
     val.mkdir(parents=True)
     numbers = [n for split in SPLITS.values() for ns in split.values() for n in ns] + [99]
@@ -63,8 +67,10 @@ def make_sources(root: Path) -> dict:
             for n in ns:
                 zipped.writestr(f"ImageNetS919/validation-segmentation/{wnid}/{Path(val_name(n)).stem}.png", seg_png(wnid, n))
     for split, classes in SPLITS.items():
-        lines = [f"{wnid}/{val_name(n)}" for wnid, ns in classes.items() for n in ns]
-        (served / f"ImageNetS_im919_{split}.txt").write_text("\n".join(lines) + "\n")
+        lines = [f"{IMAGENET_CLASS.get(n, wnid)}/{val_name(n)} {wnid}/{val_name(n)}" for wnid, ns in classes.items() for n in ns]
+        (served / f"ImageNetS_im919_mapping_{split}.txt").write_text("\n".join(lines))  # no final newline, as upstream
+    names = [f"{wnid}/{val_name(n)} {wnid}/{Path(val_name(n)).stem}.png" for wnid, ns in SPLITS["validation"].items() for n in ns]
+    (served / "ImageNetS_im919_validation.txt").write_text("\n".join(names))
     (served / "ImageNetS_categories_im919.txt").write_text("n00000003\nn00000001\nn00000002\n")  # unsorted
     mapping = root / "LOC_synset_mapping.txt"
     mapping.write_text("".join(f"{w} category {w[-1]}, alias\n" for w in WNIDS))
@@ -90,8 +96,9 @@ def served(sources):
 def fetch_annotations(base_url: str, served_dir: Path, dest: Path) -> dict:
     files = {
         "segmentation": "ImageNetS919.zip",
-        "validation": "ImageNetS_im919_validation.txt",
-        "test": "ImageNetS_im919_test.txt",
+        "validation_names": "ImageNetS_im919_validation.txt",
+        "validation_mapping": "ImageNetS_im919_mapping_validation.txt",
+        "test_mapping": "ImageNetS_im919_mapping_test.txt",
         "categories": "ImageNetS_categories_im919.txt",
     }
     paths = {}
@@ -106,7 +113,8 @@ def prepare(sources, downloaded, out: Path, source="val", **kwargs):
     return datasets.prepare_imagenet_s(
         imagenet_val=sources[source],
         segmentation_zip=downloaded["segmentation"],
-        file_lists={"validation": downloaded["validation"], "test": downloaded["test"]},
+        split_mappings={"validation": downloaded["validation_mapping"], "test": downloaded["test_mapping"]},
+        validation_names=downloaded["validation_names"],
         categories=downloaded["categories"],
         images_out=out / "ImageNetS919",
         categories_out=out / "data" / "categories" / "ImageNetS_categories_im919.txt",
@@ -131,6 +139,10 @@ def test_prepare_from_served_annotations_and_a_directory(sources, served, tmp_pa
     # The image is the source file, byte for byte (hardlinked or copied).
     placed = images / "validation" / "n00000002" / val_name(5)
     assert placed.read_bytes() == (sources["val"] / val_name(5)).read_bytes()
+    # Under its ImageNet-S class, not ImageNet's (the mapping's src folder).
+    assert (images / "test" / "n00000003" / val_name(12)).read_bytes() == (sources["val"] / val_name(12)).read_bytes()
+    assert not (images / "test" / "n00000001" / val_name(12)).exists()
+    assert not (images / "validation" / "n00000000").exists()
     assert not list(images.rglob(val_name(99))), "images outside ImageNet-S are not copied"
 
     # Downstream: stimuli (short class skipped) and token labels from the unpacked segmentations.
@@ -181,6 +193,24 @@ def test_bad_inputs_name_the_item_and_write_nothing(sources, served, tmp_path):
     short_mapping.write_text("n00000001 one\nn00000002 two\n")
     with pytest.raises(InputError, match="wnid n00000003 .* not in the class mapping"):
         prepare(sources, downloaded, out, synset_mapping=short_mapping)
+    assert_nothing_written(out)
+
+    # The names list given where a mapping belongs: its second field is a .png.
+    swapped = {**downloaded, "test_mapping": downloaded["validation_names"]}
+    with pytest.raises(InputError, match=r"validation_names:1: 'n00000001/ILSVRC2012_val_00000001.png' is not an ImageNet-S test image .* the test mapping file"):
+        prepare(sources, swapped, out)
+    assert_nothing_written(out)
+
+    lines = downloaded["validation_mapping"].read_text().splitlines()
+    stale = tmp_path / "stale_mapping.txt"
+    stale.write_text("\n".join(lines[:-1]))
+    with pytest.raises(InputError, match=r"name different images \(1 only in the list, e\.g\. \['n00000003/ILSVRC2012_val_00000006\.JPEG'\]; 0 only in the mapping"):
+        prepare(sources, {**downloaded, "validation_mapping": stale}, out)
+    assert_nothing_written(out)
+
+    stale.write_text("\n".join([*lines, f"n00000000/{val_name(99)} n00000000/{val_name(99)}"]))
+    with pytest.raises(InputError, match=rf"class n00000000 of n00000000/{val_name(99)} in the validation mapping .* is not among the categories"):
+        prepare(sources, {**downloaded, "validation_mapping": stale}, out)
     assert_nothing_written(out)
 
 

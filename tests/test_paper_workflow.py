@@ -71,8 +71,9 @@ def paper_run(tmp_path_factory):
                 "synset_mapping": str(sources["mapping"]),
                 "downloads": {
                     "segmentation": download("ImageNetS919.zip"),
-                    "validation_list": download("ImageNetS_im919_validation.txt"),
-                    "test_list": download("ImageNetS_im919_test.txt"),
+                    "validation_names": download("ImageNetS_im919_validation.txt"),
+                    "validation_mapping": download("ImageNetS_im919_mapping_validation.txt"),
+                    "test_mapping": download("ImageNetS_im919_mapping_test.txt"),
                     "categories": {"url": f"{base}/ImageNetS_categories_im919.txt", "checksum": None},
                 },
             }},

@@ -9,7 +9,8 @@ with logs.logged(snakemake):
     datasets.prepare_imagenet_s(
         imagenet_val=snakemake.input.imagenet_val,
         segmentation_zip=snakemake.input.segmentation,
-        file_lists={"validation": snakemake.input.validation_list, "test": snakemake.input.test_list},
+        split_mappings={"validation": snakemake.input.validation_mapping, "test": snakemake.input.test_mapping},
+        validation_names=snakemake.input.validation_names,
         categories=snakemake.input.categories,
         images_out=snakemake.output.images,
         categories_out=snakemake.output.categories,

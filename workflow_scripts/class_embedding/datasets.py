@@ -24,26 +24,63 @@ SPLITS = ("validation", "test")
 SEGMENTATION_DIR = "validation-segmentation"
 
 
-def read_file_list(path: str | os.PathLike, split: str) -> list[tuple[str, str]]:
-    """(wnid, image file name) of every line of an ImageNet-S file list.
+def split_path(field: str, path: Path, number: int, suffix: str, what: str, list_name: str) -> tuple[str, str]:
+    """(wnid, file name) of a ``<wnid>/<name><suffix>`` field of an ImageNet-S list."""
+    wnid, _, name = field.partition("/")
+    if not imagenet_s.is_wnid(wnid) or "/" in name or not name.endswith(suffix):
+        raise InputError(
+            f"{path}:{number}: '{field}' is not {what} '<wnid>/<name>{suffix}': is this file the {list_name} "
+            f"of ImageNet-S? Check its url in datasets.<name>.imagenet_s.downloads."
+        )
+    return wnid, name
 
-    A line's first field is ``<wnid>/<name>`` (a ``.png`` segmentation name stands for the
-    ``.JPEG`` image of the same stem).
-    """
+
+def list_fields(path: str | os.PathLike, what: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-empty line of a two-column ImageNet-S list."""
     path = Path(path)
-    entries = []
+    if not path.is_file():
+        raise InputError(f"ImageNet-S {what} {path} not found: it is downloaded by rule download.")
+    lines = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+        fields = line.split()
+        if not fields:
             continue
-        first = line.split()[0]
-        wnid, _, name = first.rpartition("/")
-        wnid = wnid.rsplit("/", 1)[-1]
-        if not wnid or not name:
-            raise InputError(f"{path}:{number}: '{line}' is not '<wnid>/<image>' (the {split} file list of ImageNet-S).")
-        entries.append((wnid, Path(name).stem + imagenet_s.IMAGE_SUFFIX))
-    if not entries:
-        raise InputError(f"{path}: the {split} file list is empty.")
+        if len(fields) != 2:
+            raise InputError(f"{path}:{number}: '{line}' has {len(fields)} fields; a line of the {what} has two.")
+        lines.append((number, fields))
+    if not lines:
+        raise InputError(f"{path}: the {what} is empty.")
+    return lines
+
+
+def read_split_mapping(path: str | os.PathLike, split: str) -> list[tuple[str, str, str]]:
+    """(ImageNet file name, wnid, file name in ImageNet-S) of every line of a split's mapping file
+    (``data/mapping/ImageNetS_im919_mapping_<split>.txt``).
+
+    A line is ``src dst``: ``src`` is the image in ImageNet's own validation class folders, ``dst``
+    its place in ``ImageNetS919/<split>``. The label is ``dst``'s folder: ImageNet-S moved some
+    images to another class, and ``src``'s folder (ImageNet's label, sometimes a wnid outside the
+    919) is not used. ImageNet's validation file names are unique, so the name alone finds the image.
+    """
+    what = f"{split} mapping file"
+    entries = []
+    for number, (src, dst) in list_fields(path, what):
+        _, source_name = split_path(src, Path(path), number, imagenet_s.IMAGE_SUFFIX, "an ImageNet image", what)
+        wnid, name = split_path(dst, Path(path), number, imagenet_s.IMAGE_SUFFIX, f"an ImageNet-S {split} image", what)
+        entries.append((source_name, wnid, name))
     return entries
+
+
+def read_validation_names(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(image, segmentation) paths ``<wnid>/<name>`` of every line of the validation names list
+    (``data/names/ImageNetS_im919_validation.txt``)."""
+    what = "validation names list"
+    pairs = []
+    for number, (image, segmentation) in list_fields(path, what):
+        split_path(image, Path(path), number, imagenet_s.IMAGE_SUFFIX, "an ImageNet-S validation image", what)
+        split_path(segmentation, Path(path), number, ".png", "a segmentation", what)
+        pairs.append((image, segmentation))
+    return pairs
 
 
 def write_synset_mapping(path: str | os.PathLike) -> None:
@@ -141,7 +178,8 @@ def prepare_imagenet_s(
     *,
     imagenet_val: str | os.PathLike,
     segmentation_zip: str | os.PathLike,
-    file_lists: dict[str, str | os.PathLike],
+    split_mappings: dict[str, str | os.PathLike],
+    validation_names: str | os.PathLike,
     categories: str | os.PathLike,
     images_out: str | os.PathLike,
     categories_out: str | os.PathLike,
@@ -149,7 +187,11 @@ def prepare_imagenet_s(
     link: str = "hardlink",
 ) -> dict[str, int]:
     """Build ``images_out`` (ImageNetS919/: validation, test, validation-segmentation,
-    LOC_synset_mapping.txt) and ``categories_out``; returns the number of images per split."""
+    LOC_synset_mapping.txt) and ``categories_out``; returns the number of images per split.
+
+    Both splits come from their mapping files, as ImageNet-S's own preparation does; the
+    validation names list must name the same images and gives each one's segmentation.
+    """
     images_out, categories_out = Path(images_out), Path(categories_out)
     source = ImageSource(imagenet_val)
     scratch = images_out.parent / f".{images_out.name}.partial"
@@ -163,25 +205,37 @@ def prepare_imagenet_s(
             shutil.copyfile(synset_mapping, mapping_file)
         wnids, _ = imagenet_s.read_synset_mapping(mapping_file)
         known = set(wnids)
-        category_wnids = [line.strip() for line in Path(categories).read_text().splitlines() if line.strip()]
-        for wnid in category_wnids:
+        category_wnids = {line.strip() for line in Path(categories).read_text().splitlines() if line.strip()}
+        for wnid in sorted(category_wnids):
             if wnid not in known:
                 raise InputError(f"wnid {wnid} of {categories} is not in the class mapping {mapping_file.name}.")
 
         wanted: dict[str, list[Path]] = {}
         counts = {}
         for split in SPLITS:
-            entries = read_file_list(file_lists[split], split)
-            for wnid, name in entries:
-                if wnid not in known:
+            entries = read_split_mapping(split_mappings[split], split)
+            for source_name, wnid, name in entries:
+                if wnid not in category_wnids:
                     raise InputError(
-                        f"wnid {wnid} (image {name} of the {split} list {file_lists[split]}) is not in the "
-                        f"class mapping: use the ImageNet-1k LOC_synset_mapping.txt."
+                        f"class {wnid} of {wnid}/{name} in the {split} mapping {split_mappings[split]} is not "
+                        f"among the categories of {categories}: both must come from the same ImageNet-S commit."
                     )
                 folder = scratch / split / wnid
                 folder.mkdir(parents=True, exist_ok=True)
-                wanted.setdefault(name, []).append(folder / name)
+                wanted.setdefault(source_name, []).append(folder / name)
+            if split == "validation":
+                mapped = {f"{wnid}/{name}" for _, wnid, name in entries}
             counts[split] = len(entries)
+        names = read_validation_names(validation_names)
+        listed = {image for image, _ in names}
+        if listed != mapped:
+            only_names, only_mapping = sorted(listed - mapped), sorted(mapped - listed)
+            raise InputError(
+                f"the validation names list {validation_names} and the validation mapping "
+                f"{split_mappings['validation']} name different images ({len(only_names)} only in the list, "
+                f"e.g. {only_names[:3]}; {len(only_mapping)} only in the mapping, e.g. {only_mapping[:3]}): "
+                f"download both from the same ImageNet-S commit."
+            )
         log.info("placing %d images from %s", sum(counts.values()), imagenet_val)
         missing = source.copy_into(wanted, link)
         if missing:
@@ -191,10 +245,9 @@ def prepare_imagenet_s(
             )
         seg_dir = scratch / SEGMENTATION_DIR
         counts["segmentations"] = extract_segmentations(segmentation_zip, seg_dir)
-        for wnid, name in read_file_list(file_lists["validation"], "validation"):
-            png = seg_dir / wnid / (Path(name).stem + ".png")
-            if not png.is_file():
-                raise InputError(f"segmentation {wnid}/{png.name} of validation image {name} is not in {segmentation_zip}.")
+        for image, segmentation in names:
+            if not (seg_dir / segmentation).is_file():
+                raise InputError(f"segmentation {segmentation} of validation image {image} is not in {segmentation_zip}.")
         # Complete: move into place (images first, then the categories file).
         shutil.rmtree(images_out, ignore_errors=True)
         os.replace(scratch, images_out)

@@ -25,6 +25,11 @@ IMAGE_SUFFIX = ".JPEG"
 log = logging.getLogger(__name__)
 
 
+def is_wnid(text: str) -> bool:
+    """A WordNet id like n01440764."""
+    return text.startswith("n") and text[1:].isdigit()
+
+
 def read_synset_mapping(path: str | Path) -> tuple[list[str], list[str]]:
     """wnids and category descriptions; the class index of a wnid is its 0-based line number."""
     path = Path(path)
@@ -38,7 +43,7 @@ def read_synset_mapping(path: str | Path) -> tuple[list[str], list[str]]:
         if not line.strip():
             continue
         wnid, _, category = line.strip().partition(" ")
-        if not (wnid.startswith("n") and wnid[1:].isdigit()):
+        if not is_wnid(wnid):
             raise InputError(f"{path}:{number}: '{line}' does not start with a wnid like n01440764.")
         wnids.append(wnid)
         categories.append(category)
