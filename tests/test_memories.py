@@ -387,7 +387,7 @@ def test_value_vector_table_names_the_top_classes(fake_inputs):
         assert named.loc[c, "in_stimuli"] == (c < 6)
         assert (named.loc[c, "category"] == f"shape {c}, kind") if c < 6 else pd.isna(named.loc[c, "category"])
     # Chosen memories per model, and a clear error for one that does not exist.
-    memory_figures.tab_value_vector_classes([fakes[0][0]], output, block_index=1, memories={"tiny_cls": [3]})
+    memory_figures.tab_value_vector_classes([fakes[0][0]], output, block_index=1, neurons={"tiny_cls": [3]})
     assert pd.read_csv(output.csv)["memory"].unique().tolist() == [3]
     with pytest.raises(memory_figures.InputError, match="do not exist"):
-        memory_figures.tab_value_vector_classes([fakes[0][0]], output, memories=[M])
+        memory_figures.tab_value_vector_classes([fakes[0][0]], output, neurons=[M])

@@ -551,7 +551,7 @@ TABLE_COLUMNS = [
 
 def chosen_memories(memories: dict[str, np.ndarray], model: dict, chosen) -> np.ndarray:
     """The configured memory ids (a list, or a dict by model name), or the 5 with the largest
-    maximum class projection."""
+    maximum class projection when the model has none."""
     if isinstance(chosen, dict):
         chosen = chosen.get(model["name"])
     if chosen is None:
@@ -562,7 +562,7 @@ def chosen_memories(memories: dict[str, np.ndarray], model: dict, chosen) -> np.
     if invalid.size:
         raise InputError(
             f"value-vector memories {invalid.tolist()} do not exist in {model['name']} "
-            f"(it has {memories['memory'].size}); fix the memories option of tab_value_vector_classes."
+            f"(it has {memories['memory'].size}); fix memories.value_vectors.neurons in the config."
         )
     return chosen
 
@@ -607,15 +607,15 @@ def stimulus_categories(path: str | Path) -> dict[int, str]:
 
 
 def tab_value_vector_classes(
-    models: list[dict], output, seed=None, block_index=None, layer_type="mlp", memories=None
+    models: list[dict], output, seed=None, block_index=None, layer_type="mlp", neurons=None
 ) -> None:
     """The 5 classes each chosen value vector promotes most (largest P[c, k]), with names.
 
     ``block_index`` (0-based; default L-2, the paper's block index 10 of 12), ``layer_type`` and
-    ``memories`` (ids, or a dict of ids by model; default the 5 with the largest maximum class
-    projection) come from the rule's params.
+    ``neurons`` (memory ids, or a dict of ids by model; default the 5 with the largest maximum
+    class projection) come from ``memories.value_vectors`` of the config.
     """
     rows = []
     for model in models:
-        rows += value_vector_rows(model, stimulus_categories(model["stimuli"]), block_index, layer_type, memories)
+        rows += value_vector_rows(model, stimulus_categories(model["stimuli"]), block_index, layer_type, neurons)
     write_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS), output.csv)
