@@ -390,6 +390,42 @@ def probe_perturbation_models():
     return [name for name in probe_models() if name in explain_perturbation_models()]
 
 
+def value_vector_models():
+    """Models of tab_value_vector_classes: those memories.value_vectors.neurons names, else every
+    trained model; a block index outside a listed model stops the dry run."""
+    settings = config["memories"]["value_vectors"]
+    key = "memories.value_vectors"
+    if settings["neurons"] is None:
+        names = TRAINED_MODELS
+    else:
+        names = configured_subset(f"{key}.neurons", settings["neurons"], TRAINED_MODELS, "a trained model")
+    block = settings["block_index"]
+    for name in names:
+        if block is not None and block >= MODELS[name]["num_blocks"]:
+            raise WorkflowError(
+                f"invalid config: {key}.block_index: {block} is outside {name}'s blocks "
+                f"0..{MODELS[name]['num_blocks'] - 1} (0-based; null = the second to last)."
+            )
+    return list(names)
+
+
+def memory_inputs(needs, names):
+    """What a target reads for the given models: the weight-derived cache (per class or per
+    memory), the activated memories of every attn/mlp sublayer with the predictions, the
+    stimulus categories."""
+    paths = {
+        "classes": [f"results/memories/{name}/class_memories.parquet" for name in names],
+        "memories": [f"results/memories/{name}/memory_classes.parquet" for name in names],
+        "extraction": [
+            path
+            for name in names
+            for path in layer_tables(name, ("attn", "mlp")) + [f"{extract_dir(name)}/predictions.parquet"]
+        ],
+        "stimuli": sorted({stimuli_table(name) for name in names}),
+    }
+    return [path for need in needs for path in paths[need]]
+
+
 def models_with_source(source):
     return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
 

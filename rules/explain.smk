@@ -2,7 +2,7 @@
 # [CLS] models of explainability.models: one GPU job per model computes every stimulus's summed
 # gradient map and Chefer relevance for its true class (results/explain/<model>/maps.parquet);
 # one GPU job per perturbation model keeps the most or least important image tokens of every
-# ordering (gradients, Chefer, linear probes, seeded random permutations) and measures accuracy
+# ordering (gradients, Chefer, linear probes, torch's seeded random permutations) and measures accuracy
 # (perturbation_curves.parquet, per-image perturbation_correct.parquet). The heat-map figures
 # compute their few panels from the checkpoint; the curves and the AUC table read the tables.
 
@@ -66,7 +66,6 @@ rule explain_perturbation:
         spec=lambda wildcards: MODELS[wildcards.model],
         explainability=config["explainability"],
         extraction=config["extraction"],
-        seed=config["seed"],
     threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
     resources:
         gpu=1,

@@ -25,50 +25,32 @@ rule value_projections:
         "../workflow_scripts/value_projections.py"
 
 
-MEMORY_MODELS = [
-    {**describe_model(name), "memories": f"results/memories/{name}"} for name in TRAINED_MODELS
-]
-
-# What each target reads: the weight-derived cache (per class or per memory), the activated
-# memories of every attn/mlp sublayer with the predictions, the stimulus categories.
-MEMORY_INPUTS = {
-    "classes": [f"results/memories/{name}/class_memories.parquet" for name in TRAINED_MODELS],
-    "memories": [f"results/memories/{name}/memory_classes.parquet" for name in TRAINED_MODELS],
-    "extraction": [
-        path
-        for name in TRAINED_MODELS
-        for path in layer_tables(name, ("attn", "mlp")) + [f"{extract_dir(name)}/predictions.parquet"]
-    ],
-    "stimuli": sorted({stimuli_table(name) for name in TRAINED_MODELS}),
-}
-
-# target name -> (inputs, options passed to its function)
+# target name -> (inputs, models, options passed to its function)
 MEMORY_TARGETS = {
-    "fig_class_value_agreement": (["classes"], {}),
-    "fig_key_value_agreement_rate": (["classes", "memories", "extraction"], {}),
-    "fig_agreement_accuracy_diff": (["classes", "memories", "extraction"], {}),
-    "fig_memory_compositionality": (["memories", "extraction"], {}),
-    "fig_memory_compare": (["classes", "memories", "extraction"], {}),
-    # block_index: 0-based (null = L-2); memories: ids, or {model: ids} (null = the 5 with the
-    # largest class projection). The paper: block index 10, mlp, ViT-B/32 [4, 8, 10, 32, 33, 35, 40].
+    "fig_class_value_agreement": (["classes"], TRAINED_MODELS, {}),
+    "fig_key_value_agreement_rate": (["classes", "memories", "extraction"], TRAINED_MODELS, {}),
+    "fig_agreement_accuracy_diff": (["classes", "memories", "extraction"], TRAINED_MODELS, {}),
+    "fig_memory_compositionality": (["memories", "extraction"], TRAINED_MODELS, {}),
+    "fig_memory_compare": (["classes", "memories", "extraction"], TRAINED_MODELS, {}),
     "tab_value_vector_classes": (
         ["memories", "stimuli"],
-        {"block_index": None, "layer_type": "mlp", "memories": None},
+        value_vector_models(),
+        config["memories"]["value_vectors"],  # block_index, layer_type, neurons
     ),
 }
 
 
-for target, (needs, options) in MEMORY_TARGETS.items():
+for target, (needs, names, options) in MEMORY_TARGETS.items():
 
     rule:
         name:
             target
         input:
-            [path for need in needs for path in MEMORY_INPUTS[need]],
+            memory_inputs(needs, names),
         output:
             **figure_outputs(target, category="Key-value memories"),
         params:
-            models=MEMORY_MODELS,
+            models=[{**describe_model(name), "memories": f"results/memories/{name}"} for name in names],
             seed=config["seed"],
             options=options,
         conda:

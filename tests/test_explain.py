@@ -140,10 +140,41 @@ def test_orderings():
     np.testing.assert_array_equal(explain_perturbation.kept_positions(ordering, 1, "positive"), [[0, 2]])
     np.testing.assert_array_equal(explain_perturbation.kept_counts(10, 4), [1, 5, 9, 10])
     np.testing.assert_array_equal(explain_perturbation.kept_counts(4), [1, 2, 3, 4])
-    random = explain_perturbation.random_orderings(9, 3, seed=5)
+    random = explain_perturbation.random_orderings(9, 3, first_seed=5)
     assert random.shape == (3, 9) and all(sorted(row) == list(range(9)) for row in random)
-    np.testing.assert_array_equal(random, explain_perturbation.random_orderings(9, 3, seed=5))
-    assert not np.array_equal(random, explain_perturbation.random_orderings(9, 3, seed=6))
+    np.testing.assert_array_equal(random, explain_perturbation.random_orderings(9, 3, first_seed=5))
+    # Repeat p uses seed first_seed + p.
+    np.testing.assert_array_equal(random[1:], explain_perturbation.random_orderings(9, 3, first_seed=6)[:2])
+
+
+# torch.randperm(49, generator=torch.manual_seed(0)), written down once: the paper's first random
+# ordering of ViT-B/32's 49 image tokens.
+PAPER_FIRST_RANDOM_ORDERING = [
+    11, 16, 43, 13, 47, 8, 41, 38, 20, 12, 48, 31, 35, 1, 37, 39, 2, 29, 3, 22, 40, 44, 30, 45, 10,
+    42, 33, 24, 18, 17, 4, 0, 9, 26, 21, 46, 15, 27, 36, 19, 25, 34, 5, 6, 23, 32, 7, 14, 28,
+]  # fmt: skip
+
+
+def fisher_yates_mt19937(n, seed):
+    """torch's CPU randperm: a forward Fisher–Yates shuffle drawing 32-bit Mersenne Twister
+    outputs (the same algorithm in torch 1.13, the original's version, and today)."""
+    bits = np.random.MT19937()
+    bits._legacy_seeding(seed)
+    values = list(range(n))
+    for i in range(n - 1):
+        j = i + int(bits.random_raw()) % (n - i)
+        values[i], values[j] = values[j], values[i]
+    return values
+
+
+def test_random_orderings_are_the_papers_torch_permutations():
+    random = explain_perturbation.random_orderings(49, 10)
+    np.testing.assert_array_equal(random[0], PAPER_FIRST_RANDOM_ORDERING)
+    for p in range(10):
+        np.testing.assert_array_equal(random[p], fisher_yates_mt19937(49, p))
+    # Generalised to N image tokens (e.g. 196 for ViT-B/16), still one torch seed per repeat.
+    np.testing.assert_array_equal(explain_perturbation.random_orderings(196, 2)[1], fisher_yates_mt19937(196, 1))
+    assert explain_perturbation.random_orderings(49, 0).shape == (0, 49)
 
 
 def test_linear_probe_ordering(tmp_path):

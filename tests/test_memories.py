@@ -147,7 +147,7 @@ def test_random_baseline_is_reproducible_for_a_seed_and_its_wilcoxon_p_too(tmp_p
 def test_gap_post_norm_variant_scales_the_values():
     torch.manual_seed(1)
     model = models.build_model(GAP_SPEC, "tiny_gap")
-    assert memories.value_variants(model) == [True, False]
+    assert memories.value_variants(model) == [False, True]  # the paper's (no post-norm) first
     block = model.blocks[1]
     plain = memories.value_matrix(block, "mlp", includes_post_norm=False)
     # Random init sets every post-norm weight to 1e-5: a uniform scale changes no cosine.
@@ -193,6 +193,12 @@ def fake_model(root, name, spec, display_name, rng):
     """Checkpoint-derived value projections plus random extraction tables and predictions."""
     torch.manual_seed(len(name))
     network = models.build_model(spec, name)
+    if not spec["class_token"]:
+        # Unequal post-norm weights, so that the two GAP value variants differ.
+        with torch.no_grad():
+            for block in network.blocks:
+                block.norm1.weight.uniform_(0.1, 3.0)
+                block.norm2.weight.uniform_(0.1, 3.0)
     baseline = models.random_model(spec, f"{name}_value_baseline", memories.value_baseline_seed(0, name))
     cache = root / "memories" / name
     memories.write_value_projections(
@@ -272,14 +278,30 @@ def test_figures_write_pdf_png_and_data(fake_inputs, target):
     assert output.pdf.stat().st_size > 1000 and output.png.stat().st_size > 1000
     data = pd.read_csv(output.data)
     assert len(data) > 0
-    if target == "fig_agreement_accuracy_diff":
-        assert set(data["model"]) == {"tiny_cls"}  # GAP has no [CLS]
-    elif target != "fig_memory_compare":
-        # Both value variants of the GAP model, one plotted; one variant of the [CLS] model.
-        gap = data[data["model"] == "tiny_gap"]
-        assert set(gap["includes_post_norm"]) == {True, False}
-        assert set(gap.loc[gap["plotted"], "includes_post_norm"]) == {True}
-        assert set(data.loc[data["model"] == "tiny_cls", "includes_post_norm"]) == {False}
+    # Both value variants of the GAP model, the paper's (no post-norm) plotted; one of the [CLS] model.
+    gap = data[data["model"] == "tiny_gap"]
+    assert set(gap["includes_post_norm"]) == {True, False}
+    assert set(gap.loc[gap["plotted"], "includes_post_norm"]) == {False}
+    assert set(data.loc[data["model"] == "tiny_cls", "includes_post_norm"]) == {False}
+
+
+def test_gap_plots_the_values_without_post_norm(fake_inputs):
+    _, fakes = fake_inputs
+    _, (model, network, _) = fakes
+    data = memory_figures.class_value_data(model).set_index(["includes_post_norm", "layer_type", "block"])
+    head = network.head.weight.detach().numpy()
+    for block_index, block in enumerate(network.blocks):
+        plain = block.mlp.fc2.weight.detach().numpy()
+        scaled = block.norm2.weight.detach().numpy()[:, None] * plain
+        for includes_post_norm, values in [(False, plain), (True, scaled)]:
+            cosines = [
+                [c @ v / np.linalg.norm(c) / np.linalg.norm(v) for v in values.T] for c in head
+            ]  # classes × memories
+            row = data.loc[(includes_post_norm, "mlp", block_index + 1)]
+            assert row["plotted"] == (not includes_post_norm)
+            assert row["med"] == pytest.approx(np.median(np.max(cosines, axis=1)), rel=1e-5)
+    plotted = data[data["plotted"]]["med"].to_numpy()
+    assert not np.allclose(plotted, data[~data["plotted"]]["med"].to_numpy())
 
 
 def test_compositionality_target_matches_brute_force(fake_inputs):
@@ -327,6 +349,22 @@ def test_accuracy_difference_is_seeded_and_matches_the_definition(fake_inputs):
     row = first[(first["layer_type"] == "attn") & (first["block"] == 1)].iloc[0]
     assert row["diff"] == pytest.approx(100 * (cls_agree[correct].mean() - cls_agree[~correct].mean()))
     assert row["p_value_corrected"] >= 1 / 301
+    assert set(first["token_0"]) == {"cls"}
+
+
+def test_gap_accuracy_difference_uses_token_0_an_image_token(fake_inputs):
+    _, fakes = fake_inputs
+    _, (model, network, sublayers) = fakes
+    data = memory_figures.accuracy_difference_data(model, seed=0)
+    assert set(data["token_0"]) == {"image"}
+    head = network.head.weight.detach().numpy()
+    activated, _ = sublayers["mlp", 1]  # 4 image tokens, no [CLS]
+    tops = np.argsort(-(head @ network.blocks[1].mlp.fc2.weight.detach().numpy()), axis=1)[:, :5]
+    token_0_agree = np.array([np.isin(activated[i, 0], tops[LABELS[i]]).any() for i in range(N_IMAGES)])
+    correct = np.arange(N_IMAGES) % 3 != 0
+    row = data[(data["layer_type"] == "mlp") & (data["block"] == 2) & data["plotted"]].iloc[0]
+    assert not row["includes_post_norm"]
+    assert row["diff"] == pytest.approx(100 * (token_0_agree[correct].mean() - token_0_agree[~correct].mean()))
 
 
 def test_value_vector_table_names_the_top_classes(fake_inputs):
@@ -349,7 +387,7 @@ def test_value_vector_table_names_the_top_classes(fake_inputs):
         assert named.loc[c, "in_stimuli"] == (c < 6)
         assert (named.loc[c, "category"] == f"shape {c}, kind") if c < 6 else pd.isna(named.loc[c, "category"])
     # Chosen memories per model, and a clear error for one that does not exist.
-    memory_figures.tab_value_vector_classes([fakes[0][0]], output, block_index=1, memories={"tiny_cls": [3]})
+    memory_figures.tab_value_vector_classes([fakes[0][0]], output, block_index=1, neurons={"tiny_cls": [3]})
     assert pd.read_csv(output.csv)["memory"].unique().tolist() == [3]
     with pytest.raises(memory_figures.InputError, match="do not exist"):
-        memory_figures.tab_value_vector_classes([fakes[0][0]], output, memories=[M])
+        memory_figures.tab_value_vector_classes([fakes[0][0]], output, neurons=[M])

@@ -34,6 +34,15 @@ def test_seven_models_in_the_paper_order_with_explicit_tags():
     assert set(PAPER["paper_reference"]) == {*ORDER, "vit_b_32_random", "vit_b_16_random"}
 
 
+def test_value_vector_table_lists_the_papers_neurons():
+    # Notebook 2's printout: hand-picked MLP neurons of block index 10 (METHOD §5).
+    assert PAPER["memories"]["value_vectors"] == {
+        "block_index": 10,
+        "layer_type": "mlp",
+        "neurons": {"vit_b_32": [4, 8, 10, 32, 33, 35, 40], "vit_b_16": [2, 7, 14, 18, 21, 24, 26]},
+    }
+
+
 def test_every_weight_tag_is_in_timms_registry_with_the_declared_classes():
     from timm.models import get_pretrained_cfg
 
@@ -78,9 +87,9 @@ def paper_copy(tmp_path: Path, **edits) -> Path:
     return path
 
 
-def dry_run(tmp_path: Path, config: Path) -> subprocess.CompletedProcess:
+def dry_run(tmp_path: Path, config: Path, *targets: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+        [sys.executable, "-m", "snakemake", *targets, "-n", "--snakefile", str(REPO / "Snakefile"),
          "--configfile", str(config), "--directory", str(tmp_path / "work"), "--quiet", "rules"],
         capture_output=True, text=True, timeout=120,
     )
@@ -115,6 +124,14 @@ def test_dry_run_lists_the_complete_paper_dag(tmp_path):
 
 
 @pytest.mark.workflow
+def test_value_vector_table_needs_only_the_models_with_chosen_neurons(tmp_path):
+    result = dry_run(tmp_path, paper_copy(tmp_path), "tab_value_vector_classes")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_counts(result.stdout + result.stderr)
+    assert jobs["value_projections"] == 2 and jobs["tab_value_vector_classes"] == 1  # ViT-B/32 and B/16
+
+
+@pytest.mark.workflow
 def test_a_given_cifar_checkpoint_replaces_fine_tuning(tmp_path):
     checkpoint = tmp_path / "vit_base_patch16_224-CIFAR100.pt"
     checkpoint.write_bytes(b"")
@@ -131,6 +148,8 @@ def test_a_given_cifar_checkpoint_replaces_fine_tuning(tmp_path):
         ("datasets.imagenet_s.imagenet_s.imagenet_val", "/nonexistent/val.tar", r"datasets\.imagenet_s\.imagenet_s\.imagenet_val: '/nonexistent/val\.tar' does not exist"),
         ("models.vit_cifar_16.weights.path", "/nonexistent/cifar.pt", r"models\.vit_cifar_16\.weights\.path: checkpoint '/nonexistent/cifar\.pt' does not exist"),
         ("models.vit_b_16.weights.tag", "vit_base_patch32_224.augreg_in21k_ft_in1k", r"not a tag of arch 'vit_base_patch16_224'"),
+        ("memories.value_vectors.neurons", {"vit_b_64": [1]}, r"memories\.value_vectors\.neurons: 'vit_b_64' is not a trained model"),
+        ("memories.value_vectors.block_index", 12, r"memories\.value_vectors\.block_index: 12 is outside vit_b_32's blocks 0\.\.11"),
     ],
 )
 @pytest.mark.workflow

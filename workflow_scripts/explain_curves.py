@@ -12,5 +12,4 @@ with logs.logged(snakemake):
         snakemake.output,
         snakemake.params.explainability,
         snakemake.params.extraction,
-        snakemake.params.seed,
     )

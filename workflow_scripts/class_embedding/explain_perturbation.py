@@ -4,7 +4,9 @@
 Orderings rank the image tokens of each image, most important first: ``grads`` (the summed
 class-embedding gradient map, descending), ``grads_chefer`` (Chefer relevance, descending),
 ``linear_probe`` (the residual-stream probe ranks of the true class summed over blocks,
-ascending) and ``random`` (seeded permutations, one per repeat, the same for every image).
+ascending) and ``random`` (one permutation per repeat, the same for every image: torch's
+``randperm(N)`` under the seeds first_seed, first_seed + 1, …; with first seed 0 and N = 49
+exactly the paper's orderings).
 Tokens are dropped after the position embedding (:class:`class_embedding.perturbation.TokenSelection`),
 so kept tokens keep their positions. At a fixed number n of kept tokens every image and every
 ordering gives a sequence of n + 1 tokens, so all of them are forwarded together in large
@@ -41,9 +43,14 @@ def importance_ordering(importance: np.ndarray) -> np.ndarray:
     return np.argsort(-importance, axis=1, kind="stable")
 
 
-def random_orderings(n_tokens: int, repeats: int, seed: int) -> np.ndarray:
-    """(repeats, N) seeded permutations of the image tokens, one per repeat."""
-    return np.stack([np.random.default_rng([seed, repeat]).permutation(n_tokens) for repeat in range(repeats)])
+def random_orderings(n_tokens: int, repeats: int, first_seed: int = 0) -> np.ndarray:
+    """(repeats, N) permutations of the image tokens: repeat p is ``torch.randperm(N)`` of a CPU
+    generator seeded with ``first_seed + p``, the original's random orderings for first seed 0."""
+    permutations = [
+        torch.randperm(n_tokens, generator=torch.Generator().manual_seed(first_seed + repeat))
+        for repeat in range(repeats)
+    ]
+    return torch.stack(permutations).numpy() if permutations else np.zeros((0, n_tokens), np.int64)
 
 
 def linear_probe_ordering(ranks_path, n_images: int, n_tokens: int) -> np.ndarray:
@@ -234,7 +241,7 @@ def stimulus_tensor(dataset, batch_size: int, workers: int) -> torch.Tensor:
     return torch.cat(list(loader))
 
 
-def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extraction: dict, seed: int) -> None:
+def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extraction: dict) -> None:
     """Rule explain_perturbation: every ordering × direction × kept count of the stimuli.
 
     ``setup`` is a :class:`class_embedding.perturbation.Setup`; ``probe_ranks`` the linear probes'
@@ -250,7 +257,8 @@ def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extr
     orderings = {method: importance_ordering(maps[method]) for method in gradients.METHODS}
     if probe_ranks:
         orderings["linear_probe"] = linear_probe_ordering(probe_ranks, n_images, n_tokens)
-    random = random_orderings(n_tokens, settings["random_permutations"], seed)
+    first_seed = settings["random_permutation_seed"]
+    random = random_orderings(n_tokens, settings["random_permutations"], first_seed)
     curves = build_curves(orderings, random, n_images)
     kept = kept_counts(n_tokens, settings["kept_step"])
     device = models.pick_device(extraction["device"])
@@ -261,8 +269,8 @@ def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extr
     )  # fmt: skip
     metadata = {key: value for key, value in setup.metadata.items() if key != "block"}
     metadata.update(
-        device=str(device), n_image_tokens=int(n_tokens), seed=seed, kept_step=settings["kept_step"],
-        random_permutations=settings["random_permutations"],
+        device=str(device), n_image_tokens=int(n_tokens), kept_step=settings["kept_step"],
+        random_permutations=settings["random_permutations"], random_permutation_seed=first_seed,
         random_directions="each random permutation is evaluated once and listed under both directions",
     )  # fmt: skip
     tables.write_table(curves_table(curves, kept, correct), output.curves, metadata)

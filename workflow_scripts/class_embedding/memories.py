@@ -11,7 +11,8 @@ Post-norm blocks (timm ``ResPostBlock``, the GAP model) add ``norm(sublayer(x))`
 stream. That LayerNorm acts on the whole sublayer output, so one value vector's contribution is
 not exactly linear; we take the norm's affine scaling ``weight ⊙ w_k`` as the image of value
 vector k (the shared bias shifts every memory alike and is left out). The original ignores the
-post-norm (METHOD §7.12); that variant is computed as well (``includes_post_norm=False``).
+post-norm (METHOD §7.12), which is why its GAP panels are flat; that variant
+(``includes_post_norm=False``) is the one plotted, the scaled one is computed beside it.
 LayerScale is not applied (it is the identity in all of the paper's models).
 
 Everything here is numpy and pyarrow, plus attribute access on an already built timm model, so
@@ -63,8 +64,8 @@ def value_matrix(block, layer_type: str, includes_post_norm: bool) -> np.ndarray
 
 
 def value_variants(model) -> list[bool]:
-    """``includes_post_norm`` values to compute; the first is the one the figures plot."""
-    return [True, False] if has_post_norm(model) else [False]
+    """``includes_post_norm`` values to compute; the first, the paper's, is the one the figures plot."""
+    return [False, True] if has_post_norm(model) else [False]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ One function per target, named like the target, with the signature of :mod:`figu
 ``class_memories.parquet`` and ``memory_classes.parquet``). The activated memories and the
 sublayer predictions come from the extraction tables ``attn_<b>``/``mlp_<b>.parquet``.
 
-For a post-norm (GAP) model every statistic is computed for both value projections, with the
-block post-norm (plotted) and without it as in the original (METHOD §7.12); the CSVs hold both
-(column ``includes_post_norm``; ``plotted`` marks the variant drawn).
+For a post-norm (GAP) model every statistic is computed for both value projections: without the
+block post-norm, as the paper (plotted; METHOD §7.12), and scaled by it (the correction); the
+CSVs hold both (column ``includes_post_norm``; ``plotted`` marks the variant drawn).
 """
 
 from __future__ import annotations
@@ -109,8 +109,9 @@ class ValueProjections:
     def __init__(self, model: dict, table: str):
         path = Path(model["memories"]) / table
         self.columns = column_arrays(read_table(path))
-        # Post-norm models carry both variants; the one with the post-norm is plotted.
-        self.variants = sorted({bool(v) for v in self.columns["includes_post_norm"]}, reverse=True)
+        # Post-norm models carry both variants; the paper's, without the post-norm, comes first
+        # and is plotted.
+        self.variants = sorted({bool(v) for v in self.columns["includes_post_norm"]})
 
     def rows(self, includes_post_norm: bool, layer_type: str, block: int) -> dict[str, np.ndarray]:
         keep = (
@@ -213,8 +214,11 @@ def agreement_rate_data(model: dict, seed: int) -> pd.DataFrame:
 
 
 def accuracy_difference_data(model: dict, seed: int) -> pd.DataFrame:
-    """[CLS] agreement of correctly minus incorrectly classified images, in percentage points,
-    with the permutation p per block (§4.11e). All blocks of a type share the permutations."""
+    """Token-0 agreement of correctly minus incorrectly classified images, in percentage points,
+    with the permutation p per block (§4.11e). All blocks of a type share the permutations.
+
+    Token 0 is the [CLS] token, or for a GAP model its first image token: the paper plots GAP
+    this way (a quirk kept as the paper's behaviour; column ``token_0``)."""
     labels, correct = load_predictions(model["extract_dir"])
     per_series: dict[tuple, list] = {}
     for key, agreement in sublayer_agreements(model, {"true": labels}):
@@ -228,6 +232,7 @@ def accuracy_difference_data(model: dict, seed: int) -> pd.DataFrame:
                 {
                     **identity(model),
                     **sublayer_columns(includes_post_norm, plotted, layer_type, block),
+                    "token_0": token_0_kind(model),
                     "n_correct": int(np.count_nonzero(correct)),
                     "n_incorrect": int(np.count_nonzero(~correct)),
                     "diff": float(test["diff"][block]),
@@ -237,6 +242,10 @@ def accuracy_difference_data(model: dict, seed: int) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def token_0_kind(model: dict) -> str:
+    return "cls" if model["class_token"] else "image"
 
 
 def compositionality_data(model: dict) -> pd.DataFrame:
@@ -375,14 +384,7 @@ def fig_key_value_agreement_rate(models: list[dict], output, seed=0) -> None:
 
 
 def fig_agreement_accuracy_diff(models: list[dict], output, seed=0) -> None:
-    """[CLS] models only: GAP models have no [CLS] token whose agreement could be tested."""
-    models = [model for model in models if model["class_token"]]
-    if not models:
-        fig, axes = new_figure(1, 1, (10, 3))
-        axes[0, 0].text(0.5, 0.5, "no model with a [CLS] token", ha="center", va="center")
-        axes[0, 0].set_axis_off()
-        save_figure(fig, pd.DataFrame(columns=["model", "layer_type", "block", "diff", "p_value"]), output)
-        return
+    """Every model, as the paper: GAP models have no [CLS], so their token 0 is an image token."""
     data = pd.concat([accuracy_difference_data(model, seed) for model in models], ignore_index=True)
     top = upper_limit(data["diff"], 72, 8)
     bottom = min(-5.0, float(np.nanmin(data["diff"])) - 3)
@@ -396,7 +398,8 @@ def fig_agreement_accuracy_diff(models: list[dict], output, seed=0) -> None:
         ax.set_xlabel("Block")
         ax.set_ylim(bottom, top)
         ax.set_ylabel("Agreement difference (pp)")
-        ax.set_title(f"{model['display_name']} - {layer_type}")
+        quirk = "" if model["class_token"] else " (token 0: an image token)"
+        ax.set_title(f"{model['display_name']} - {layer_type}{quirk}")
     save_figure(fig, data, output)
 
 
@@ -443,14 +446,18 @@ def per_class_matrix(frame: pd.DataFrame, value: str) -> np.ndarray:
     return frame.pivot(index="block", columns="class_index", values=value).sort_index().to_numpy()
 
 
-def compare_series(model: dict, metric: str, layer_type: str, per_class: pd.DataFrame, value: str, rng) -> pd.DataFrame:
-    """Mean over classes and its bootstrap band per normalized layer (``block_group`` averaged)."""
+def compare_series(model: dict, key: tuple, metric: str, per_class: pd.DataFrame, value: str, rng) -> pd.DataFrame:
+    """Mean over classes and its bootstrap band per normalized layer (``block_group`` averaged)
+    of one (includes_post_norm, plotted, layer type)."""
+    includes_post_norm, plotted, layer_type = key
     grouped = group_blocks(per_class_matrix(per_class, value), model.get("block_group", 1))
     low, high = bootstrap_interval(grouped, rng)
     layers = np.arange(1, grouped.shape[0] + 1)
     return pd.DataFrame(
         {
             **identity(model),
+            "includes_post_norm": includes_post_norm,
+            "plotted": plotted,
             "metric": metric,
             "layer_type": layer_type,
             "normalized_layer": layers,
@@ -465,28 +472,17 @@ def compare_data(model: dict, seed: int) -> pd.DataFrame:
     projections = ValueProjections(model, CLASS_TABLE)
     scalar = {name: values for name, values in projections.columns.items() if values.ndim == 1}
     scores = pd.DataFrame({**scalar, "block": scalar["block"] + 1})
-    scores = scores[scores["includes_post_norm"] == projections.variants[0]]
     rates = agreement_rate_data(model, seed)
-    rates = rates[rates["plotted"]]
     rng = permutation_rng(seed, model["name"], "memory_compare_bootstrap")
+    metrics = [("class_value_agreement", scores, "agreement_score"), ("key_value_agreement_rate", rates, "rate")]
     frames = []
-    for layer_type in LAYER_TYPES:
-        frames.append(
-            compare_series(
-                model,
-                "class_value_agreement",
-                layer_type,
-                scores[scores["layer_type"] == layer_type],
-                "agreement_score",
-                rng,
-            )
-        )
-    for layer_type in LAYER_TYPES:
-        frames.append(
-            compare_series(
-                model, "key_value_agreement_rate", layer_type, rates[rates["layer_type"] == layer_type], "rate", rng
-            )
-        )
+    for includes_post_norm in projections.variants:
+        plotted = includes_post_norm == projections.variants[0]
+        for metric, per_class, value in metrics:
+            for layer_type in LAYER_TYPES:
+                keep = (per_class["includes_post_norm"] == includes_post_norm) & (per_class["layer_type"] == layer_type)
+                key = (includes_post_norm, plotted, layer_type)
+                frames.append(compare_series(model, key, metric, per_class[keep], value, rng))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -501,7 +497,7 @@ COMPARE_PANELS = [
 def fig_memory_compare(models: list[dict], output, seed=0) -> None:
     data = pd.concat([compare_data(model, seed) for model in models], ignore_index=True)
     colors = model_colors(models)
-    scores = data[data["metric"] == "class_value_agreement"]
+    scores = data[(data["metric"] == "class_value_agreement") & data["plotted"]]
     limits = {
         "class_value_agreement": (
             min(0.08, float(scores["ci_low"].min()) - 0.02),
@@ -514,7 +510,10 @@ def fig_memory_compare(models: list[dict], output, seed=0) -> None:
     for ax, (metric, layer_type, title) in zip(axes[0], COMPARE_PANELS):
         for model in models:
             line = data[
-                (data["model"] == model["name"]) & (data["metric"] == metric) & (data["layer_type"] == layer_type)
+                (data["model"] == model["name"])
+                & (data["metric"] == metric)
+                & (data["layer_type"] == layer_type)
+                & data["plotted"]
             ]
             color = colors[model["display_name"]]
             ax.plot(line["normalized_layer"], line["mean"], color=color, **STAR_LINE)
@@ -552,7 +551,7 @@ TABLE_COLUMNS = [
 
 def chosen_memories(memories: dict[str, np.ndarray], model: dict, chosen) -> np.ndarray:
     """The configured memory ids (a list, or a dict by model name), or the 5 with the largest
-    maximum class projection."""
+    maximum class projection when the model has none."""
     if isinstance(chosen, dict):
         chosen = chosen.get(model["name"])
     if chosen is None:
@@ -563,7 +562,7 @@ def chosen_memories(memories: dict[str, np.ndarray], model: dict, chosen) -> np.
     if invalid.size:
         raise InputError(
             f"value-vector memories {invalid.tolist()} do not exist in {model['name']} "
-            f"(it has {memories['memory'].size}); fix the memories option of tab_value_vector_classes."
+            f"(it has {memories['memory'].size}); fix memories.value_vectors.neurons in the config."
         )
     return chosen
 
@@ -608,15 +607,15 @@ def stimulus_categories(path: str | Path) -> dict[int, str]:
 
 
 def tab_value_vector_classes(
-    models: list[dict], output, seed=None, block_index=None, layer_type="mlp", memories=None
+    models: list[dict], output, seed=None, block_index=None, layer_type="mlp", neurons=None
 ) -> None:
     """The 5 classes each chosen value vector promotes most (largest P[c, k]), with names.
 
     ``block_index`` (0-based; default L-2, the paper's block index 10 of 12), ``layer_type`` and
-    ``memories`` (ids, or a dict of ids by model; default the 5 with the largest maximum class
-    projection) come from the rule's params.
+    ``neurons`` (memory ids, or a dict of ids by model; default the 5 with the largest maximum
+    class projection) come from ``memories.value_vectors`` of the config.
     """
     rows = []
     for model in models:
-        rows += value_vector_rows(model, stimulus_categories(model["stimuli"]), block_index, layer_type, memories)
+        rows += value_vector_rows(model, stimulus_categories(model["stimuli"]), block_index, layer_type, neurons)
     write_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS), output.csv)
