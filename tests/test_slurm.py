@@ -146,9 +146,9 @@ def test_missing_executor_plugin_says_what_to_install(workflow_copy, tmp_path):
     scan and from imports is what an environment without the plugin looks like."""
     hide_plugin = (
         "import pkgutil, sys; from snakemake.cli import main; "
-        "scan = pkgutil.iter_modules; "
-        "pkgutil.iter_modules = lambda *a, **k: [m for m in scan(*a, **k) if m.name != 'snakemake_executor_plugin_slurm']; "
-        "sys.modules['snakemake_executor_plugin_slurm'] = None; sys.argv[0] = 'snakemake'; main()"
+        "plugin = 'snakemake_executor_plugin_slurm'; scan = pkgutil.iter_modules; "
+        "pkgutil.iter_modules = lambda *a, **k: [m for m in scan(*a, **k) if m.name != plugin]; "
+        "sys.modules[plugin] = None; sys.argv[0] = 'snakemake'; main()"
     )
     run = subprocess.run(
         [sys.executable, "-c", hide_plugin, "--profile", "slurm", "-n"],
