@@ -1,6 +1,7 @@
 # Shared helpers: config validation, the model list, wildcard constraints, paths and targets.
 # Nothing here imports torch: a dry run stays fast.
 import os
+import shutil
 import zlib
 
 import jsonschema
@@ -468,3 +469,28 @@ IDENTIFIABILITY_TARGETS = {
     "fig_identifiability_mean_evolution": False,
     "fig_change_rate": False,
 }
+
+
+# The SLURM executor shells out to SLURM's client commands; without them each job would fail on
+# its own with a bare "No such file or directory". Checked once before anything is submitted
+# (hooks do not run in a dry run, which needs no SLURM).
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo")
+
+
+def check_slurm_commands():
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
+    if missing:
+        raise WorkflowError(
+            f"the SLURM executor needs SLURM's client commands, but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH. Run snakemake on a login node "
+            "of the cluster (sites with environment modules may need `module load slurm`), or "
+            "install SLURM's client tools set up for your cluster (Debian/Ubuntu: apt install "
+            "slurm-client)."
+        )
+
+
+onstart:
+    check_slurm_commands()

@@ -116,7 +116,9 @@ def test_slurm_profile_polls_squeue_retries_and_routes_gpu_jobs():
     assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
     assert profile["retries"] >= 1 and profile["latency-wait"] >= 30 and profile["rerun-incomplete"]
     assert all("attempt" in str(profile["default-resources"][key]) for key in ("mem_mb", "runtime"))
-    partitions = yaml.safe_load((REPO / profile["slurm-partition-config"]).read_text())["partitions"]
+    # `--profile slurm` finds the link in the workflow directory; paths in the profile are relative to it.
+    assert (REPO / "slurm").is_symlink() and (REPO / "slurm").resolve() == (REPO / "profiles/slurm").resolve()
+    partitions = yaml.safe_load((REPO / "slurm" / profile["slurm-partition-config"]).read_text())["partitions"]
     assert {limits["max_gpu"] > 0 for limits in partitions.values()} == {True, False}
     local = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
     assert local["resources"]["gpu"] == 1 and local["set-resource-scopes"]["gpu"] == "local"

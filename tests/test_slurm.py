@@ -1,9 +1,13 @@
-"""The micro workflow through profiles/slurm on a real SLURM (tests/slurm/start-local-slurm.sh).
+"""The slurm profile (`snakemake --profile slurm`, the link slurm -> profiles/slurm).
 
-The command is the one the README documents. While it runs, the first extraction job is cancelled
-once: Snakemake must resubmit it with twice the memory and still finish. Afterwards SLURM itself
-(scontrol) says what every job was given: GPU rules one GPU on the gpu partition, the rest no GPU
-on the cpu partition.
+Without SLURM: in a fresh copy of the repository the short profile name is found and plans the
+demo's jobs; a missing executor plugin or missing SLURM commands stop the run with what to install.
+
+On a real SLURM (tests/slurm/start-local-slurm.sh, marked slurm): the micro workflow runs with the
+command the README documents. While it runs, the first extraction job is cancelled once: Snakemake
+must resubmit it with twice the memory and still finish. Afterwards SLURM itself (scontrol) says
+what every job was given: GPU rules one GPU on the gpu partition, the rest no GPU on the cpu
+partition.
 """
 
 import os
@@ -11,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +23,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1800
-
-pytestmark = pytest.mark.slurm
 
 
 def slurm_partitions() -> set[str]:
@@ -78,16 +81,110 @@ def running_jobs() -> list[tuple[str, str, str]]:
     return [tuple(line.split(maxsplit=2)) for line in queue.stdout.splitlines() if len(line.split()) == 3]
 
 
-def copy_workflow(destination: Path) -> Path:
-    ignore = shutil.ignore_patterns("results", ".snakemake", ".git", "__pycache__", ".pytest_cache")
-    shutil.copytree(REPO, destination, ignore=ignore)
+def fresh_copy(destination: Path) -> Path:
+    """The files git tracks (staged state included), links kept as links: what a clone holds."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout, so no fresh copy can be made: {listed.stderr.strip()}")
+    for name in filter(None, listed.stdout.split("\0")):
+        source, target = REPO / name, destination / name
+        if not os.path.lexists(source):  # deleted in the work tree, not yet committed
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
     return destination
+
+
+def no_user_profiles(tmp_path: Path) -> dict[str, str]:
+    """An environment whose user and site Snakemake config directories are empty, so a profile
+    name can only be found in the working directory."""
+    (tmp_path / "xdg").mkdir()
+    return {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_CONFIG_DIRS": str(tmp_path / "xdg")}
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The first 'Job stats' table of a Snakemake run: rule -> job count."""
+    table = output.split("Job stats:\n", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split() for line in table.splitlines()[2:]]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2}
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    return fresh_copy(tmp_path_factory.mktemp("fresh") / "workflow")
+
+
+def test_short_profile_name_plans_the_demo_in_a_fresh_copy(workflow_copy, tmp_path):
+    env = no_user_profiles(tmp_path)
+    assert (workflow_copy / "slurm").is_symlink(), "the link slurm -> profiles/slurm is not tracked by git"
+
+    def dry_run(*profile: str) -> str:
+        run = subprocess.run(
+            ["snakemake", *profile, "-n"], cwd=workflow_copy, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        return run.stdout + run.stderr
+
+    local, short, long = dry_run(), dry_run("--profile", "slurm"), dry_run("--profile", "profiles/slurm")
+    assert "Using profiles slurm and workflow specific profile profiles/default" in short
+    plan = job_stats(local)
+    assert {"demo_dataset", "train_demo_model", "extract_shard", "all"} <= set(plan) and plan["all"] == 1
+    assert job_stats(short) == job_stats(long) == plan
+    # Jobs that ask for no resources get the profile's default-resources at attempt 1.
+    bare = len(re.findall(r"^\s+resources: tmpdir=\S+$", local, re.M))
+    assert bare >= 10
+    for output in (short, long):
+        defaults = re.findall(r"^\s+resources: .*\bmem_mb=2000,.*\bruntime=30$", output, re.M)
+        assert len(defaults) == bare
+
+
+def test_missing_executor_plugin_says_what_to_install(workflow_copy, tmp_path):
+    """Snakemake finds executor plugins by scanning installed modules; hiding the module from that
+    scan and from imports is what an environment without the plugin looks like."""
+    hide_plugin = (
+        "import pkgutil, sys; from snakemake.cli import main; "
+        "plugin = 'snakemake_executor_plugin_slurm'; scan = pkgutil.iter_modules; "
+        "pkgutil.iter_modules = lambda *a, **k: [m for m in scan(*a, **k) if m.name != plugin]; "
+        "sys.modules[plugin] = None; sys.argv[0] = 'snakemake'; main()"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", hide_plugin, "--profile", "slurm", "-n"],
+        cwd=workflow_copy, env=no_user_profiles(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode != 0
+    last_line = run.stderr.strip().splitlines()[-1]
+    assert "SLURM executor plugin, which is not installed" in last_line, run.stderr[-2000:]
+    assert "pip install snakemake-executor-plugin-slurm" in last_line
+
+
+def test_missing_slurm_commands_stop_the_run_before_anything_runs(tmp_path):
+    """A login node without SLURM's client commands: the run stops once, before any job, naming
+    what is missing and what to install (instead of one 'No such file' per job)."""
+    tools = tmp_path / "bin"  # the shell tools Snakemake and the plugin call, and no SLURM
+    tools.mkdir()
+    for tool in filter(shutil.which, ("which", "bash", "sh")):
+        (tools / tool).symlink_to(shutil.which(tool))
+    path = os.pathsep.join([str(Path(sys.executable).parent), str(tools)])
+    assert not any(shutil.which(command, path=path) for command in ("sbatch", "squeue", "scancel", "sinfo"))
+    workdir = fresh_copy(tmp_path / "workflow")
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "--configfile", "tests/configs/micro.yaml"],
+        cwd=workdir, env={**no_user_profiles(tmp_path), "PATH": path}, capture_output=True, text=True, timeout=300,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "sbatch, squeue, scancel, sinfo are not on PATH" in output, output[-3000:]
+    assert "apt install slurm-client" in output
+    assert "Select jobs to execute" not in output and not (workdir / "results").exists()
 
 
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory):
     require_slurm()
-    workdir = copy_workflow(tmp_path_factory.mktemp("slurm") / "workflow")
+    workdir = fresh_copy(tmp_path_factory.mktemp("slurm") / "workflow")
     log_path = workdir / "snakemake.log"
     cancelled = None
     with open(log_path, "w") as log:
@@ -112,10 +209,11 @@ def slurm_run(tmp_path_factory):
 
 def test_documented_command_runs_the_micro_config_through_the_profile():
     command = documented_command()
-    assert command[:3] == ["snakemake", "--profile", "profiles/slurm"]
+    assert command[:3] == ["snakemake", "--profile", "slurm"]
     assert "tests/configs/micro.yaml" in command
 
 
+@pytest.mark.slurm
 def test_micro_workflow_finishes_on_slurm(slurm_run):
     assert slurm_run["returncode"] == 0, slurm_run["output"][-3000:]
     results = slurm_run["workdir"] / "results"
@@ -128,6 +226,7 @@ def test_micro_workflow_finishes_on_slurm(slurm_run):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
+@pytest.mark.slurm
 def test_gpu_rules_get_one_gpu_on_the_gpu_partition_and_the_rest_none(slurm_run):
     gpu = gpu_rules()
     assert {"extract_shard", "attn_perturbation", "token_perturbation"} <= gpu
@@ -145,6 +244,7 @@ def test_gpu_rules_get_one_gpu_on_the_gpu_partition_and_the_rest_none(slurm_run)
     assert seen_gpu >= 9 and seen_cpu >= 20  # 3 models × 3 shards of extraction alone
 
 
+@pytest.mark.slurm
 def test_cancelled_job_is_resubmitted_with_more_memory(slurm_run):
     assert slurm_run["cancelled"], "no extraction job was seen running, so none was cancelled"
     job_id, comment = slurm_run["cancelled"]
@@ -158,6 +258,7 @@ def test_cancelled_job_is_resubmitted_with_more_memory(slurm_run):
     assert memory[1] == 2 * memory[0]
 
 
+@pytest.mark.slurm
 def test_gpu_jobs_are_not_serialised_by_the_workflow_on_slurm(slurm_run):
     """profiles/default limits gpu to 1 with scope local: a workstation runs one GPU job at a
     time, but on SLURM Snakemake submits several and leaves the GPUs to the scheduler."""
