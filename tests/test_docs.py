@@ -111,6 +111,25 @@ def test_docs_name_no_document_outside_the_repository():
     assert not offending, f"docs/ cites documents that are not in the repository: {offending}"
 
 
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces → "-"."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_docs_reach_a_file_and_heading():
+    broken = []
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md)?(?:#([\w-]+))?\)", path.read_text(encoding="utf-8")):
+            linked = (path.parent / target) if target else path
+            if not linked.is_file():
+                broken.append(f"{path.name}: {target}")
+                continue
+            headings = re.findall(r"^#+\s+(.*)$", linked.read_text(encoding="utf-8"), re.MULTILINE)
+            if anchor and anchor not in {github_anchor(h) for h in headings}:
+                broken.append(f"{path.name}: {target}#{anchor}")
+    assert not broken, f"links to missing files or headings: {broken}"
+
+
 @pytest.mark.xfail(strict=False, reason="code still cites 'METHOD §' / 'DESIGN §'; flip to a plain test once rewritten")
 def test_code_cites_docs_method_md():
     legacy = [
