@@ -29,9 +29,9 @@ def cls_logits(model: torch.nn.Module, image: torch.Tensor, block: int) -> np.nd
     try:
         with torch.inference_mode():
             model(image.unsqueeze(0))
+            return lens.project(model, states["hs"][0, 0]).numpy()
     finally:
         handle.remove()
-    return lens.project(model, states["hs"][0, 0]).numpy()
 
 
 def fig_tutorial_cls_logits(model, name: str, spec: dict, sample: SampleImage, block: int, x_label: str, output) -> None:

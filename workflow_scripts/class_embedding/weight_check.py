@@ -59,10 +59,12 @@ def resolve_sample(name: str, spec: dict, file: str | os.PathLike | None = None,
 
 
 def layer_order(layers) -> list[str]:
-    """Layer names in the order of the forward (block, then hs/attn/mlp), for stable reports."""
+    """Layer names in the order of the forward (within a block: attn, mlp, then hs)."""
+    forward = ("attn", "mlp", "hs")
+
     def key(name):
         kind, block = name.split("_")
-        return int(block), lens.LAYER_KINDS.index(kind)
+        return int(block), forward.index(kind)
 
     return sorted(layers, key=key)
 
