@@ -4,9 +4,6 @@
 # converts and audits everything small, runs the weight checks and checks your paths, without
 # reading the ImageNet archive's content or needing a GPU: what to run on a login node first.
 
-DOWNLOADED_SAMPLES = [name for name, spec in SAMPLE_IMAGES.items() if "url" in spec]
-
-
 rule download_sample_image:
     output:
         "results/data/samples/{sample}",
@@ -64,19 +61,6 @@ rule check_user_inputs:
         "results/logs/check_user_inputs.log",
     script:
         "../workflow_scripts/check_user_inputs.py"
-
-
-def preflight_inputs():
-    """Every download, every checkpoint (the start of fine-tuning for models fine-tuned here),
-    the weight checks and the check of your paths; nothing that reads the ImageNet images."""
-    files = [f"results/data/samples/{name}" for name in DOWNLOADED_SAMPLES]
-    for dataset in config["datasets"]:
-        files += [f"results/data/downloads/{dataset}/{item}" for item in dataset_download_items(dataset)]
-    for model in MODELS:
-        files.append(f"results/checkpoints/finetune_init/{model}.pt" if model in FINETUNED_MODELS else checkpoint_path(model))
-    files += [weight_check_file(model) for model in EXPECTED_VALUES]
-    files.append("results/checks/user_inputs.json")
-    return files
 
 
 rule preflight:

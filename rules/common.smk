@@ -186,8 +186,8 @@ def dataset_download(dataset, item):
 
 
 def dataset_download_items(dataset):
-    """Names of a dataset's downloads (rule download): the ImageNet-S files, or the CIFAR-100
-    archive when no root is given."""
+    """Names of a dataset's downloads, fetched by rule download (the ImageNet-S files, or the
+    CIFAR-100 archive when no root is given)."""
     spec = config["datasets"][dataset]
     if "imagenet_s" in spec:
         return list(spec["imagenet_s"]["downloads"])
@@ -436,6 +436,7 @@ IDENTIFIABILITY_TARGETS = {
 # Sample images, the weight check and the tutorial figures (rules/checks.smk, rules/tutorial.smk).
 # Checked at parse time, so a wrong layer, token or name stops even a dry run.
 SAMPLE_IMAGES = config["sample_images"]
+DOWNLOADED_SAMPLES = [name for name, spec in SAMPLE_IMAGES.items() if "url" in spec]
 EXPECTED_VALUES = config["expected_values"]
 TUTORIAL_MODEL = config["tutorial"]["model"]
 
@@ -452,6 +453,20 @@ def sample_image_inputs(name):
 def weight_check_file(model):
     """The weight check an extraction waits for, when the model declares expected values."""
     return f"results/checks/weights_{model}.json" if model in EXPECTED_VALUES else []
+
+
+def preflight_inputs():
+    """Every download, every checkpoint (the start of fine-tuning for models fine-tuned here,
+    FINETUNED_MODELS of rules/models.smk), the weight checks and the check of your paths;
+    nothing that reads the ImageNet images."""
+    files = [f"results/data/samples/{name}" for name in DOWNLOADED_SAMPLES]
+    for dataset in config["datasets"]:
+        files += [f"results/data/downloads/{dataset}/{item}" for item in dataset_download_items(dataset)]
+    for model in MODELS:
+        files.append(f"results/checkpoints/finetune_init/{model}.pt" if model in FINETUNED_MODELS else checkpoint_path(model))
+    files += [weight_check_file(model) for model in EXPECTED_VALUES]
+    files.append("results/checks/user_inputs.json")
+    return files
 
 
 def check_sample_images():
