@@ -20,6 +20,7 @@ SQUASH = {"resize": [32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "s
 # Another model's preprocessing: the DeiT processor's (square resize, centre crop, ImageNet statistics).
 DEIT_LIKE = {"resize": [36, 36], "crop": 32, "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 CLASS = 3
+TOLERANCES = {"logit_tolerance": 5e-4, "rank_tolerance": 0}  # the schema's defaults
 
 
 def spec(preprocessing=SQUASH):
@@ -55,7 +56,7 @@ def brute_force_states(model, image):
 def brute_force_values(model, image, class_index, tokens=5):
     """Expected values as a config would give them: logit, rank (position in a stable descending
     sort) and top-5 of the class for the first ``tokens`` tokens of every layer."""
-    expected = {"image": "sample", "logit_tolerance": 5e-4, "logits": {}, "ranks": {}, "top_classes": {}}
+    expected = {"image": "sample", **TOLERANCES, "logits": {}, "ranks": {}, "top_classes": {}}
     with torch.no_grad():
         for layer, state in brute_force_states(model, image).items():
             logits = model.head(model.norm(state))[0, :tokens].double().numpy()
@@ -99,10 +100,21 @@ def test_another_seed_fails_naming_expected_and_found(scrambled_vit, sample, exp
     assert f"logit of class {CLASS} at attn_0 token 0: expected {expected_logit} (± 0.0005), found {found_logit:.4f}" in message
     assert "weight check of model 'tiny' failed on sample image 'sample'" in message
     assert "models.tiny.weights: source timm, tag tiny.seed0" in message and "models.tiny.preprocessing" in message
+    assert "Every difference is small" not in message  # other weights move values far
+
+
+def test_rank_tolerance_and_the_hint_for_small_differences(model, sample, expected):
+    right = expected["ranks"]["hs_1"][0]
+    off_by_one = {"image": "sample", **TOLERANCES, "ranks": {"hs_1": [right + 1 if right == 0 else right - 1]}}
+    with pytest.raises(InputError, match="Every difference is small") as error:
+        weight_check.check_weights(model, "tiny", spec(), off_by_one, sample)
+    assert "expected_values.tiny.logit_tolerance / rank_tolerance" in str(error.value)
+    report = weight_check.check_weights(model, "tiny", spec(), {**off_by_one, "rank_tolerance": 1}, sample)
+    assert report["compared"][0]["ok"] and report["compared"][0]["found"] == right
 
 
 def test_another_models_preprocessing_fails(model, sample, expected):
-    ranks_only = {"image": "sample", "logit_tolerance": 5e-4, "ranks": expected["ranks"]}
+    ranks_only = {"image": "sample", **TOLERANCES, "ranks": expected["ranks"]}
     with pytest.raises(InputError) as error:
         weight_check.check_weights(model, "tiny", spec(DEIT_LIKE), ranks_only, sample)
     message = str(error.value)
@@ -128,7 +140,7 @@ def test_logit_tolerance_is_absolute(model, sample, expected):
 
 
 def test_a_prefix_of_the_leading_classes_is_compared(model, sample, expected):
-    top1 = {"image": "sample", "logit_tolerance": 5e-4, "top_classes": {"hs_0": [[expected["top_classes"]["hs_0"][0][0]]]}}
+    top1 = {"image": "sample", **TOLERANCES, "top_classes": {"hs_0": [[expected["top_classes"]["hs_0"][0][0]]]}}
     report = weight_check.check_weights(model, "tiny", spec(), top1, sample)
     assert len(report["compared"]) == 1 and report["compared"][0]["ok"]
     wrong = (expected["top_classes"]["hs_0"][0][0] + 1) % NUM_CLASSES
@@ -138,9 +150,9 @@ def test_a_prefix_of_the_leading_classes_is_compared(model, sample, expected):
 
 def test_layers_and_tokens_beyond_the_model_name_the_key(model, sample):
     with pytest.raises(InputError, match=r"expected_values\.tiny\.ranks\.hs_5: model 'tiny' has no layer hs_5"):
-        weight_check.check_weights(model, "tiny", spec(), {"image": "sample", "logit_tolerance": 5e-4, "ranks": {"hs_5": [0]}}, sample)
+        weight_check.check_weights(model, "tiny", spec(), {"image": "sample", **TOLERANCES, "ranks": {"hs_5": [0]}}, sample)
     with pytest.raises(InputError, match=r"expected_values\.tiny\.ranks\.hs_0: 18 values but model 'tiny' has 17 tokens"):
-        weight_check.check_weights(model, "tiny", spec(), {"image": "sample", "logit_tolerance": 5e-4, "ranks": {"hs_0": [0] * 18}}, sample)
+        weight_check.check_weights(model, "tiny", spec(), {"image": "sample", **TOLERANCES, "ranks": {"hs_0": [0] * 18}}, sample)
 
 
 def test_stimulus_sample_takes_the_stimulus_file_and_class(tmp_path):
