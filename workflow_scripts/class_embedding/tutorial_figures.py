@@ -72,7 +72,7 @@ def fig_tutorial_heatmap(model, name: str, spec: dict, sample: SampleImage, loss
     fig, axes = new_figure(1, 1, (3.2, 3.4))
     ax = axes[0, 0]
     ax.imshow(overlay(image, importance, swap_red_blue))
-    ax.set_title(f"{sample.name} (class {sample.class_index})", fontsize="medium")
+    ax.set_title(f"{sample.name.replace('_', ' ')} (class {sample.class_index})", fontsize="medium")
     ax.axis("off")
     data = pd.DataFrame(
         {
