@@ -44,7 +44,7 @@ rule weight_check:
         "../workflow_scripts/weight_check.py"
 
 
-# Models fine-tuned here have only their starting weights before a GPU job.
+# Datasets of models fine-tuned here: a CIFAR-100 root you give must then hold the training split too.
 FINETUNED_DATASETS = sorted({model_dataset(m) for m in FINETUNED_MODELS})
 
 
