@@ -43,6 +43,8 @@ include: "rules/memories.smk"
 include: "rules/probing.smk"
 include: "rules/paper.smk"
 include: "rules/explain.smk"
+include: "rules/checks.smk"
+include: "rules/tutorial.smk"
 
 
 rule all:

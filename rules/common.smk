@@ -194,6 +194,17 @@ def dataset_download(dataset, item):
     return spec["imagenet_s"]["downloads"][item]
 
 
+def dataset_download_items(dataset):
+    """Names of a dataset's downloads, fetched by rule download (the ImageNet-S files, or the
+    CIFAR-100 archive when no root is given)."""
+    spec = config["datasets"][dataset]
+    if "imagenet_s" in spec:
+        return list(spec["imagenet_s"]["downloads"])
+    if "cifar100" in spec and spec["cifar100"].get("root") is None:
+        return ["cifar100"]
+    return []
+
+
 def cifar_source(dataset):
     """The CIFAR-100 root you gave, or the downloaded archive."""
     root = config["datasets"][dataset]["cifar100"].get("root")
@@ -328,6 +339,9 @@ def final_outputs():
             "results/figures/fig_perturbation_pos.pdf",
             "results/tables/tab_explain_perturbation_auc.csv",
         ]
+    # The tutorial notebook's figures (rules/tutorial.smk), when the config names a model.
+    if config["tutorial"]["model"] is not None:
+        targets += ["results/figures/fig_tutorial_cls_logits.pdf", "results/figures/fig_tutorial_heatmap.pdf"]
     return targets
 
 
@@ -494,3 +508,110 @@ def check_slurm_commands():
 
 onstart:
     check_slurm_commands()
+
+
+# Sample images, the weight check and the tutorial figures (rules/checks.smk, rules/tutorial.smk).
+# Checked at parse time, so a wrong layer, token or name stops even a dry run.
+SAMPLE_IMAGES = config["sample_images"]
+DOWNLOADED_SAMPLES = [name for name, spec in SAMPLE_IMAGES.items() if "url" in spec]
+EXPECTED_VALUES = config["expected_values"]
+TUTORIAL_MODEL = config["tutorial"]["model"]
+
+
+def sample_image_inputs(name):
+    """Input files of a sample image: the downloaded or given file, or a stimulus's dataset and table."""
+    spec = SAMPLE_IMAGES[name]
+    if "stimulus" in spec:
+        dataset = spec["stimulus"]["dataset"]
+        return {"images": dataset_files(dataset)["images"], "stimuli": f"results/data/{dataset}/stimuli.parquet"}
+    return {"sample": f"results/data/samples/{name}" if "url" in spec else spec["path"]}
+
+
+def weight_check_file(model):
+    """The weight check an extraction waits for, when the model declares expected values."""
+    return f"results/checks/weights_{model}.json" if model in EXPECTED_VALUES else []
+
+
+def preflight_inputs():
+    """Every download, every checkpoint (the start of fine-tuning for models fine-tuned here,
+    FINETUNED_MODELS of rules/models.smk), the weight checks and the check of your paths;
+    nothing that reads the ImageNet images."""
+    files = [f"results/data/samples/{name}" for name in DOWNLOADED_SAMPLES]
+    for dataset in config["datasets"]:
+        files += [f"results/data/downloads/{dataset}/{item}" for item in dataset_download_items(dataset)]
+    for model in MODELS:
+        files.append(f"results/checkpoints/finetune_init/{model}.pt" if model in FINETUNED_MODELS else checkpoint_path(model))
+    files += [weight_check_file(model) for model in EXPECTED_VALUES]
+    files.append("results/checks/user_inputs.json")
+    return files
+
+
+def check_sample_images():
+    for name, spec in SAMPLE_IMAGES.items():
+        dataset = spec.get("stimulus", {}).get("dataset")
+        if dataset is not None and dataset not in config["datasets"]:
+            raise WorkflowError(
+                f"invalid config: sample_images.{name}.stimulus.dataset '{dataset}' is not a key of datasets."
+            )
+        if "path" in spec and not os.path.isfile(spec["path"]):
+            raise WorkflowError(f"sample_images.{name}.path: '{spec['path']}' does not exist. Fix the path.")
+
+
+def check_sample_name(key, name):
+    if name not in SAMPLE_IMAGES:
+        raise WorkflowError(
+            f"invalid config: {key}: '{name}' is not a key of sample_images ({', '.join(SAMPLE_IMAGES) or 'none'})."
+        )
+
+
+def check_expected_values():
+    """Expected values name a model (or random twin), a sample image, and layers, tokens and
+    classes that the model has."""
+    for model, expected in EXPECTED_VALUES.items():
+        key = f"expected_values.{model}"
+        if model not in MODELS:
+            raise WorkflowError(
+                f"invalid config: {key}: '{model}' is not a model or random twin of this config ({', '.join(MODELS)})."
+            )
+        check_sample_name(f"{key}.image", expected["image"])
+        spec = MODELS[model]
+        n_tokens = spec["token_grid"] ** 2 + int(spec["class_token"])
+        for kind in ("logits", "ranks", "top_classes"):
+            for layer, values in expected.get(kind, {}).items():
+                block = int(layer.split("_")[1])
+                if block >= spec["num_blocks"]:
+                    raise WorkflowError(
+                        f"invalid config: {key}.{kind}.{layer}: model '{model}' has blocks 0..{spec['num_blocks'] - 1}."
+                    )
+                if len(values) > n_tokens:
+                    raise WorkflowError(
+                        f"invalid config: {key}.{kind}.{layer}: {len(values)} tokens given, model '{model}' has {n_tokens}."
+                    )
+                classes = [c for v in values for c in v] if kind == "top_classes" else values if kind == "ranks" else []
+                if any(c >= spec["num_classes"] for c in classes):
+                    raise WorkflowError(
+                        f"invalid config: {key}.{kind}.{layer}: a class or rank beyond the model's {spec['num_classes']} classes."
+                    )
+
+
+def check_tutorial():
+    if TUTORIAL_MODEL is None:
+        return
+    configured_subset(
+        "tutorial.model",
+        [TUTORIAL_MODEL],
+        [name for name in TRAINED_MODELS if MODELS[name]["class_token"]],
+        "a trained model with a class token",
+    )
+    for part in ("cls_logits", "heatmap"):
+        check_sample_name(f"tutorial.{part}.image", config["tutorial"][part]["image"])
+    block = config["tutorial"]["cls_logits"]["block"]
+    if block is not None and block >= MODELS[TUTORIAL_MODEL]["num_blocks"]:
+        raise WorkflowError(
+            f"invalid config: tutorial.cls_logits.block: {block} is not a 0-based block of '{TUTORIAL_MODEL}'."
+        )
+
+
+check_sample_images()
+check_expected_values()
+check_tutorial()

@@ -7,6 +7,8 @@ rule extract_shard:
         unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
         stimuli=lambda wildcards: stimuli_table(wildcards.model),
         checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        # Known values on a sample image first, when the config gives them (rules/checks.smk).
+        weight_check=lambda wildcards: weight_check_file(wildcards.model),
     output:
         temp(directory("results/extract/{model}/shards/{shard}")),
     params:

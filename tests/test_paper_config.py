@@ -87,10 +87,10 @@ def paper_copy(tmp_path: Path, **edits) -> Path:
     return path
 
 
-def dry_run(tmp_path: Path, config: Path, *targets: str) -> subprocess.CompletedProcess:
+def dry_run(tmp_path: Path, config: Path, *targets: str, quiet: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *targets, "-n", "--snakefile", str(REPO / "Snakefile"),
-         "--configfile", str(config), "--directory", str(tmp_path / "work"), "--quiet", "rules"],
+        [sys.executable, "-m", "snakemake", "-n", *targets, "--snakefile", str(REPO / "Snakefile"),
+         "--configfile", str(config), "--directory", str(tmp_path / "work"), *(["--quiet", "rules"] if quiet else [])],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -117,6 +117,9 @@ def test_dry_run_lists_the_complete_paper_dag(tmp_path):
     assert jobs["fig_class_building"] == 7
     assert jobs["fig_context_identifiability"] == 6, "CIFAR has no segmentations"
     assert jobs["token_labels"] == 2  # grids 7 and 14 of ImageNet-S only
+    # The tutorial's values checked on ViT-B/16 before its extraction; the tutorial's figures.
+    assert jobs["weight_check"] == 1 and jobs["download_sample_image"] == 2
+    assert jobs["fig_tutorial_cls_logits"] == 1 and jobs["fig_tutorial_heatmap"] == 1
     for target in ("fig_identifiability_evolution", "fig_identifiability_mean_evolution", "fig_change_rate",
                    "fig_identifiability_hist", "tab_identifiability_rates", "tab_identifiability_random",
                    "tab_reproduction_vs_paper", "fig_memory_compare", "tab_context_change_rate_diff"):

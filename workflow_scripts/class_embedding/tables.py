@@ -35,6 +35,12 @@ def atomic_path(path: str | os.PathLike):
             os.remove(tmp)
 
 
+def write_json(value, path: str | os.PathLike) -> None:
+    """A small JSON report (checks, summaries), written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1) + "\n")
+
+
 def with_metadata(table: pa.Table, metadata: dict) -> pa.Table:
     """Attach metadata (values JSON-encoded) plus the code version to a table's schema."""
     meta = dict(table.schema.metadata or {})

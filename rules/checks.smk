@@ -1,0 +1,77 @@
+# Checks before any GPU hour. The weight check runs every model that declares expected values
+# (expected_values) on a sample image through its own preprocessing and the lens; every
+# extraction of that model waits for it (rules/extract.smk). `snakemake preflight` fetches,
+# converts and audits everything small, runs the weight checks and checks your paths, without
+# reading the ImageNet archive's content or needing a GPU: what to run on a login node first.
+
+rule download_sample_image:
+    output:
+        "results/data/samples/{sample}",
+    wildcard_constraints:
+        sample=alternatives(DOWNLOADED_SAMPLES),
+    params:
+        source=lambda wildcards: SAMPLE_IMAGES[wildcards.sample],
+    localrule: True  # compute nodes may be offline
+    retries: 2
+    conda:
+        "../envs/analysis.yaml"
+    log:
+        "results/logs/download_sample_image/{sample}.log",
+    script:
+        "../workflow_scripts/download_file.py"
+
+
+rule weight_check:
+    input:
+        unpack(lambda wildcards: sample_image_inputs(EXPECTED_VALUES[wildcards.model]["image"])),
+        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+    output:
+        "results/checks/weights_{model}.json",
+    wildcard_constraints:
+        model=alternatives(EXPECTED_VALUES),
+    params:
+        spec=lambda wildcards: MODELS[wildcards.model],
+        expected=lambda wildcards: EXPECTED_VALUES[wildcards.model],
+        sample=lambda wildcards: SAMPLE_IMAGES[EXPECTED_VALUES[wildcards.model]["image"]],
+    # One image on the CPU (seconds): answers on the submitting machine, before GPU jobs start.
+    localrule: True
+    threads: 2
+    conda:
+        "../envs/extraction.yaml"
+    log:
+        "results/logs/weight_check/{model}.log",
+    script:
+        "../workflow_scripts/weight_check.py"
+
+
+# Datasets of models fine-tuned here: a CIFAR-100 root you give must then hold the training split too.
+FINETUNED_DATASETS = sorted({model_dataset(m) for m in FINETUNED_MODELS})
+
+
+rule check_user_inputs:
+    output:
+        "results/checks/user_inputs.json",
+    params:
+        datasets=config["datasets"],
+        finetuned_datasets=FINETUNED_DATASETS,
+    localrule: True
+    conda:
+        "../envs/extraction.yaml"
+    log:
+        "results/logs/check_user_inputs.log",
+    script:
+        "../workflow_scripts/check_user_inputs.py"
+
+
+rule preflight:
+    input:
+        preflight_inputs(),
+    output:
+        "results/checks/preflight.json",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    log:
+        "results/logs/preflight.log",
+    script:
+        "../workflow_scripts/preflight.py"

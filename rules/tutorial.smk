@@ -1,0 +1,43 @@
+# The tutorial notebook's two figures (METHOD §5) for tutorial.model: the class logits of one
+# block's [CLS] projection and the summed-gradient heat map, each of one sample image. A forward
+# (and a backward) of one image on the CPU; they wait for the model's weight check when it has one.
+
+TUTORIAL = config["tutorial"]
+
+if TUTORIAL_MODEL is not None:
+    # The paper's axis label names ImageNet; other datasets (the demo, CIFAR-100) get a neutral one.
+    TUTORIAL_X_LABEL = (
+        "ImageNet Class Index"
+        if dataset_kind(model_dataset(TUTORIAL_MODEL)) in ("imagenet_s", "root")
+        else "Class index"
+    )
+    TUTORIAL_BLOCK = TUTORIAL["cls_logits"]["block"]
+    if TUTORIAL_BLOCK is None:
+        TUTORIAL_BLOCK = MODELS[TUTORIAL_MODEL]["num_blocks"] - 2
+
+    for _name, _part in [("fig_tutorial_cls_logits", "cls_logits"), ("fig_tutorial_heatmap", "heatmap")]:
+
+        rule:
+            name:
+                _name
+            input:
+                unpack(lambda wildcards, part=_part: sample_image_inputs(TUTORIAL[part]["image"])),
+                checkpoint=checkpoint_path(TUTORIAL_MODEL),
+                weight_check=weight_check_file(TUTORIAL_MODEL),
+            output:
+                **figure_outputs(_name, "Tutorial"),
+            params:
+                model=TUTORIAL_MODEL,
+                spec=MODELS[TUTORIAL_MODEL],
+                figure={**TUTORIAL[_part], "block": TUTORIAL_BLOCK},
+                sample=SAMPLE_IMAGES[TUTORIAL[_part]["image"]],
+                x_label=TUTORIAL_X_LABEL,
+                loss=config["explainability"]["loss"],
+                swap_red_blue=config["explainability"]["figures"]["swap_red_blue"],
+            threads: 2
+            conda:
+                "../envs/explain.yaml"
+            log:
+                f"results/logs/figures/{_name}.log",
+            script:
+                "../workflow_scripts/tutorial_figure.py"

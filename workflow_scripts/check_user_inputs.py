@@ -1,0 +1,5 @@
+from class_embedding import logs, preflight, tables
+
+with logs.logged(snakemake):
+    checked = preflight.check_user_inputs(snakemake.params.datasets, set(snakemake.params.finetuned_datasets))
+    tables.write_json(checked, snakemake.output[0])
