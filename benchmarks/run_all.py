@@ -5,7 +5,7 @@ Each benchmark script runs in its own process and writes its full JSON record un
 ``benchmarks/results/summary.json`` and ``summary.md`` (benchmark, metric, measured, goal).
 With ``--demo`` it also times the embedded demo from scratch in a temporary copy of the
 workflow (``snakemake --cores N``). With ``--readme`` the table replaces the block between the
-``<!-- benchmark-table -->`` markers of README.md. On a machine with a GPU the extraction
+``<!-- benchmark-table -->`` markers of benchmarks/README.md. On a machine with a GPU the extraction
 benchmark runs on it and the table gives images per second with the lens and bare.
 
     python benchmarks/run_all.py [--quick] [--demo] [--cores 2] [--readme]
@@ -107,11 +107,11 @@ def markdown(rows: list[tuple[str, str, str]]) -> str:
 
 
 def update_readme(table: str, stamp: str) -> None:
-    readme = REPO / "README.md"
+    readme = REPO / "benchmarks" / "README.md"
     text = readme.read_text()
     start, end = README_MARKERS
     if start not in text or end not in text:
-        sys.exit(f"README.md lacks the {start} … {end} markers")
+        sys.exit(f"benchmarks/README.md lacks the {start} … {end} markers")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{stamp}\n\n{table}{end}{tail}")
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="each benchmark's smoke setting")
     parser.add_argument("--demo", action="store_true", help="also time the embedded demo from scratch")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores for the demo")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
     parser.add_argument("--only", nargs="*", help="benchmark scripts to run (default: all)")
     args = parser.parse_args()
 
