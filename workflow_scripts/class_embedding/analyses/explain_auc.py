@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .tables import read_table
+from ..tables import read_table
+from .statistics import INTERVAL_PERCENTILES, bootstrap_weights
 
 DIRECTIONS = ("negative", "positive")
 
@@ -51,13 +52,6 @@ def trapezoid_auc(kept: np.ndarray, accuracy: np.ndarray, n_tokens: int) -> np.n
 
 
 AUC_KINDS = {"paper": paper_auc, "trapezoid": trapezoid_auc}
-CONFIDENCE = 0.95
-
-
-def bootstrap_weights(n_images: int, samples: int, seed: int) -> np.ndarray:
-    """(samples, n_images) resampling counts of the images, seeded."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=samples).astype(np.float64)
 
 
 def auc_table(
@@ -81,7 +75,6 @@ def auc_table(
         curves[key] = per_image.mean(axis=1)
         resampled[key] = weights @ per_image.T  # (samples, n_kept)
     rows = []
-    low, high = 50 * (1 - CONFIDENCE), 100 - 50 * (1 - CONFIDENCE)
     for method in dict.fromkeys(method for method, _ in correct):
         estimates = {}
         for direction in DIRECTIONS:
@@ -101,6 +94,6 @@ def auc_table(
             row = {"method": method, "direction": direction}
             for kind, (point, boot) in values.items():
                 row[f"auc_{kind}"] = float(point)
-                row[f"auc_{kind}_low"], row[f"auc_{kind}_high"] = (float(v) for v in np.percentile(boot, [low, high]))
+                row[f"auc_{kind}_low"], row[f"auc_{kind}_high"] = (float(v) for v in np.percentile(boot, INTERVAL_PERCENTILES))
             rows.append(row)
     return rows

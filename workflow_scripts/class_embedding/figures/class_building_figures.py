@@ -51,23 +51,9 @@ from .tables import read_table
 
 log = logging.getLogger(__name__)
 
-#: Permutations of the class/context tests in the paper (METHOD §4.7).
-DEFAULT_PERMUTATIONS = 300
 
 # ---------------------------------------------------------------------------------------------
 # Loading
-
-
-def load_top1(extract_dir: str | Path, block: int, layer: str) -> np.ndarray:
-    """Top-1 class (first of ``top5``) of ``<layer>_<block>.parquet`` as (n_images, n_tokens)."""
-    path = Path(extract_dir) / f"{layer}_{block}.parquet"
-    table = read_table(path, columns=["image", "token", "top5"])
-    table = table.sort_by([("image", "ascending"), ("token", "ascending")])
-    top1 = pc.list_element(table.column("top5"), 0).to_numpy()
-    n_tokens = int(pc.max(table.column("token")).as_py()) + 1
-    if top1.size % n_tokens:
-        raise ValueError(f"{path}: rows do not form a complete image x token grid")
-    return top1.reshape(-1, n_tokens)
 
 
 def load_label_grid(model: dict, n_images: int, n_tokens: int) -> np.ndarray:
@@ -253,8 +239,8 @@ def draw_label_boxes(ax, panel: pd.DataFrame) -> None:
     ax.set_xlim(-0.6, len(LABEL_ORDER) - 0.4)
 
 
-def fig_context_identifiability(model: dict, output, seed: int = 0,
-                                n_permutations: int = DEFAULT_PERMUTATIONS) -> None:
+def fig_context_identifiability(model: dict, output, seed: int,
+                                n_permutations: int) -> None:
     data = context_identifiability_data(model, seed, n_permutations)
     n_blocks = model["num_blocks"]
     ncols = min(PANEL_COLUMNS, n_blocks)
@@ -312,7 +298,7 @@ def context_change_rate_rows(model: dict, seed: int, n_permutations: int) -> lis
     ]
 
 
-def tab_context_change_rate_diff(models: list[dict], output, seed: int = 0,
-                                 n_permutations: int = DEFAULT_PERMUTATIONS) -> None:
+def tab_context_change_rate_diff(models: list[dict], output, seed: int,
+                                 n_permutations: int) -> None:
     rows = [row for model in models for row in context_change_rate_rows(model, seed, n_permutations)]
     write_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS), output.csv)

@@ -97,7 +97,7 @@ TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
-def tab_explain_perturbation_auc(models: list[dict], output, seed: int = 0, bootstrap: int = 1000, **_) -> None:
+def tab_explain_perturbation_auc(models: list[dict], output, seed: int, bootstrap: int, **_) -> None:
     """AUCs of every ordering and direction, and positive − negative, with 95% bootstrap
     intervals over images (``bootstrap`` resamples, seeded)."""
     rows = []

@@ -17,22 +17,11 @@ from .figures import load_block, load_correct, new_figure, save_figure
 from .tables import read_table
 
 LAYER_KINDS = ("hs", "attn", "mlp")  # as class_embedding.lens, without importing torch
-CONFIDENCE = 0.95
-BOOTSTRAP_SAMPLES = 1000  # as seaborn's default interval
 PANEL_TITLES = {"probe": "linear probing", "projection": "cls projection"}
 KIND_COLORS = dict(zip(LAYER_KINDS, sns.color_palette(n_colors=len(LAYER_KINDS))))
 
 # ---------------------------------------------------------------------------------------------
 # Probe vs projection accuracy per image token
-
-
-def bootstrap_interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (seaborn's ``errorbar=("ci", 95)``)."""
-    if len(values) < 2:
-        return float(np.mean(values)), float(np.mean(values))
-    means = values[rng.integers(0, len(values), size=(BOOTSTRAP_SAMPLES, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [50 * (1 - CONFIDENCE), 100 - 50 * (1 - CONFIDENCE)])
-    return float(low), float(high)
 
 
 def first_image_token(model: dict) -> int:
@@ -58,13 +47,13 @@ def projection_token_accuracy(model: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(panel="projection")
 
 
-def token_summary(per_token: pd.DataFrame, seed: int) -> pd.DataFrame:
+def token_summary(per_token: pd.DataFrame, seed: int, n_bootstrap: int) -> pd.DataFrame:
     """Mean over image tokens with a 95% bootstrap interval, per (panel, kind, block)."""
     rng = np.random.default_rng(seed)
     rows = []
     for (panel, kind, block), group in per_token.groupby(["panel", "kind", "block"], sort=False):
         values = group["accuracy"].to_numpy()
-        low, high = bootstrap_interval(values, rng)
+        low, high = bootstrap_interval(values, rng, n_bootstrap)
         rows.append(
             {
                 "panel": panel, "kind": kind, "block": int(block) + 1, "n_tokens": len(values),
@@ -74,9 +63,9 @@ def token_summary(per_token: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def accuracy_data(model: dict, accuracy_table: str | Path, seed: int) -> pd.DataFrame:
+def accuracy_data(model: dict, accuracy_table: str | Path, seed: int, n_bootstrap: int) -> pd.DataFrame:
     per_token = pd.concat([probe_token_accuracy(model, accuracy_table), projection_token_accuracy(model)])
-    return token_summary(per_token, seed).assign(model=model["name"])
+    return token_summary(per_token, seed, n_bootstrap).assign(model=model["name"])
 
 
 def draw_accuracy_panels(axes, data: pd.DataFrame, model: dict) -> None:
@@ -93,8 +82,10 @@ def draw_accuracy_panels(axes, data: pd.DataFrame, model: dict) -> None:
         ax.legend(title="layer", loc="upper left")
 
 
-def fig_probe_vs_projection_acc(model: dict, probe_accuracy: str, output, seed: int = 0, **_) -> None:
-    data = accuracy_data(model, probe_accuracy, seed)
+def fig_probe_vs_projection_acc(
+    model: dict, probe_accuracy: str, output, seed: int, n_bootstrap: int, **_
+) -> None:
+    data = accuracy_data(model, probe_accuracy, seed, n_bootstrap)
     fig, axes = new_figure(1, 2, (13, 5), sharey=True)
     draw_accuracy_panels(axes[0], data, model)
     fig.suptitle(model["display_name"])
@@ -169,8 +160,10 @@ def fig_probe_perturbation(model: dict, curves: str, output, **_) -> None:
     save_figure(fig, data.assign(baseline_accuracy=baseline), output)
 
 
-def fig_linear_probing_all(model: dict, probe_accuracy: str, curves: str, output, seed: int = 0, **_) -> None:
-    accuracy = accuracy_data(model, probe_accuracy, seed)
+def fig_linear_probing_all(
+    model: dict, probe_accuracy: str, curves: str, output, seed: int, n_bootstrap: int, **_
+) -> None:
+    accuracy = accuracy_data(model, probe_accuracy, seed, n_bootstrap)
     perturbation = perturbation_data(model, curves)
     baseline = baseline_accuracy(model)
     fig, axes = new_figure(1, 3, (13, 4))

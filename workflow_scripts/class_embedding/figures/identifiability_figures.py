@@ -44,37 +44,6 @@ log = logging.getLogger(__name__)
 # Loading
 
 
-def load_block(extract_dir: str | Path, block: int, column: str = "rank", layer: str = "hs"):
-    """One column of ``<layer>_<block>.parquet`` as an (n_images, n_tokens) array."""
-    path = Path(extract_dir) / f"{layer}_{block}.parquet"
-    table = read_table(path, columns=["image", "token", column])
-    image = table.column("image").to_numpy()
-    token = table.column("token").to_numpy()
-    values = table.column(column).to_numpy()
-    n_tokens = int(token.max()) + 1
-    # Position in a complete image-major grid; rows are written sorted, so usually no reordering.
-    key = image.astype(np.int64) * n_tokens + token
-    expected = np.arange(key.size)
-    if not np.array_equal(key, expected):
-        order = np.argsort(key, kind="stable")
-        key, values = key[order], values[order]
-    if key.size % n_tokens or not np.array_equal(key, expected):
-        raise ValueError(f"{path}: rows do not form a complete image x token grid")
-    return values.reshape(-1, n_tokens)
-
-
-def load_correct(extract_dir: str | Path) -> np.ndarray:
-    """Per-image correctness of the model's own prediction, ordered by image."""
-    path = Path(extract_dir) / "predictions.parquet"
-    table = read_table(path, columns=["image", "correct"])
-    image = table.column("image").to_numpy()
-    correct = table.column("correct").to_numpy(zero_copy_only=False)
-    order = np.argsort(image, kind="stable")
-    if not np.array_equal(image[order], np.arange(image.size)):
-        raise ValueError(f"{path}: images are not 0..n-1, each once")
-    return correct[order]
-
-
 def random_twin(model: dict) -> dict | None:
     """The model's random twin as a model dict (architecture fields inherited), or None."""
     twin = model.get("random_twin")
@@ -97,55 +66,6 @@ def block_ci(model: dict, block: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Shared styling and output
-
-TOKEN_COLORS = {CLS: "#66c2a5", IMAGE: "#fc8d62"}  # Set2 green / orange, as in the paper
-CHANCE = 0.5
-STAR = "*"
-STAR_LINE = {"marker": STAR, "markersize": 9}
-BOX_WIDTH = 0.8  # seaborn's default total width of one category's boxes
-BOX_SATURATION = 0.75  # seaborn desaturates box fill colours by this much
-
-
-def model_colors(models: list[dict]) -> dict[str, tuple]:
-    return dict(zip([m["display_name"] for m in models], sns.color_palette("Set2", len(models))))
-
-
-def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **subplot_kw):
-    """A pyplot-free figure (no global state, no backend) in the paper's "whitegrid" style."""
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=figsize, layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
-    return fig, axes
-
-
-def chance_line(ax) -> None:
-    ax.axhline(CHANCE, linestyle="--", color="grey", linewidth=1)
-
-
-def label_blocks(ax, positions, blocks) -> None:
-    """Categorical x axis whose ticks read the 1-based block numbers."""
-    ax.set_xticks(list(positions), [str(b) for b in blocks])
-    ax.set_xlabel("Block")
-
-
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def save_figure(fig: Figure, data: pd.DataFrame, output) -> None:
-    """Write the figure as PDF and PNG and its numbers as CSV, each atomically."""
-    with atomic_path(output.pdf) as tmp:
-        # No creation date: rerunning on the same data gives the same bytes.
-        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
-    with atomic_path(output.png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    write_csv(data, output.data)
-
-
-def remove_unused(fig: Figure, axes: np.ndarray, n_used: int) -> None:
-    for ax in axes.flat[n_used:]:
-        fig.delaxes(ax)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +131,6 @@ def tab_identifiability_random(models: list[dict], output, seed=None) -> None:
     write_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS_RANDOM), output.csv)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # fig_identifiability_hist (METHOD §4.1, first commit)
 
@@ -267,14 +186,6 @@ def fig_identifiability_hist(models: list[dict], output, seed=None) -> None:
 # ---------------------------------------------------------------------------------------------
 # fig_identifiability_evolution (METHOD §4.2)
 
-BOX_STATS = ["mean", "med", "q1", "q3", "whislo", "whishi"]
-
-
-def box_stats(values: np.ndarray) -> dict[str, float]:
-    """Exact boxplot statistics as seaborn computes them (1.5 IQR whiskers), without fliers."""
-    stats = matplotlib.cbook.boxplot_stats(np.ravel(values), whis=1.5)[0]
-    return {key: float(stats[key]) for key in BOX_STATS}
-
 
 def evolution_data(model: dict) -> pd.DataFrame:
     """Per block and token type: CI box statistics and the Wilcoxon p vs the random twin."""
@@ -304,12 +215,6 @@ def evolution_data(model: dict) -> pd.DataFrame:
             )
         log.info("%s block %d: p = %.3g", model["name"], block + 1, p_value)
     return pd.DataFrame(rows)
-
-
-def box_line_color(colors) -> tuple:
-    """seaborn's automatic box outline grey: 60% of the lowest HLS lightness of the palette."""
-    lightness = min(colorsys.rgb_to_hls(*matplotlib.colors.to_rgb(c))[1] for c in colors)
-    return (lightness * 0.6,) * 3
 
 
 def box_fill(token_type: str) -> tuple:
