@@ -1,6 +1,9 @@
 import torch
 
-from class_embedding import logs, models, tutorial_figures, weight_check
+from class_embedding import logs
+from class_embedding.extraction import weight_check
+from class_embedding.figures import tutorial_figures
+from class_embedding.models import building, checkpoints
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))
@@ -12,7 +15,7 @@ with logs.logged(snakemake):
         stimuli=snakemake.input.get("stimuli"),
         images=snakemake.input.get("images"),
     )
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.checkpoint, name)
+    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
     if snakemake.rule == "fig_tutorial_cls_logits":
         tutorial_figures.fig_tutorial_cls_logits(
             model, name, spec, sample, figure["block"], snakemake.params.x_label, snakemake.output

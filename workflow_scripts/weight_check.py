@@ -1,6 +1,8 @@
 import torch
 
-from class_embedding import logs, models, tables, weight_check
+from class_embedding import logs, tables
+from class_embedding.extraction import weight_check
+from class_embedding.models import building, checkpoints
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))
@@ -12,6 +14,6 @@ with logs.logged(snakemake):
         stimuli=snakemake.input.get("stimuli"),
         images=snakemake.input.get("images"),
     )
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.checkpoint, name)
+    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
     report = weight_check.check_weights(model, name, spec, expected, sample)
     tables.write_json(report, snakemake.output[0])

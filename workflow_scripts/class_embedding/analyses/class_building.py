@@ -6,8 +6,6 @@ positions (token 0 is [CLS] for a class-token model), as :mod:`identifiability` 
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 from .identifiability import CLS, IMAGE, change_rate, image_tokens

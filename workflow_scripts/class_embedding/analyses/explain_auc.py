@@ -3,14 +3,14 @@ intervals over images; no torch, so the figures and tables that use them run wit
 
 Curves are accuracies at numbers n of kept image tokens (``kept``) out of N; the per-image
 correctness behind them comes from results/explain/<model>/perturbation_correct.parquet
-(written by :mod:`class_embedding.explain_perturbation`).
+(written by :mod:`class_embedding.analyses.explain_perturbation`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from ..tables import read_table
 from .statistics import INTERVAL_PERCENTILES, bootstrap_weights
 

@@ -7,7 +7,7 @@ class-embedding gradient map, descending), ``grads_chefer`` (Chefer relevance, d
 ascending) and ``random`` (one permutation per repeat, the same for every image: torch's
 ``randperm(N)`` under the seeds first_seed, first_seed + 1, …; with first seed 0 and N = 49
 exactly the paper's orderings).
-Tokens are dropped after the position embedding (:class:`class_embedding.perturbation.TokenSelection`),
+Tokens are dropped after the position embedding (:class:`class_embedding.analyses.perturbation.TokenSelection`),
 so kept tokens keep their positions. At a fixed number n of kept tokens every image and every
 ordering gives a sequence of n + 1 tokens, so all of them are forwarded together in large
 batches (one batch per n, chunked by a token budget) instead of one image at a time.
@@ -28,11 +28,10 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from .errors import InputError
+from ..errors import InputError
+from ..tables import read_table
 from .explain_auc import DIRECTIONS
 from .perturbation import TokenSelection, require_class_token
-from .tables import read_table
-
 
 # ---------------------------------------------------------------------------------------------
 # Orderings
@@ -244,10 +243,12 @@ def stimulus_tensor(dataset, batch_size: int, workers: int) -> torch.Tensor:
 def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extraction: dict) -> None:
     """Rule explain_perturbation: every ordering × direction × kept count of the stimuli.
 
-    ``setup`` is a :class:`class_embedding.perturbation.Setup`; ``probe_ranks`` the linear probes'
+    ``setup`` is a :class:`class_embedding.analyses.perturbation.Setup`; ``probe_ranks`` the linear probes'
     ranks.parquet or None (no linear_probe ordering then).
     """
-    from . import gradients, models, tables
+    from .. import tables
+    from ..models import building
+    from . import gradients
 
     n_images = len(setup.images)
     if not np.array_equal(setup.images, np.arange(n_images)):
@@ -261,7 +262,7 @@ def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extr
     random = random_orderings(n_tokens, settings["random_permutations"], first_seed)
     curves = build_curves(orderings, random, n_images)
     kept = kept_counts(n_tokens, settings["kept_step"])
-    device = models.pick_device(extraction["device"])
+    device = building.pick_device(extraction["device"])
     images = stimulus_tensor(setup.dataset, extraction["batch_size"], extraction["workers"])
     correct = evaluate_curves(
         setup.model, images, setup.targets, curves, kept,

@@ -2,7 +2,7 @@
 
 Class-embedding gradient maps: for every block b the attention sublayer's residual update a_b
 (after W_O, before the residual add) is projected with the lens (the model's own final norm and
-head, :func:`class_embedding.lens.project`); the loss of its [CLS] token for a target class is
+head, :func:`class_embedding.extraction.lens.project`); the loss of its [CLS] token for a target class is
 differentiated with respect to the block's post-softmax attention weights A_b. Only the [CLS]
 query row of the gradient is kept: G_b[h, 0, :].
 
@@ -28,8 +28,8 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from . import lens
-from .errors import InputError
+from ..errors import InputError
+from ..extraction import lens
 from .perturbation import attention_modules, require_class_token
 
 #: Loss of a block's [CLS] projection. ``double_softmax`` is the paper's: cross-entropy applied
@@ -201,7 +201,7 @@ def maps_table(images: np.ndarray, maps: dict[str, np.ndarray]) -> pa.Table:
 
 def read_maps(path, n_images: int | None = None) -> dict[str, np.ndarray]:
     """maps.parquet back to {method: (n_images, N−1)}, rows = images 0..n−1."""
-    from .tables import read_table
+    from ..tables import read_table
 
     frame = read_table(path).to_pandas()
     result = {}
@@ -229,11 +229,12 @@ def read_maps(path, n_images: int | None = None) -> dict[str, np.ndarray]:
 def run_maps(setup, output_path, settings: dict, extraction: dict) -> None:
     """Gradient maps and Chefer relevance of every stimulus for its true class (rule explain_maps).
 
-    ``setup`` is a :class:`class_embedding.perturbation.Setup` (model and stimuli in stimulus order).
+    ``setup`` is a :class:`class_embedding.analyses.perturbation.Setup` (model and stimuli in stimulus order).
     """
-    from . import models, tables
+    from .. import tables
+    from ..models import building
 
-    device = models.pick_device(extraction["device"])
+    device = building.pick_device(extraction["device"])
     loader = torch.utils.data.DataLoader(
         setup.dataset, batch_size=settings["batch_size"], num_workers=extraction["workers"],
         pin_memory=device.type == "cuda",

@@ -88,3 +88,18 @@ def change_rate(logits_before: np.ndarray, logits_after: np.ndarray, tokens: sli
     return float(np.mean(increase))
 
 
+
+
+def wilcoxon_greater(trained: np.ndarray, random: np.ndarray) -> float:
+    """One-sided Wilcoxon signed-rank p-value that ``trained`` exceeds ``random`` (METHOD §4.2).
+
+    Elements are paired by position (same image, same token). scipy's default zero_method
+    ("wilcox") drops tied pairs; when every pair is tied there is no evidence, so p = 1.
+    """
+    trained = np.asarray(trained, dtype=np.float64).ravel()
+    random = np.asarray(random, dtype=np.float64).ravel()
+    if trained.shape != random.shape:
+        raise ValueError(f"cannot pair {trained.size} trained with {random.size} random values")
+    if not np.any(trained != random):
+        return 1.0
+    return float(scipy.stats.wilcoxon(trained, random, alternative="greater").pvalue)

@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 import pyarrow as pa
 
-from . import tables
+from .. import tables
 
 TOP_K = 5
 LAYER_TYPES = ("attn", "mlp")

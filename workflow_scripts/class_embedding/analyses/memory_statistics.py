@@ -21,9 +21,17 @@ from ..errors import InputError
 from ..extraction.reader import column_arrays, load_predictions, load_sublayer
 from ..figures.plotting import box_stats
 from ..tables import read_table
-from .identifiability import SIGNIFICANCE_LEVEL, group_blocks
-from .memories import LAYER_TYPES, TOP_K, compositionality, key_value_agreement, memory_membership, random_classes, rate_per_class
-from .statistics import bootstrap_interval, permutation_rng, permutation_test, wilcoxon_greater
+from .identifiability import SIGNIFICANCE_LEVEL, group_blocks, wilcoxon_greater
+from .memories import (
+    LAYER_TYPES,
+    TOP_K,
+    compositionality,
+    key_value_agreement,
+    memory_membership,
+    random_classes,
+    rate_per_class,
+)
+from .statistics import bootstrap_interval, permutation_rng, permutation_test
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,10 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from . import extraction, lens, models, tables
-from .errors import InputError
+from .. import tables
+from ..errors import InputError
+from ..extraction import lens, shards
+from ..models import building, checkpoints, preprocessing
 from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
 
 
@@ -350,7 +352,7 @@ class Setup:
     """What both perturbation rules load: the trained model and the stimuli in stimulus order."""
 
     model: torch.nn.Module
-    dataset: extraction.StimulusImages
+    dataset: shards.StimulusImages
     images: np.ndarray
     targets: np.ndarray
     metadata: dict
@@ -365,19 +367,19 @@ class Setup:
     def load(cls, spec: dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> "Setup":
         if not spec["class_token"]:
             raise InputError(f"models.{name} has no [CLS] token: perturbations run only on [CLS] models.")
-        model = models.load_checkpoint(models.build_model(spec, name), checkpoint, name)
+        model = checkpoints.load_checkpoint(building.build_model(spec, name), checkpoint, name)
         table = tables.read_table(stimuli)
         order = np.argsort(table.column("image").to_numpy(), kind="stable")
         table = table.take(pa.array(order))
         return cls(
             model=model,
-            dataset=extraction.StimulusImages(
-                table.column("file").to_pylist(), images_dir, models.Preprocessing(spec["preprocessing"])
+            dataset=shards.StimulusImages(
+                table.column("file").to_pylist(), images_dir, preprocessing.Preprocessing(spec["preprocessing"])
             ),
             images=table.column("image").to_numpy().astype(np.int64),
             targets=table.column("class_index").to_numpy().astype(np.int64),
             metadata={
-                **models.model_metadata(spec, name, checkpoint),
+                **building.model_metadata(spec, name, checkpoint),
                 "block": spec["num_blocks"] - 1,
                 "stimuli": stimuli,
             },
@@ -390,7 +392,7 @@ def write_result(result: PerturbationResult, output, metadata: dict) -> None:
 
 
 def run_attention(setup: Setup, kind: str, output, settings: dict) -> None:
-    device = models.pick_device(settings["device"])
+    device = building.pick_device(settings["device"])
     result = attention_perturbation(
         setup.model, setup.dataset, setup.images, setup.targets, kind,
         batch_size=settings["batch_size"], device=device, workers=settings["workers"],
@@ -409,7 +411,7 @@ def run_tokens(setup: Setup, mask: str, token_labels: str | Path, output, settin
             f"{token_labels} has {class_mask.shape[1]} tokens per image but the model "
             f"{setup.metadata['model']} has {setup.model.patch_embed.num_patches}: check models.*.token_grid."
         )
-    device = models.pick_device(settings["device"])
+    device = building.pick_device(settings["device"])
     result = token_perturbation(
         setup.model, setup.dataset, setup.images, setup.targets, kept_token_mask(class_mask, mask),
         batch_size=settings["batch_size"], device=device, workers=settings["workers"],

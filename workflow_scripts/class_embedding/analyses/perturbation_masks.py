@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import InputError
-from .tables import read_table
+from ..errors import InputError
+from ..tables import read_table
 
 ATTENTION_TYPES = ("self_only", "no_cls")
 #: Mask type → the label of the tokens that are kept; the mask type names what is removed

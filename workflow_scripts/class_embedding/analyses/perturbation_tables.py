@@ -18,11 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .figures import load_block, load_correct, write_csv
+from ..errors import InputError
+from ..extraction.reader import load_block, load_correct
+from ..tables import read_table, write_csv
 from .identifiability import accuracy
-from .perturbation_masks import ATTENTION_TYPES, KEPT_LABEL, MASK_TYPES, kept_token_mask, load_class_mask
-from .tables import read_table
+from .perturbation_masks import (
+    ATTENTION_TYPES,
+    KEPT_LABEL,
+    MASK_TYPES,
+    kept_token_mask,
+    load_class_mask,
+)
 
 
 def percent_rank0(ranks: np.ndarray) -> float:

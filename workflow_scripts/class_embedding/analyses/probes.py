@@ -35,8 +35,9 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from . import imagenet_s, lens
-from .errors import InputError
+from ..data import imagenet_s
+from ..errors import InputError
+from ..extraction import lens
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ class LabelledImages(torch.utils.data.Dataset):
     """(image tensor, class index) of every row of a stimulus-like table."""
 
     def __init__(self, table: pa.Table, images_dir: str | Path, preprocessing):
-        from .extraction import StimulusImages
+        from ..extraction.shards import StimulusImages
 
         self.images = StimulusImages(table.column("file").to_pylist(), images_dir, preprocessing)
         self.targets = table.column("class_index").to_numpy().astype(np.int64)

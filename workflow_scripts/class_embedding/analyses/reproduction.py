@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from .tables import atomic_path
+from ..tables import atomic_path
 
 METRICS = ("accuracy", "pct_tokens", "pct_images")
 COLUMNS = ["model", "display_name", "trained_model", "metric", "ours", "paper", "difference", "ours_corrected"]

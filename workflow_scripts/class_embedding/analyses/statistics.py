@@ -1,12 +1,11 @@
 """Statistics shared by the analyses: seeded generators, percentile bootstrap intervals, the
-one-sided class-vs-rest permutation test, and the paired Wilcoxon test."""
+one-sided class-vs-rest permutation test."""
 
 from __future__ import annotations
 
 import zlib
 
 import numpy as np
-import scipy.stats
 
 CONFIDENCE = 0.95
 #: Percentiles bounding a ``CONFIDENCE`` interval, computed as 50·(1 − confidence): the lower one
@@ -96,21 +95,6 @@ def permutation_test(
     if single:
         result = {key: value[0] for key, value in result.items()}
     return result
-
-
-def wilcoxon_greater(trained: np.ndarray, random: np.ndarray) -> float:
-    """One-sided Wilcoxon signed-rank p-value that ``trained`` exceeds ``random`` (METHOD §4.2).
-
-    Elements are paired by position (same image, same token). scipy's default zero_method
-    ("wilcox") drops tied pairs; when every pair is tied there is no evidence, so p = 1.
-    """
-    trained = np.asarray(trained, dtype=np.float64).ravel()
-    random = np.asarray(random, dtype=np.float64).ravel()
-    if trained.shape != random.shape:
-        raise ValueError(f"cannot pair {trained.size} trained with {random.size} random values")
-    if not np.any(trained != random):
-        return 1.0
-    return float(scipy.stats.wilcoxon(trained, random, alternative="greater").pvalue)
 
 
 def bootstrap_weights(n_images: int, samples: int, seed: int) -> np.ndarray:

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..errors import InputError
 from .downloads import verify
-from .errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .tables import atomic_path
+from ..errors import InputError
+from ..tables import atomic_path
 
 log = logging.getLogger(__name__)
 

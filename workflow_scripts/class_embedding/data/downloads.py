@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

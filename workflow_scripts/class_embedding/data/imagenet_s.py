@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 IMAGES_DIR = "ImageNetS919"
 MAPPING_FILE = f"{IMAGES_DIR}/LOC_synset_mapping.txt"

@@ -15,8 +15,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from ..errors import InputError
 from . import imagenet_s
-from .errors import InputError
 
 log = logging.getLogger(__name__)
 

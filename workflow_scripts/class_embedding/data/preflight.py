@@ -10,10 +10,10 @@ import os
 import pickle
 from pathlib import Path
 
+from ..errors import InputError
 from . import imagenet_s
 from .cifar import FOLDER as CIFAR_FOLDER
-from .datasets import ImageSource
-from .errors import InputError
+from .imagenet_s_preparation import ImageSource
 
 IMAGENET_VAL_IMAGES = 50_000
 CIFAR_CLASSES = 100

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from timm.models.vision_transformer import Block, ResPostBlock, VisionTransformer
 
-from .errors import InputError
+from ..errors import InputError
 
 LAYER_KINDS = ("hs", "attn", "mlp")
 TOP_K = 5

@@ -59,16 +59,22 @@ def load_sublayer(extract_dir: str | Path, layer: str) -> tuple[np.ndarray, np.n
     return grid["mem_top5"].astype(np.int64), grid["top5"][..., 0]
 
 
+def read_predictions(extract_dir: str | Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns of ``predictions.parquet`` in image order."""
+    path = Path(extract_dir) / "predictions.parquet"
+    arrays = column_arrays(read_table(path, columns=["image", *columns]))
+    order = np.argsort(arrays["image"], kind="stable")
+    if not np.array_equal(arrays["image"][order], np.arange(order.size)):
+        raise InputError(f"{path}: images are not 0..n-1, each once; rerun the extraction.")
+    return {name: arrays[name][order] for name in columns}
+
+
 def load_predictions(extract_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """True class and correctness of every image, in image order."""
-    path = Path(extract_dir) / "predictions.parquet"
-    columns = column_arrays(read_table(path, columns=["image", "label", "correct"]))
-    order = np.argsort(columns["image"], kind="stable")
-    if not np.array_equal(columns["image"][order], np.arange(order.size)):
-        raise InputError(f"{path}: images are not 0..n-1, each once; rerun the extraction.")
-    return columns["label"][order].astype(np.int64), columns["correct"][order].astype(bool)
+    predictions = read_predictions(extract_dir, ["label", "correct"])
+    return predictions["label"].astype(np.int64), predictions["correct"].astype(bool)
 
 
 def load_correct(extract_dir: str | Path) -> np.ndarray:
     """Per-image correctness of the model's own prediction, ordered by image."""
-    return load_predictions(extract_dir)[1]
+    return read_predictions(extract_dir, ["correct"])["correct"].astype(bool)

@@ -16,8 +16,9 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from . import lens, tables
-from .models import Preprocessing, load_image
+from .. import tables
+from ..models.preprocessing import Preprocessing, load_image
+from . import lens
 
 
 class StimulusImages(torch.utils.data.Dataset):

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from . import lens, tables
-from .errors import InputError
-from .models import Preprocessing, load_image
+from .. import tables
+from ..errors import InputError
+from ..models.preprocessing import Preprocessing, load_image
+from . import lens
 
 KINDS = ("logits", "ranks", "top_classes")
 

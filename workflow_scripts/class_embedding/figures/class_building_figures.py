@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 import seaborn as sns
 
-from .class_building import (
+from ..analyses.class_building import (
     ATTN,
     CLASS,
     CONTEXT,
@@ -25,29 +23,27 @@ from .class_building import (
     SUBLAYERS,
     label_grid,
     labelled_values,
-    permutation_rng,
-    permutation_test,
     residual_composition,
     series_label,
     sublayer_change_rates,
 )
-from .errors import InputError
-from .figures import (
+from ..analyses.identifiability import CLS, IMAGE, SIGNIFICANCE_LEVEL
+from ..analyses.statistics import permutation_rng, permutation_test
+from ..errors import InputError
+from ..extraction.reader import load_block, load_top1
+from ..tables import read_table, write_csv
+from .identifiability_figures import block_ci
+from .plotting import (
     BOX_SATURATION,
     BOX_STATS,
     STAR_LINE,
-    block_ci,
     box_line_color,
     box_stats,
     chance_line,
-    load_block,
     new_figure,
     remove_unused,
     save_figure,
-    write_csv,
 )
-from .identifiability import CLS, IMAGE, SIGNIFICANCE_LEVEL
-from .tables import read_table
 
 log = logging.getLogger(__name__)
 

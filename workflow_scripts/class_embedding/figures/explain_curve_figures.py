@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import tables
-from .explain_auc import auc_table, paper_auc, read_correct
-from .figures import new_figure, save_figure, write_csv
+from .. import tables
+from ..analyses.explain_auc import auc_table, paper_auc, read_correct
+from ..tables import write_csv
+from .plotting import new_figure, save_figure
 
 CURVES = {  # method -> (label, colour)
     "grads": ("cls-emb removal", "C0"),

@@ -3,7 +3,7 @@
 The figures compute their few maps directly from the checkpoint (a forward and a backward per
 panel image, for each target class of the panel). They write ``output.pdf``, ``output.png`` and
 the plotted numbers as a tidy CSV ``output.data``. The perturbation curves and their AUC table
-are in :mod:`class_embedding.explain_curve_figures` (no torch).
+are in :mod:`class_embedding.figures.explain_curve_figures` (no torch).
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from . import extraction, gradients, imagenet_s, models, tables
-from .errors import InputError
-from .figures import new_figure, save_figure
+from .. import tables
+from ..analyses import gradients
+from ..data import imagenet_s
+from ..errors import InputError
+from ..extraction import shards
+from ..models import building, checkpoints, preprocessing
+from .plotting import new_figure, save_figure
 
 # ---------------------------------------------------------------------------------------------
 # Heat maps (METHOD §4.12)
@@ -96,17 +100,17 @@ class Explained:
 
     name: str
     model: torch.nn.Module
-    dataset: extraction.StimulusImages
+    dataset: shards.StimulusImages
     stimuli: pd.DataFrame
     class_names: list[str]
     loss: str
 
     @classmethod
     def load(cls, model: dict, spec: dict, checkpoint: str, stimuli: str, images: str, loss: str) -> "Explained":
-        network = models.load_checkpoint(models.build_model(spec, model["name"]), checkpoint, model["name"])
+        network = checkpoints.load_checkpoint(building.build_model(spec, model["name"]), checkpoint, model["name"])
         table = tables.read_table(stimuli).to_pandas().sort_values("image", kind="stable").reset_index(drop=True)
         categories = class_names(Path(images) / "LOC_synset_mapping.txt", table, spec["num_classes"])
-        dataset = extraction.StimulusImages(table["file"].tolist(), images, models.Preprocessing(spec["preprocessing"]))
+        dataset = shards.StimulusImages(table["file"].tolist(), images, preprocessing.Preprocessing(spec["preprocessing"]))
         return cls(model["name"], network, dataset, table, categories, loss)
 
     def input(self, image: int) -> torch.Tensor:

@@ -8,21 +8,16 @@ write ``output.csv``.
 
 from __future__ import annotations
 
-import colorsys
 import logging
 import math
-from pathlib import Path
 
-import matplotlib.cbook
-import matplotlib.colors
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .identifiability import (
+from ..analyses.identifiability import (
     CLS,
     IMAGE,
     SIGNIFICANCE_LEVEL,
@@ -36,7 +31,24 @@ from .identifiability import (
     token_types,
     wilcoxon_greater,
 )
-from .tables import atomic_path, read_table
+from ..extraction.reader import load_block, load_correct
+from ..tables import write_csv
+from .plotting import (
+    BOX_SATURATION,
+    BOX_STATS,
+    BOX_WIDTH,
+    CHANCE,
+    STAR_LINE,
+    TOKEN_COLORS,
+    box_line_color,
+    box_stats,
+    chance_line,
+    label_blocks,
+    model_colors,
+    new_figure,
+    remove_unused,
+    save_figure,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,38 +15,35 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from .class_building import permutation_rng, permutation_test
-from .errors import InputError
-from .figures import (
+from ..analyses.memories import (
+    LAYER_TYPES,
+)
+from ..analyses.memory_statistics import (
+    accuracy_difference_data,
+    agreement_rate_data,
+    class_value_data,
+    compare_data,
+    compositionality_data,
+    stimulus_categories,
+    value_vector_rows,
+)
+from ..analyses.statistics import permutation_rng
+from ..tables import write_csv
+from .plotting import (
     STAR_LINE,
     box_line_color,
-    box_stats,
     label_blocks,
     model_colors,
     new_figure,
     remove_unused,
     save_figure,
-    write_csv,
 )
-from .identifiability import SIGNIFICANCE_LEVEL, group_blocks, wilcoxon_greater
-from .memories import (
-    LAYER_TYPES,
-    TOP_K,
-    compositionality,
-    key_value_agreement,
-    memory_membership,
-    random_classes,
-    rate_per_class,
-)
-from .tables import read_table
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from ..analyses.identifiability import CLS, IMAGE
 from ..tables import atomic_path, write_csv
 
-
 TOKEN_COLORS = {CLS: "#66c2a5", IMAGE: "#fc8d62"}  # Set2 green / orange, as in the paper
 
 

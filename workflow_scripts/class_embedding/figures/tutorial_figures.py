@@ -1,9 +1,9 @@
 """The tutorial notebook's two figures (METHOD §5): the class logits of one block's [CLS]
 projection for a sample image, and the summed-gradient heat map of a sample image.
 
-Both take one sample image (:class:`class_embedding.weight_check.SampleImage`) through the
+Both take one sample image (:class:`class_embedding.extraction.weight_check.SampleImage`) through the
 model's own preprocessing; the heat map reuses the explanation code of notebook 3
-(:mod:`class_embedding.gradients`, :func:`class_embedding.explain_figures.overlay`). Each writes
+(:mod:`class_embedding.analyses.gradients`, :func:`class_embedding.figures.explain_figures.overlay`). Each writes
 ``output.pdf``, ``output.png`` and the plotted numbers as ``output.data`` (CSV).
 """
 
@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import gradients, lens
+from ..analyses import gradients
+from ..analyses.perturbation import require_class_token
+from ..extraction import lens
+from ..extraction.weight_check import SampleImage
+from ..models.preprocessing import Preprocessing, load_image
 from .explain_figures import normalise, overlay
-from .figures import new_figure, save_figure
-from .models import Preprocessing, load_image
-from .perturbation import require_class_token
-from .weight_check import SampleImage
+from .plotting import new_figure, save_figure
 
 
 def cls_logits(model: torch.nn.Module, image: torch.Tensor, block: int) -> np.ndarray:

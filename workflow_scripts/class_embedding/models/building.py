@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
-import re
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from .errors import InputError
-from .tables import atomic_path
+from ..errors import InputError
+from .checkpoints import sha256, unsafe_types
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +57,6 @@ def random_model(spec: dict, name: str, seed: int):
     return build_model(spec, name)
 
 
-# Python types that a checkpoint may hold besides tensors and plain containers, loaded without
-# running code. Empty: the paper's release files need none (the DeiT release holds ints, a str,
-# tensors and an SGD state dict, all within torch's own allow-list). Add a type here only if it
-# carries no behaviour of its own, never as a way round a refused file.
-SAFE_CHECKPOINT_TYPES: list = []
-
-
 def timm_pretrained(spec: dict, name: str, tag: str, cache_dir: str | os.PathLike | None = None,
                     file: str | os.PathLike | None = None, **overrides) -> torch.nn.Module:
     """A model with timm's pretrained weights of ``tag`` (e.g.
@@ -106,7 +95,7 @@ def timm_pretrained(spec: dict, name: str, tag: str, cache_dir: str | os.PathLik
 def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -> None:
     """Lens audit of a freshly converted checkpoint on random inputs: the projection of the last
     residual state reproduces the model's logits (raises otherwise)."""
-    from . import lens
+    from ..extraction import lens
 
     generator = torch.Generator().manual_seed(seed)
     size = model.patch_embed.img_size

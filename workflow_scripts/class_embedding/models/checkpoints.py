@@ -16,6 +16,12 @@ from ..tables import atomic_path
 
 log = logging.getLogger(__name__)
 
+# Python types that a checkpoint may hold besides tensors and plain containers, loaded without
+# running code. Empty: the paper's release files need none (the DeiT release holds ints, a str,
+# tensors and an SGD state dict, all within torch's own allow-list). Add a type here only if it
+# carries no behaviour of its own, never as a way round a refused file.
+SAFE_CHECKPOINT_TYPES: list = []
+
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:

@@ -10,7 +10,6 @@ from PIL import Image
 
 from ..errors import InputError
 
-
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import imagenet_s
-from .models import Preprocessing, load_image
+from ..data import imagenet_s
+from .preprocessing import Preprocessing, load_image
 
 log = logging.getLogger(__name__)
 
