@@ -40,7 +40,8 @@ class CreatesMarker:
 def tiny_spec(arch="deit_base_patch16_224"):
     return {"display_name": arch, "dataset": "micro", "arch": arch, "kwargs": dict(TINY), "num_blocks": 2,
             "token_grid": 4, "class_token": True, "num_classes": 7, "final_norm": "norm",
-            "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, "random_twin": False}
+            "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, "random_twin": False,
+            "weights": {"source": "demo_training"}}
 
 
 def malicious_checkpoint(path: Path, marker: Path) -> Path:

@@ -21,6 +21,8 @@ def spec(arch, num_classes=10, **extra):
         "token_grid": 4,
         "class_token": arch != "vit_base_patch16_rpn_224",
         "num_classes": num_classes,
+        "display_name": "Tiny", "dataset": "micro", "weights": {"source": "demo_training"},
+        "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
         **extra,
     }
 

@@ -1,12 +1,17 @@
 """Model building, checkpoints, preprocessing and image loading: values and error messages."""
 
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from class_embedding.errors import InputError
-from class_embedding.models import building, checkpoints, preprocessing
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 SPEC = {
     "arch": "vit_base_patch16_224",
@@ -15,6 +20,8 @@ SPEC = {
     "token_grid": 4,
     "class_token": True,
     "num_classes": 5,
+    "display_name": "Tiny", "dataset": "micro", "weights": {"source": "demo_training"},
+    "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
 }
 
 
@@ -82,3 +89,23 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path):
         preprocessing.load_image(bad)
     with pytest.raises(InputError, match="absent.JPEG not found"):
         preprocessing.load_image(tmp_path / "absent.JPEG")
+
+
+def test_model_spec_from_params_reads_a_config_entry_and_names_what_is_wrong():
+    spec = ModelSpec.from_params({**SPEC, "random_twin": False}, "tiny")
+    assert (spec.name, spec.arch, spec.num_blocks, spec.block_group, spec.twin_of) == ("tiny", SPEC["arch"], 2, 1, None)
+    assert ModelSpec.from_params(spec) is spec
+    twin = ModelSpec.from_params({**SPEC, "name": "tiny_random", "twin_of": "tiny"}, "ignored")
+    assert (twin.name, twin.twin_of) == ("tiny_random", "tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.arch = "other"
+    with pytest.raises(InputError, match=r"models\.tiny: unknown keys \['colour'\]"):
+        ModelSpec.from_params({**SPEC, "colour": "red"}, "tiny")
+    missing = {key: value for key, value in SPEC.items() if key != "weights"}
+    with pytest.raises(InputError, match=r"models\.tiny: .*weights"):
+        ModelSpec.from_params(missing, "tiny")
+
+
+def test_model_spec_needs_no_torch():
+    code = "import sys; from class_embedding.models import ModelSpec; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1] / "workflow_scripts")

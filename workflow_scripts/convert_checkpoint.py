@@ -1,10 +1,11 @@
 from class_embedding import logs
 from class_embedding.data import downloads
-from class_embedding.models import building, checkpoints
+from class_embedding.models import ModelSpec, building, checkpoints
 
 with logs.logged(snakemake):
-    spec, name = snakemake.params.spec, snakemake.wildcards.model
-    weights = spec["weights"]
+    name = snakemake.wildcards.model
+    spec = ModelSpec.from_params(snakemake.params.spec, name)
+    weights = spec.weights
     source = snakemake.input[0]
     what = f"checkpoint of model '{name}'"
     if weights["source"] == "url":

@@ -2,10 +2,11 @@ import torch
 
 from class_embedding import logs, tables
 from class_embedding.extraction import shards
-from class_embedding.models import building, checkpoints, preprocessing
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 with logs.logged(snakemake):
-    spec, name = snakemake.params.spec, snakemake.wildcards.model
+    name = snakemake.wildcards.model
+    spec = ModelSpec.from_params(snakemake.params.spec, name)
     settings = snakemake.params.extraction
     torch.set_num_threads(max(snakemake.threads, 1))
     stimuli = tables.read_table(snakemake.input.stimuli)
@@ -16,7 +17,7 @@ with logs.logged(snakemake):
         model,
         stimuli.slice(start, stop - start),
         snakemake.input.images,
-        preprocessing.Preprocessing(spec["preprocessing"]),
+        preprocessing.Preprocessing(spec.preprocessing),
         snakemake.output[0],
         batch_size=settings["batch_size"],
         device=building.pick_device(settings["device"]),

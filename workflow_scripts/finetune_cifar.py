@@ -4,17 +4,18 @@ import torch
 
 from class_embedding import logs
 from class_embedding.data import cifar
-from class_embedding.models import building, checkpoints, preprocessing
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 with logs.logged(snakemake):
-    spec, name = snakemake.params.spec, snakemake.wildcards.model
-    settings = spec["weights"]["finetune"]
+    name = snakemake.wildcards.model
+    spec = ModelSpec.from_params(snakemake.params.spec, name)
+    settings = spec.weights["finetune"]
     torch.set_num_threads(max(snakemake.threads, 1))
     model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.init, name)
     model = cifar.finetune(
         model,
         snakemake.input.pickles,
-        preprocessing.Preprocessing(spec["preprocessing"]),
+        preprocessing.Preprocessing(spec.preprocessing),
         settings,
         snakemake.params.seed,
         building.pick_device(snakemake.params.device),

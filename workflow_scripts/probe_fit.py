@@ -2,10 +2,11 @@ import torch
 
 from class_embedding import logs, tables
 from class_embedding.analyses import probes
-from class_embedding.models import building, checkpoints, preprocessing
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 with logs.logged(snakemake):
-    spec, name = snakemake.params.spec, snakemake.wildcards.model
+    name = snakemake.wildcards.model
+    spec = ModelSpec.from_params(snakemake.params.spec, name)
     settings, extraction = snakemake.params.probing, snakemake.params.extraction
     torch.set_num_threads(max(snakemake.threads, 1))
     model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
@@ -15,7 +16,7 @@ with logs.logged(snakemake):
         tables.read_table(snakemake.input.probe_stimuli),
         tables.read_table(snakemake.input.stimuli),
         snakemake.input.images,
-        preprocessing.Preprocessing(spec["preprocessing"]),
+        preprocessing.Preprocessing(spec.preprocessing),
         alpha=settings["alpha"],
         batch_size=settings["batch_size"],
         device=building.pick_device(extraction["device"]),

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .. import tables
 from ..errors import InputError
 from ..extraction import lens, shards
-from ..models import building, checkpoints, preprocessing
+from ..models import ModelSpec, building, checkpoints, preprocessing
 from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
 
 
@@ -364,8 +364,9 @@ class Setup:
         return cls.load(job.params.spec, job.wildcards.model, job.input.checkpoint, job.input.stimuli, job.input.images)
 
     @classmethod
-    def load(cls, spec: dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> "Setup":
-        if not spec["class_token"]:
+    def load(cls, spec: ModelSpec | dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> "Setup":
+        spec = ModelSpec.from_params(spec, name)
+        if not spec.class_token:
             raise InputError(f"models.{name} has no [CLS] token: perturbations run only on [CLS] models.")
         model = checkpoints.load_checkpoint(building.build_model(spec, name), checkpoint, name)
         table = tables.read_table(stimuli)
@@ -374,13 +375,13 @@ class Setup:
         return cls(
             model=model,
             dataset=shards.StimulusImages(
-                table.column("file").to_pylist(), images_dir, preprocessing.Preprocessing(spec["preprocessing"])
+                table.column("file").to_pylist(), images_dir, preprocessing.Preprocessing(spec.preprocessing)
             ),
             images=table.column("image").to_numpy().astype(np.int64),
             targets=table.column("class_index").to_numpy().astype(np.int64),
             metadata={
                 **building.model_metadata(spec, name, checkpoint),
-                "block": spec["num_blocks"] - 1,
+                "block": spec.num_blocks - 1,
                 "stimuli": stimuli,
             },
         )

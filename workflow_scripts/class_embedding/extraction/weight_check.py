@@ -18,6 +18,7 @@ import torch
 
 from .. import tables
 from ..errors import InputError
+from ..models import ModelSpec, building, checkpoints
 from ..models.preprocessing import Preprocessing, load_image
 from . import lens
 
@@ -133,12 +134,13 @@ def check_expected_fits(expected: dict, model: torch.nn.Module, name: str) -> No
                 raise InputError(f"{key}: {len(values)} values but model '{name}' has {n_tokens} tokens.")
 
 
-def check_weights(model: torch.nn.Module, name: str, spec: dict, expected: dict, sample: SampleImage) -> dict:
+def check_weights(model: torch.nn.Module, name: str, spec: ModelSpec | dict, expected: dict, sample: SampleImage) -> dict:
     """Run the sample image through the model's preprocessing and the lens and compare with
     ``expected`` (an ``expected_values`` entry); raise :class:`InputError` naming every mismatch
     and the likely causes, else return a report of every compared value."""
+    spec = ModelSpec.from_params(spec, name)
     check_expected_fits(expected, model, name)
-    image = Preprocessing(spec["preprocessing"])(load_image(sample.path))
+    image = Preprocessing(spec.preprocessing)(load_image(sample.path))
     observed = observe(model.cpu().eval(), image, sample.class_index)
     tolerance, rank_tolerance = expected["logit_tolerance"], expected["rank_tolerance"]
     results = compare(expected, observed, tolerance, rank_tolerance)
@@ -157,7 +159,7 @@ def check_weights(model: torch.nn.Module, name: str, spec: dict, expected: dict,
             f"{sample.class_index}): {len(failed)} of {len(results)} values differ.\n{lines}{more}\n"
             f"Likely causes: the weights are not the expected ones (models.{name}.weights: {describe_weights(spec)}; "
             f"timm's default tag of an architecture can change between versions, so name the exact tag), or the "
-            f"preprocessing differs from the original's (models.{name}.preprocessing: {spec['preprocessing']}), or "
+            f"preprocessing differs from the original's (models.{name}.preprocessing: {spec.preprocessing}), or "
             f"the sample image is not the one the values were taken on. Nothing was extracted."
         )
     return {
@@ -185,8 +187,24 @@ def is_near(result: Comparison) -> bool:
     return sorted(result.found) == sorted(result.expected)
 
 
-def describe_weights(spec: dict) -> str:
-    weights = spec["weights"]
+def describe_weights(spec: ModelSpec) -> str:
+    weights = spec.weights
     detail = {key: value for key, value in weights.items() if key in ("tag", "url", "path", "seed")}
     return f"source {weights['source']}" + "".join(f", {key} {value}" for key, value in detail.items())
 
+
+
+def job_model_and_sample(job, name: str, image: str) -> tuple[ModelSpec, torch.nn.Module, SampleImage]:
+    """The spec, the model with its checkpoint and the sample image ``image`` of a Snakemake job
+    with ``params.spec``, ``params.sample`` and the inputs ``checkpoint`` (and ``sample``,
+    ``stimuli``, ``images`` where the sample needs them)."""
+    spec = ModelSpec.from_params(job.params.spec, name)
+    sample = resolve_sample(
+        image,
+        job.params.sample,
+        file=job.input.get("sample"),
+        stimuli=job.input.get("stimuli"),
+        images=job.input.get("images"),
+    )
+    model = checkpoints.load_checkpoint(building.build_model(spec, name), job.input.checkpoint, name)
+    return spec, model, sample

@@ -24,7 +24,7 @@ from ..analyses import gradients
 from ..data import imagenet_s
 from ..errors import InputError
 from ..extraction import shards
-from ..models import building, checkpoints, preprocessing
+from ..models import ModelSpec, building, checkpoints, preprocessing
 from .plotting import new_figure, save_figure
 
 # ---------------------------------------------------------------------------------------------
@@ -106,11 +106,12 @@ class Explained:
     loss: str
 
     @classmethod
-    def load(cls, model: dict, spec: dict, checkpoint: str, stimuli: str, images: str, loss: str) -> "Explained":
+    def load(cls, model: dict, spec: ModelSpec | dict, checkpoint: str, stimuli: str, images: str, loss: str) -> "Explained":
+        spec = ModelSpec.from_params(spec, model["name"])
         network = checkpoints.load_checkpoint(building.build_model(spec, model["name"]), checkpoint, model["name"])
         table = tables.read_table(stimuli).to_pandas().sort_values("image", kind="stable").reset_index(drop=True)
-        categories = class_names(Path(images) / "LOC_synset_mapping.txt", table, spec["num_classes"])
-        dataset = shards.StimulusImages(table["file"].tolist(), images, preprocessing.Preprocessing(spec["preprocessing"]))
+        categories = class_names(Path(images) / "LOC_synset_mapping.txt", table, spec.num_classes)
+        dataset = shards.StimulusImages(table["file"].tolist(), images, preprocessing.Preprocessing(spec.preprocessing))
         return cls(model["name"], network, dataset, table, categories, loss)
 
     def input(self, image: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..analyses import gradients
 from ..analyses.perturbation import require_class_token
 from ..extraction import lens
 from ..extraction.weight_check import SampleImage
+from ..models import ModelSpec
 from ..models.preprocessing import Preprocessing, load_image
 from .explain_figures import normalise, overlay
 from .plotting import new_figure, save_figure
@@ -35,10 +36,10 @@ def cls_logits(model: torch.nn.Module, image: torch.Tensor, block: int) -> np.nd
         handle.remove()
 
 
-def fig_tutorial_cls_logits(model, name: str, spec: dict, sample: SampleImage, block: int, x_label: str, output) -> None:
+def fig_tutorial_cls_logits(model, name: str, spec: ModelSpec | dict, sample: SampleImage, block: int, x_label: str, output) -> None:
     """Bar plot of the C class logits of the [CLS] projection of ``hs_<block>`` (the tutorial:
     ViT-B/16, block index 10, the beagle image)."""
-    image = Preprocessing(spec["preprocessing"])(load_image(sample.path))
+    image = Preprocessing(ModelSpec.from_params(spec, name).preprocessing)(load_image(sample.path))
     logits = cls_logits(model.eval(), image, block)
     classes = np.arange(logits.size)
     fig, axes = new_figure(1, 1, (8.0, 3.0))
@@ -62,10 +63,10 @@ def fig_tutorial_cls_logits(model, name: str, spec: dict, sample: SampleImage, b
     save_figure(fig, data, output)
 
 
-def fig_tutorial_heatmap(model, name: str, spec: dict, sample: SampleImage, loss: str, swap_red_blue: bool, output) -> None:
+def fig_tutorial_heatmap(model, name: str, spec: ModelSpec | dict, sample: SampleImage, loss: str, swap_red_blue: bool, output) -> None:
     """Summed class-embedding gradient map of the sample image for its own class (the
     tutorial: ViT-B/16, the impala image, class 352), drawn as notebook 3 draws its maps."""
-    image = Preprocessing(spec["preprocessing"])(load_image(sample.path))
+    image = Preprocessing(ModelSpec.from_params(spec, name).preprocessing)(load_image(sample.path))
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     grads = gradients.block_gradients(model.eval(), image.unsqueeze(0), torch.tensor([sample.class_index]), loss)

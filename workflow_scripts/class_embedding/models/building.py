@@ -1,4 +1,4 @@
-"""Building timm ViTs from a config entry, checkpoints, and the input preprocessing."""
+"""Building timm ViTs from a config entry (:class:`ModelSpec`) and checking them against it."""
 
 from __future__ import annotations
 
@@ -11,20 +11,22 @@ import torch
 
 from ..errors import InputError
 from .checkpoints import sha256, unsafe_types
+from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-def build_model(spec: dict, name: str):
+def build_model(spec: ModelSpec | dict, name: str):
     """An untrained timm model of the entry's architecture, checked against what the config declares."""
     import timm
 
+    spec = ModelSpec.from_params(spec, name)
     try:
-        model = timm.create_model(spec["arch"], pretrained=False, **spec.get("kwargs", {}))
+        model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise InputError(
-                f"models.{name}.arch: '{spec['arch']}' is not a timm model; pick one from timm.list_models()."
+                f"models.{name}.arch: '{spec.arch}' is not a timm model; pick one from timm.list_models()."
             ) from None
         raise
     check_declared(model, spec, name)
@@ -37,7 +39,7 @@ def final_norm(model) -> str:
     return "norm" if isinstance(model.fc_norm, torch.nn.Identity) else "fc_norm"
 
 
-def check_declared(model, spec: dict, name: str) -> None:
+def check_declared(model, spec: ModelSpec, name: str) -> None:
     """The config's description of a model (blocks, classes, tokens, final norm) matches it."""
     declared = {
         "num_blocks": len(model.blocks),
@@ -47,17 +49,18 @@ def check_declared(model, spec: dict, name: str) -> None:
         "final_norm": final_norm(model),
     }
     for key, actual in declared.items():
-        if key in spec and spec[key] != actual:
-            raise InputError(f"models.{name}.{key} is {spec[key]} but the timm model '{spec['arch']}' has {actual}.")
+        declared_value = getattr(spec, key)
+        if declared_value is not None and declared_value != actual:
+            raise InputError(f"models.{name}.{key} is {declared_value} but the timm model '{spec.arch}' has {actual}.")
 
 
-def random_model(spec: dict, name: str, seed: int):
+def random_model(spec: ModelSpec | dict, name: str, seed: int):
     """The random-initialisation twin: timm's own initialisation under a fixed seed."""
     torch.manual_seed(seed)
     return build_model(spec, name)
 
 
-def timm_pretrained(spec: dict, name: str, tag: str, cache_dir: str | os.PathLike | None = None,
+def timm_pretrained(spec: ModelSpec | dict, name: str, tag: str, cache_dir: str | os.PathLike | None = None,
                     file: str | os.PathLike | None = None, **overrides) -> torch.nn.Module:
     """A model with timm's pretrained weights of ``tag`` (e.g.
     ``vit_base_patch16_224.augreg_in21k_ft_in1k``), through timm's own loading (and key
@@ -65,9 +68,10 @@ def timm_pretrained(spec: dict, name: str, tag: str, cache_dir: str | os.PathLik
     pre-fetched weights); ``overrides`` replace keyword arguments (``num_classes`` for fine-tuning)."""
     import timm
 
+    spec = ModelSpec.from_params(spec, name)
     if "." not in tag:
         raise InputError(f"models.{name}.weights.tag '{tag}' names no pretrained tag: write <arch>.<tag>.")
-    kwargs = {**spec.get("kwargs", {}), **overrides}
+    kwargs = {**spec.kwargs, **overrides}
     overlay = {"file": str(file)} if file is not None else None
     try:
         model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **kwargs)
@@ -107,18 +111,19 @@ def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -
         lens.audit(model, hooks.record.last_state, logits, f"checkpoint of {name}")
 
 
-def model_metadata(spec: dict, name: str, checkpoint: str | os.PathLike) -> dict:
+def model_metadata(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathLike) -> dict:
     """What every table computed from a model records about it in its Parquet metadata."""
+    spec = ModelSpec.from_params(spec, name)
     return {
         "model": name,
-        "display_name": spec["display_name"],
-        "arch": spec["arch"],
-        "num_classes": spec["num_classes"],
-        "num_blocks": spec["num_blocks"],
-        "class_token": spec["class_token"],
-        "token_grid": spec["token_grid"],
+        "display_name": spec.display_name,
+        "arch": spec.arch,
+        "num_classes": spec.num_classes,
+        "num_blocks": spec.num_blocks,
+        "class_token": spec.class_token,
+        "token_grid": spec.token_grid,
         "weights_sha256": sha256(checkpoint),
-        "preprocessing": spec["preprocessing"],
+        "preprocessing": spec.preprocessing,
     }
 
 
