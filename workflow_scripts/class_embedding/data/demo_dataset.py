@@ -616,31 +616,15 @@ def _write_categories(path: Path, plan: DatasetPlan) -> None:
 def write_demo_dataset(
     images_dir: str | os.PathLike,
     categories_file: str | os.PathLike,
-    *,
-    num_classes: int = 32,
-    num_unannotated_classes: int = 2,
-    images_per_class: dict | None = None,
-    short_validation_classes: int = 1,
-    image_size: tuple[int, int] = (56, 96),
-    context_correlation: float = 0.7,
-    classes_per_background: int = 4,
-    seed: int = 0,
+    **plan_options,
 ) -> dict:
     """Write the dataset to ``images_dir`` and the category list; return a short summary.
+    ``plan_options`` are the keyword arguments of :func:`plan_dataset`.
 
     Files are written into a hidden sibling directory that is renamed into place at the end, so an
     interrupted run never leaves a half-written ``images_dir``.
     """
-    plan = plan_dataset(
-        num_classes=num_classes,
-        num_unannotated_classes=num_unannotated_classes,
-        images_per_class=images_per_class,
-        short_validation_classes=short_validation_classes,
-        image_size=image_size,
-        context_correlation=context_correlation,
-        classes_per_background=classes_per_background,
-        seed=seed,
-    )
+    plan = plan_dataset(**plan_options)
     images_dir = Path(images_dir)
     partial = images_dir.with_name(f".{images_dir.name}.partial")
     if partial.exists():

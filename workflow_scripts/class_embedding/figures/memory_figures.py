@@ -35,15 +35,7 @@ from ..analyses.memory_statistics import (
 )
 from ..analyses.statistics import permutation_rng
 from ..tables import write_csv
-from .plotting import (
-    STAR_LINE,
-    box_line_color,
-    label_blocks,
-    model_colors,
-    new_figure,
-    remove_unused,
-    save_figure,
-)
+from .plotting import STAR_LINE, box_line_color, label_blocks, model_colors, new_figure, remove_unused, save_figure
 
 log = logging.getLogger(__name__)
 
