@@ -100,8 +100,8 @@ def main() -> None:
     )  # fmt: skip
     model = setup.model.eval()
     probe_table = tables.read_table(results / "data" / dataset / "probe_stimuli.parquet")
-    preprocessing = preprocessing.Preprocessing(spec["preprocessing"])
-    probe_set = probes.LabelledImages(probe_table, images_dir, preprocessing)
+    preprocess = preprocessing.Preprocessing(spec["preprocessing"])
+    probe_set = probes.LabelledImages(probe_table, images_dir, preprocess)
     probe_images = torch.stack([probe_set[i][0] for i in range(len(probe_set))])
     probe_labels = probe_set.targets
     stimuli = torch.stack([setup.dataset[i] for i in range(len(setup.dataset))])
