@@ -26,8 +26,8 @@ TOLERANCES = {"logit_tolerance": 5e-4, "rank_tolerance": 0}  # the schema's defa
 
 def spec(preprocessing=SQUASH):
     return {"display_name": "tiny", "dataset": "micro", "arch": "vit_base_patch16_224", "kwargs": TINY,
-            "num_blocks": 2, "token_grid": 4, "class_token": True, "num_classes": NUM_CLASSES, "weights": {"source": "timm", "tag": "tiny.seed0"},
-            "preprocessing": preprocessing}  # fmt: skip
+            "num_blocks": 2, "token_grid": 4, "class_token": True, "num_classes": NUM_CLASSES,
+            "weights": {"source": "timm", "tag": "tiny.seed0"}, "preprocessing": preprocessing}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
