@@ -1,7 +1,7 @@
 """Notebook 1 targets (METHOD §5): identifiability tables and figures from the extracted tables.
 
 One function per target, named like the target; each takes the trained ``models`` (dicts in
-config order, see :func:`run`) and the rule's ``output`` and writes its files atomically. Figures
+config order, the rule's ``params.models``) and the rule's ``output`` and writes its files atomically. Figures
 write ``output.pdf``, ``output.png`` and the plotted numbers as a tidy CSV ``output.data``; tables
 write ``output.csv``.
 """
@@ -74,10 +74,6 @@ def block_ci(model: dict, block: int) -> np.ndarray:
     """Class identifiability of every (image, token) of the residual stream after ``block``."""
     ranks = load_block(model["extract_dir"], block, "rank")
     return class_identifiability(ranks, model["num_classes"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared styling and output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +380,3 @@ def fig_change_rate(models: list[dict], output, seed=None) -> None:
         ax.set_ylabel("Change rate")
     remove_unused(fig, axes, len(models))
     save_figure(fig, data, output)
-
-
-# ---------------------------------------------------------------------------------------------
-# Snakemake entry point

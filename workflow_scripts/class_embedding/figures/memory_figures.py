@@ -1,14 +1,11 @@
 """Notebook 2 targets on key–value memories (METHOD §4.11, §5): figures and the value-vector table.
 
-One function per target, named like the target, with the signature of :mod:`figures` targets:
-``target(models, output, seed, **options)``. Each model dict is a ``describe_model`` entry plus
-``memories``, the directory of its cached value projections (:mod:`memories`,
-``class_memories.parquet`` and ``memory_classes.parquet``). The activated memories and the
-sublayer predictions come from the extraction tables ``attn_<b>``/``mlp_<b>.parquet``.
-
-For a post-norm (GAP) model every statistic is computed for both value projections: without the
-block post-norm, as the paper (plotted; METHOD §7.12), and scaled by it (the correction); the
-CSVs hold both (column ``includes_post_norm``; ``plotted`` marks the variant drawn).
+One function per target, named like the target: ``target(models, output, seed, n_permutations,
+n_bootstrap, **options)``, each taking what it needs. The numbers come from
+:mod:`class_embedding.analyses.memory_statistics` (which describes the model dicts); here they are
+drawn. For a post-norm (GAP) model the CSVs hold both value projections, without the block
+post-norm as the paper (plotted; METHOD §7.12) and scaled by it (column ``includes_post_norm``;
+``plotted`` marks the variant drawn).
 """
 
 from __future__ import annotations
@@ -42,14 +39,6 @@ log = logging.getLogger(__name__)
 TYPE_COLORS = {"attn": "#1f78b4", "mlp": "#33a02c"}  # "Paired" blue / green, as in notebook 2
 MEAN_COLOR = "red"
 BASELINE_COLOR = "grey"
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics per model
-
 
 # ---------------------------------------------------------------------------------------------
 # Shared layout
