@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
-from class_embedding import models  # noqa: E402  (needs the path above)
+from class_embedding.models import building
 
 
 def argument_parser(doc: str, name: str, quick_help: str, with_config: bool = True) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def prepare(args: argparse.Namespace) -> torch.device:
     """Applies --threads and resolves --device."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    return models.pick_device(args.device)
+    return building.pick_device(args.device)
 
 
 def synchronize(device: torch.device) -> None:

@@ -1,9 +1,9 @@
 """Benchmark: the explainability perturbation test batched by kept count against one image at a time.
 
 The original evaluated every (ordering, n, image) with its own forward (METHOD §4.13).
-:func:`class_embedding.explain_perturbation.evaluate_curves` forwards, at each number n of kept
+:func:`class_embedding.analyses.explain_perturbation.evaluate_curves` forwards, at each number n of kept
 tokens, every (ordering, image) pair together (all have n + 1 tokens), in chunks of
-``explainability.tokens_per_batch`` tokens; :func:`~class_embedding.explain_perturbation.one_at_a_time`
+``explainability.tokens_per_batch`` tokens; :func:`~class_embedding.analyses.explain_perturbation.one_at_a_time`
 is the one-image loop. Both run on the [CLS] demo models of ``config.yaml`` (random weights,
 in-memory random images; one importance ordering in both directions and ten seeded random
 permutations, built as the rule builds its curves), every 7th n from 1 to N, alternating the two
@@ -20,12 +20,13 @@ import statistics
 import time
 from pathlib import Path
 
+import benchmark_common  # puts the workflow package on the path
 import numpy as np
 import torch
 import yaml
 
-import benchmark_common  # puts the workflow package on the path
-from class_embedding import explain_perturbation, models
+from class_embedding.analyses import explain_perturbation
+from class_embedding.models import building
 
 # (images, timed repetitions of each variant) per setting
 SETTINGS = {"default": (64, 2), "quick": (8, 1)}
@@ -38,7 +39,7 @@ def benchmark_model(
     name: str, spec: dict, n_images: int, repeats: int, device, tokens_per_batch: int, seed: int
 ) -> dict:
     torch.manual_seed(seed)
-    model = models.build_model(spec, name).to(device).eval()
+    model = building.build_model(spec, name).to(device).eval()
     n_tokens = model.patch_embed.num_patches
     size = model.patch_embed.img_size
     images = torch.randn(n_images, 3, *size, generator=torch.Generator().manual_seed(seed))

@@ -4,7 +4,7 @@ For a ViT-B/16-shaped model and the demo models of ``config.yaml`` (random weigh
 fixed batch:
 
 1. time of the bare forward ``model(x)`` and of the forward with the lens hooks, exactly as
-   :func:`class_embedding.extraction.extract_shard` runs it (``set_targets``, forward,
+   :func:`class_embedding.extraction.shards.extract_shard` runs it (``set_targets``, forward,
    ``lens.audit``, ``.cpu()`` of every reduction and of the logits), interleaved
    bare, lens, bare, lens, … after a warm-up, so that a noisy shared machine slows both alike;
 2. stored Parquet bytes per image: ``extract_shard`` run for real on a few random JPEGs in a
@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchmark_common  # puts the workflow package on the path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,8 +36,9 @@ import torch
 import yaml
 from PIL import Image
 
-import benchmark_common  # puts the workflow package on the path
-from class_embedding import extraction, imagenet_s, lens, models
+from class_embedding.data import imagenet_s
+from class_embedding.extraction import lens, shards
+from class_embedding.models import building, preprocessing
 
 RATIO_GOAL = 1.5
 RATIO_AIM = 1.2
@@ -77,7 +79,7 @@ def model_cases(config_path: str, device: torch.device) -> list[dict]:
         cases.append(
             {
                 "name": name,
-                "build": lambda spec=spec, name=name: models.build_model(spec, name),
+                "build": lambda spec=spec, name=name: building.build_model(spec, name),
                 "preprocessing": spec["preprocessing"],
                 "batch": demo_batch,
                 "size": "small",
@@ -176,11 +178,11 @@ def stored_bytes(model, case: dict, n_images: int, device: torch.device, rng) ->
         stimuli = write_stimuli(tmp / "images", n_images, model.num_classes, input_size(case["preprocessing"]), rng)
         shard = tmp / "shard"
         start = time.perf_counter()
-        extraction.extract_shard(
+        shards.extract_shard(
             model,
             stimuli,
             tmp / "images",
-            models.Preprocessing(case["preprocessing"]),
+            preprocessing.Preprocessing(case["preprocessing"]),
             shard,
             batch_size=case["batch"],
             device=device,

@@ -1,6 +1,6 @@
 """Where the lens spends its time: each step of the per-state reduction, timed inside the forward.
 
-A subclass of :class:`class_embedding.lens.ClassEmbeddingLens` repeats ``_reduce`` and the
+A subclass of :class:`class_embedding.extraction.lens.ClassEmbeddingLens` repeats ``_reduce`` and the
 memory hook step by step with a timer around each step (the steps mirror lens.py; keep them in
 sync when it changes), then micro-benchmarks a few alternatives on the same tensors. CPU-oriented:
 on CUDA the per-step timers would need synchronisation and mean little.
@@ -17,11 +17,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import benchmark_common  # puts the workflow package on the path
 import timm
 import torch
 
-import benchmark_common  # puts the workflow package on the path
-from class_embedding import lens, models
+from class_embedding.extraction import lens
+from class_embedding.models import building
 
 
 class TimedLens(lens.ClassEmbeddingLens):
@@ -163,7 +164,7 @@ def main() -> None:
         import yaml
 
         spec = yaml.safe_load(Path(args.config).read_text())["models"][args.config_model]
-        model = models.build_model(spec, args.config_model)
+        model = building.build_model(spec, args.config_model)
         args.arch = args.config_model
     else:
         model = timm.create_model(args.arch, pretrained=False).eval()

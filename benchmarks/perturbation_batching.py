@@ -1,8 +1,8 @@
 """Benchmark: batched attention and token perturbations against one image at a time.
 
 The original ran every perturbation with batch 1 in stimulus order (METHOD §4.9, §4.10). Here
-:func:`class_embedding.perturbation.attention_perturbation` batches all images, and
-:func:`~class_embedding.perturbation.token_perturbation` groups them by kept length. Both are
+:func:`class_embedding.analyses.perturbation.attention_perturbation` batches all images, and
+:func:`~class_embedding.analyses.perturbation.token_perturbation` groups them by kept length. Both are
 timed on the demo models of ``config.yaml`` (random weights, in-memory random images and random
 class/context labels with the demo's ≈25% class tokens), once with the config's
 ``extraction.batch_size`` and once with batch size 1 (the one-image-at-a-time loop), alternating
@@ -20,13 +20,14 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import benchmark_common  # puts the workflow package on the path
 import numpy as np
 import torch
 import yaml
 
-import benchmark_common  # puts the workflow package on the path
-from class_embedding import models, perturbation
-from class_embedding.perturbation_masks import ATTENTION_TYPES, MASK_TYPES, kept_token_mask
+from class_embedding.analyses import perturbation
+from class_embedding.analyses.perturbation_masks import ATTENTION_TYPES, MASK_TYPES, kept_token_mask
+from class_embedding.models import building
 
 RATIO_GOAL = 10.0
 CLASS_TOKEN_FRACTION = 0.25  # share of class-labelled tokens in the demo's token labels
@@ -66,7 +67,7 @@ def main() -> None:
 
     results = []
     for name, spec in cls_models(config).items():
-        model = models.build_model(spec, name).to(device)
+        model = building.build_model(spec, name).to(device)
         height, width = spec["preprocessing"]["resize"]
         images = list(torch.randn(n_images, 3, height, width))
         stimuli = np.arange(n_images)

@@ -2,7 +2,7 @@
 
 The original (METHOD §4.14) fitted each (layer, token) probe with scikit-learn
 ``Ridge(alpha=1.0, solver="lsqr")``, which stops LSQR at its tolerance; the workflow solves the
-same regularised least squares exactly (:class:`class_embedding.probes.RidgeAccumulator`). This
+same regularised least squares exactly (:class:`class_embedding.analyses.probes.RidgeAccumulator`). This
 script measures how far that moves the results on a finished demo run: both fits on the same
 activations of the same probe images (the run's probe split), scored on the run's stimuli, then
 
@@ -25,12 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchmark_common  # puts the workflow package on the path
 import numpy as np
 import torch
 import yaml
 
-import benchmark_common  # puts the workflow package on the path
-from class_embedding import explain_auc, explain_perturbation, lens, models, perturbation, probes, tables
+from class_embedding import tables
+from class_embedding.analyses import explain_auc, explain_perturbation, perturbation, probes
+from class_embedding.extraction import lens
+from class_embedding.models import preprocessing
 
 
 def parse_args():
@@ -97,8 +100,8 @@ def main() -> None:
     )  # fmt: skip
     model = setup.model.eval()
     probe_table = tables.read_table(results / "data" / dataset / "probe_stimuli.parquet")
-    preprocessing = models.Preprocessing(spec["preprocessing"])
-    probe_set = probes.LabelledImages(probe_table, images_dir, preprocessing)
+    preprocess = preprocessing.Preprocessing(spec["preprocessing"])
+    probe_set = probes.LabelledImages(probe_table, images_dir, preprocess)
     probe_images = torch.stack([probe_set[i][0] for i in range(len(probe_set))])
     probe_labels = probe_set.targets
     stimuli = torch.stack([setup.dataset[i] for i in range(len(setup.dataset))])

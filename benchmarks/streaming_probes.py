@@ -3,7 +3,7 @@
 The original (METHOD §4.14, §7.23) fits one probe per (layer, token): for each pair it runs the
 network over all probe images and all stimuli to extract that one token's features, fits
 scikit-learn ``Ridge(alpha=1, solver="lsqr")`` on the ±1 targets and ranks the stimuli's
-correct class. :func:`class_embedding.probes.fit_and_score` instead accumulates every pair's
+correct class. :func:`class_embedding.analyses.probes.fit_and_score` instead accumulates every pair's
 sufficient statistics in one pass over the probe images (block chunks within a memory budget),
 solves them in closed form and scores every pair in one pass over the stimuli.
 
@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import os
 
+import benchmark_common  # puts the workflow package on the path
 import numpy as np
 import torch
 
-import benchmark_common  # puts the workflow package on the path
-from class_embedding import lens, probes
+from class_embedding.analyses import probes
+from class_embedding.extraction import lens
 
 SHAPES = {
     # name: timm architecture and keyword arguments, image size

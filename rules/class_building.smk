@@ -4,7 +4,7 @@
 # named like their rules; captions (report/<rule>.rst) say which paper figure each reproduces.
 
 # Permutations of the class/context tests, as in the paper (METHOD §4.7).
-CONTEXT_PERMUTATIONS = 300
+CONTEXT_PERMUTATIONS = config["statistics"]["permutations"]
 
 
 rule fig_class_building:

@@ -52,6 +52,8 @@ for target, (needs, names, options) in MEMORY_TARGETS.items():
         params:
             models=[{**describe_model(name), "memories": f"results/memories/{name}"} for name in names],
             seed=config["seed"],
+            n_permutations=config["statistics"]["permutations"],
+            n_bootstrap=config["statistics"]["bootstrap"],
             options=options,
         conda:
             "../envs/plotting.yaml"

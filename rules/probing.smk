@@ -74,6 +74,7 @@ rule fig_probe_vs_projection_acc:
     params:
         model=lambda wildcards: describe_model(wildcards.model),
         seed=config["seed"],
+        n_bootstrap=config["statistics"]["bootstrap"],
     conda:
         "../envs/plotting.yaml"
     log:
@@ -127,6 +128,7 @@ rule fig_linear_probing_all:
     params:
         model=lambda wildcards: describe_model(wildcards.model),
         seed=config["seed"],
+        n_bootstrap=config["statistics"]["bootstrap"],
     conda:
         "../envs/plotting.yaml"
     log:

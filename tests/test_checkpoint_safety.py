@@ -18,8 +18,9 @@ import pytest
 import torch
 import yaml
 
-from class_embedding import cifar, downloads, models
+from class_embedding.data import cifar, downloads
 from class_embedding.errors import InputError
+from class_embedding.models import building, checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN = f"{open.__module__}.{open.__qualname__}"  # how the payload's callable is named in the pickle
@@ -39,12 +40,13 @@ class CreatesMarker:
 def tiny_spec(arch="deit_base_patch16_224"):
     return {"display_name": arch, "dataset": "micro", "arch": arch, "kwargs": dict(TINY), "num_blocks": 2,
             "token_grid": 4, "class_token": True, "num_classes": 7, "final_norm": "norm",
-            "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, "random_twin": False}
+            "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, "random_twin": False,
+            "weights": {"source": "demo_training"}}
 
 
 def malicious_checkpoint(path: Path, marker: Path) -> Path:
     """A release-like checkpoint: real weights under state_dict, plus the payload beside them."""
-    weights = models.random_model(tiny_spec(), "evil", seed=0).state_dict()
+    weights = building.random_model(tiny_spec(), "evil", seed=0).state_dict()
     torch.save({"epoch": 1, "state_dict": weights, "args": CreatesMarker(marker)}, path)
     return path
 
@@ -62,13 +64,13 @@ def test_reading_a_checkpoint_that_runs_code_is_refused(tmp_path, legacy_format)
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "args": CreatesMarker(marker)}, path, _use_new_zipfile_serialization=not legacy_format)
     with pytest.raises(InputError) as refused:
-        models.read_state_dict(path, "deit", state_dict_key="state_dict")
+        checkpoints.read_state_dict(path, "deit", state_dict_key="state_dict")
     message = str(refused.value)
     assert str(path) in message and "model 'deit'" in message
     assert OPEN in message, "the message names the type the file asks for"
     assert "weights_only=False" in message and "plain_state_dict.pt" in message, "and says how to convert it"
     with pytest.raises(InputError, match=OPEN):
-        models.load_checkpoint(models.build_model(tiny_spec(), "deit"), path, "deit")
+        checkpoints.load_checkpoint(building.build_model(tiny_spec(), "deit"), path, "deit")
     assert not marker.exists()
 
 
@@ -78,7 +80,7 @@ def test_timm_loading_of_a_file_that_runs_code_is_refused(tmp_path):
     torch.save({"payload": CreatesMarker(marker)}, path)
     spec = {**tiny_spec("vit_base_patch16_224"), "kwargs": {**TINY, "num_classes": 1000}, "num_classes": 1000}
     with pytest.raises(InputError, match=f"{path}.*{OPEN}"):
-        models.timm_pretrained(spec, "vit", "vit_base_patch16_224.augreg_in21k_ft_in1k", tmp_path / "cache", file=path)
+        building.timm_pretrained(spec, "vit", "vit_base_patch16_224.augreg_in21k_ft_in1k", tmp_path / "cache", file=path)
     assert not marker.exists()
 
 

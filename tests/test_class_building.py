@@ -11,9 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from class_embedding import class_building as cb
-from class_embedding import class_building_figures as cbf
+from class_embedding.analyses import class_building, statistics
 from class_embedding.errors import InputError
+from class_embedding.extraction import reader
+from class_embedding.figures import class_building_figures
 from class_embedding.tables import write_table
 
 # ---------------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ M1[1, 1] = 5  # Δ_mlp = -1 everywhere but image 1, token 1
 
 
 def test_sublayer_change_rates_with_class_token():
-    rates = cb.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, class_token=True)
+    rates = class_building.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, class_token=True)
     assert rates == {
         "attn - [CLS]": 1.0,  # Δ of token 0: 1, 1
         "attn - Image": 0.5,  # -1, 1, -1, 2, 1, 1, -1, -1: four of eight rise
@@ -37,13 +38,13 @@ def test_sublayer_change_rates_with_class_token():
 
 
 def test_sublayer_change_rates_gap_uses_all_tokens():
-    rates = cb.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, class_token=False)
+    rates = class_building.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, class_token=False)
     # All ten tokens: attn rises at 6 (1, 1, 2 and 1, 1, 1); mlp at 1.
     assert rates == {"attn - Image": 0.6, "mlp - Image": 0.1}
 
 
 def test_change_rate_is_strict():
-    rates = cb.sublayer_change_rates(H0, {"attn": H0}, class_token=True)
+    rates = class_building.sublayer_change_rates(H0, {"attn": H0}, class_token=True)
     assert rates == {"attn - [CLS]": 0.0, "attn - Image": 0.0}
 
 
@@ -55,7 +56,7 @@ MLP = np.array([[1, 0, 1, 1, 1], [0, 1, 1, 1, 1]])  # matches at 1, 5
 
 
 def test_residual_composition_bug_and_corrected():
-    composition = cb.residual_composition(OUT, PREV, ATTN, MLP)
+    composition = class_building.residual_composition(OUT, PREV, ATTN, MLP)
     assert composition["prev"] == pytest.approx(30.0)
     assert composition["attn"] == pytest.approx(30.0)
     assert composition["mlp"] == pytest.approx(20.0)
@@ -68,7 +69,7 @@ def test_residual_composition_bug_and_corrected():
 def test_composition_brute_force():
     rng = np.random.default_rng(7)
     out, prev, attn, mlp = rng.integers(0, 3, size=(4, 6, 9))
-    composition = cb.residual_composition(out, prev, attn, mlp)
+    composition = class_building.residual_composition(out, prev, attn, mlp)
     tokens = list(zip(out.ravel(), prev.ravel(), attn.ravel(), mlp.ravel()))
     share = lambda condition: 100 * sum(map(condition, tokens)) / len(tokens)  # noqa: E731
     assert composition["prev"] == pytest.approx(share(lambda t: t[0] == t[1]))
@@ -86,24 +87,24 @@ def test_label_grid_puts_image_token_t_at_position_t_plus_one_with_class_token()
     image = np.array([1, 0, 0, 1, 0, 1])
     token = np.array([0, 2, 0, 2, 1, 1])
     is_class = np.array([True, True, False, False, True, False])
-    grid = cb.label_grid(image, token, is_class, n_images=2, n_tokens=4, class_token=True)
+    grid = class_building.label_grid(image, token, is_class, n_images=2, n_tokens=4, class_token=True)
     np.testing.assert_array_equal(grid, [[-1, 0, 1, 1], [-1, 1, 0, 0]])
     values = np.arange(8).reshape(2, 4)
-    selected, selected_class = cb.labelled_values(values, grid)
+    selected, selected_class = class_building.labelled_values(values, grid)
     np.testing.assert_array_equal(selected, [1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(selected_class, [False, True, True, True, False, False])
 
 
 def test_label_grid_without_class_token_and_errors():
     image, token = np.repeat([0, 1], 2), np.tile([0, 1], 2)
-    grid = cb.label_grid(image, token, [1, 0, 0, 1], n_images=2, n_tokens=2, class_token=False)
+    grid = class_building.label_grid(image, token, [1, 0, 0, 1], n_images=2, n_tokens=2, class_token=False)
     np.testing.assert_array_equal(grid, [[1, 0], [0, 1]])
     with pytest.raises(ValueError, match="token grid"):  # a 3-token grid for a 2-token model
-        cb.label_grid(np.zeros(3), np.arange(3), [1, 0, 0], 1, 2, class_token=False)
+        class_building.label_grid(np.zeros(3), np.arange(3), [1, 0, 0], 1, 2, class_token=False)
     with pytest.raises(ValueError, match="1 image tokens unlabelled"):
-        cb.label_grid(image[:3], token[:3], [1, 0, 0], 2, 2, class_token=False)
+        class_building.label_grid(image[:3], token[:3], [1, 0, 0], 2, 2, class_token=False)
     with pytest.raises(ValueError, match="once"):  # image 0 token 0 twice, token 1 never
-        cb.label_grid(image, np.array([0, 0, 0, 1]), [1, 0, 0, 1], 2, 2, class_token=False)
+        class_building.label_grid(image, np.array([0, 0, 0, 1]), [1, 0, 0, 1], 2, 2, class_token=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,8 +129,8 @@ def test_permutation_test_equals_a_plain_loop(monkeypatch):
     is_class = rng.random(40) < 0.4
     values = rng.normal(size=40) + 0.3 * is_class
     # Force several chunks of relabellings.
-    monkeypatch.setattr(cb, "MASK_CHUNK_ELEMENTS", 3 * 40)
-    result = cb.permutation_test(values, is_class, 50, np.random.default_rng(11))
+    monkeypatch.setattr(statistics, "MASK_CHUNK_ELEMENTS", 3 * 40)
+    result = statistics.permutation_test(values, is_class, 50, np.random.default_rng(11))
     observed, p_value, p_corrected = loop_permutation_test(values, is_class, 50, np.random.default_rng(11))
     assert result["diff"] == pytest.approx(observed)
     assert result["p_value"] == p_value
@@ -141,9 +142,9 @@ def test_permutation_test_rows_are_tested_like_separate_calls():
     rng = np.random.default_rng(5)
     values = rng.normal(size=(3, 30))
     is_class = np.arange(30) < 12
-    stacked = cb.permutation_test(values, is_class, 40, np.random.default_rng(2))
+    stacked = statistics.permutation_test(values, is_class, 40, np.random.default_rng(2))
     for row in range(3):
-        single = cb.permutation_test(values[row], is_class, 40, np.random.default_rng(2))
+        single = statistics.permutation_test(values[row], is_class, 40, np.random.default_rng(2))
         assert stacked["p_value"][row] == single["p_value"]
         np.testing.assert_allclose(stacked["permuted"][row], single["permuted"])
 
@@ -151,23 +152,23 @@ def test_permutation_test_rows_are_tested_like_separate_calls():
 def test_permutation_test_is_reproducible_for_a_seed():
     values = np.random.default_rng(0).normal(size=25)
     is_class = np.arange(25) % 3 == 0
-    first = cb.permutation_test(values, is_class, 30, cb.permutation_rng(4, "m", "ci"))
-    second = cb.permutation_test(values, is_class, 30, cb.permutation_rng(4, "m", "ci"))
+    first = statistics.permutation_test(values, is_class, 30, statistics.permutation_rng(4, "m", "ci"))
+    second = statistics.permutation_test(values, is_class, 30, statistics.permutation_rng(4, "m", "ci"))
     np.testing.assert_array_equal(first["permuted"], second["permuted"])
-    other = cb.permutation_test(values, is_class, 30, cb.permutation_rng(5, "m", "ci"))
+    other = statistics.permutation_test(values, is_class, 30, statistics.permutation_rng(5, "m", "ci"))
     assert not np.array_equal(first["permuted"], other["permuted"])
 
 
 def test_permutation_test_obvious_difference_and_degenerate_cases():
     is_class = np.arange(20) < 8
     obvious = np.where(is_class, 10.0, 0.0) + np.linspace(0, 1, 20)
-    result = cb.permutation_test(obvious, is_class, 100, np.random.default_rng(0))
+    result = statistics.permutation_test(obvious, is_class, 100, np.random.default_rng(0))
     assert result["p_value"] == 0.0
     assert result["p_value_corrected"] == pytest.approx(1 / 101)
-    reversed_ = cb.permutation_test(-obvious, is_class, 100, np.random.default_rng(0))
+    reversed_ = statistics.permutation_test(-obvious, is_class, 100, np.random.default_rng(0))
     assert reversed_["p_value"] == 1.0
     # No class-labelled token: no test.
-    empty = cb.permutation_test(obvious, np.zeros(20, bool), 10, np.random.default_rng(0))
+    empty = statistics.permutation_test(obvious, np.zeros(20, bool), 10, np.random.default_rng(0))
     assert np.isnan(empty["diff"]) and np.isnan(empty["p_value"])
 
 
@@ -264,11 +265,11 @@ def run_figure(function, model, tmp_path, **kwargs):
 
 
 def test_load_top1_reorders_rows(models):
-    np.testing.assert_array_equal(cbf.load_top1(models[0]["extract_dir"], 1, "attn"), ATTN)
+    np.testing.assert_array_equal(reader.load_top1(models[0]["extract_dir"], 1, "attn"), ATTN)
 
 
 def test_fig_class_building_cls(models, tmp_path):
-    data = run_figure(cbf.fig_class_building, models[0], tmp_path)
+    data = run_figure(class_building_figures.fig_class_building, models[0], tmp_path)
     values = data.set_index(["block", "series"])["value"]
     # Block 2 (0-based 1): the hand-made rates and composition above.
     assert values[2, "attn - [CLS]"] == 1.0 and values[2, "attn - Image"] == 0.5
@@ -282,20 +283,20 @@ def test_fig_class_building_cls(models, tmp_path):
 
 
 def test_fig_class_building_gap(models, tmp_path):
-    data = run_figure(cbf.fig_class_building, models[1], tmp_path)
+    data = run_figure(class_building_figures.fig_class_building, models[1], tmp_path)
     rates = data[data["panel"] == "change_rate"].set_index("series")["value"]
     # All 8 tokens: attn rises at 3 (1, 1 and 1), mlp at 7.
     assert rates.to_dict() == {"attn - Image": 3 / 8, "mlp - Image": 7 / 8}
 
 
 def test_fig_context_identifiability(models, tmp_path):
-    data = run_figure(cbf.fig_context_identifiability, models[0], tmp_path, n_permutations=50)
+    data = run_figure(class_building_figures.fig_context_identifiability, models[0], tmp_path, n_permutations=50)
     per_block = data.drop_duplicates("block").set_index("block")
     is_class = LABELS.ravel() == "class"
     # The same relabellings as a direct call with the target's generator; rows: blocks 1 to 3.
     values = np.array([np.where(is_class, 1.0, 0.25), np.full(8, 0.5), np.where(is_class, 0.25, 1.0)])
-    direct = cb.permutation_test(values, is_class, 50,
-                                 cb.permutation_rng(0, "cls_model", "context_identifiability"))
+    direct = statistics.permutation_test(values, is_class, 50,
+                                 statistics.permutation_rng(0, "cls_model", "context_identifiability"))
     # Block 1: class CI 1, context CI 0.25 -> diff 0.75, never beaten by a relabelling; the
     # relabellings that redraw the observed split (1 in 70) tie, which only the corrected p counts.
     assert per_block.loc[1, "diff"] == pytest.approx(0.75)
@@ -316,14 +317,14 @@ def test_fig_context_identifiability(models, tmp_path):
 
 
 def test_fig_context_identifiability_gap(models, tmp_path):
-    data = run_figure(cbf.fig_context_identifiability, models[1], tmp_path, n_permutations=20)
+    data = run_figure(class_building_figures.fig_context_identifiability, models[1], tmp_path, n_permutations=20)
     per_block = data.drop_duplicates("block").set_index("block")
     assert per_block.loc[1, "diff"] == pytest.approx(0.75) and per_block.loc[2, "diff"] == 0.0
 
 
 def test_tab_context_change_rate_diff(models, tmp_path):
     output = SimpleNamespace(csv=tmp_path / "tab.csv")
-    cbf.tab_context_change_rate_diff(models=models, output=output, seed=0, n_permutations=30)
+    class_building_figures.tab_context_change_rate_diff(models=models, output=output, seed=0, n_permutations=30)
     table = pd.read_csv(output.csv).set_index(["model", "block"])
     # CLS block 2: Δ_attn of image tokens [-1, 1, -1, 2], [1, 1, -1, -1]; class mean
     # (-1 - 1 + 1 + 1)/4 = 0, context (1 + 2 - 1 - 1)/4 = 0.25.
@@ -341,5 +342,5 @@ def test_mismatched_token_labels_name_the_file(models, tmp_path):
     model = {**models[0], "token_grid": 3}
     write_layer(tmp_path, "hs_0", np.zeros((2, 10)))  # 9 image tokens but a 2 x 2 label grid
     with pytest.raises(InputError, match="token_labels_g2.parquet"):
-        cbf.fig_context_identifiability({**model, "extract_dir": str(tmp_path), "num_blocks": 1},
+        class_building_figures.fig_context_identifiability({**model, "extract_dir": str(tmp_path), "num_blocks": 1},
                                         SimpleNamespace(), seed=0, n_permutations=5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from class_embedding import demo_dataset
+from class_embedding.data import demo_dataset
 from class_embedding.errors import InputError
 
 SMALL = dict(

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from class_embedding import downloads
+from class_embedding.data import downloads
 from class_embedding.errors import InputError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

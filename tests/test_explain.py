@@ -8,9 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from class_embedding import explain_auc, explain_figures, explain_perturbation, gradients, lens, tables
+from class_embedding import tables
+from class_embedding.analyses import explain_auc, explain_perturbation, gradients
+from class_embedding.analyses.perturbation import TokenSelection
 from class_embedding.errors import InputError
-from class_embedding.perturbation import TokenSelection
+from class_embedding.extraction import lens
+from class_embedding.figures import explain_figures
 
 NUM_CLASSES = 5
 GRID = 3  # 9 image tokens + [CLS]

@@ -11,8 +11,10 @@ import pyarrow as pa
 import pytest
 import scipy.stats
 
-from class_embedding import figures
-from class_embedding import identifiability as ident
+from class_embedding.analyses import identifiability
+from class_embedding.errors import InputError
+from class_embedding.extraction import reader
+from class_embedding.figures import identifiability_figures
 from class_embedding.tables import write_table
 
 C = 4  # classes in every hand-made example
@@ -29,18 +31,18 @@ RANKS = np.array(
 
 def test_class_identifiability_is_one_minus_rank_over_classes():
     expected = [[1, 1, 0.75, 1], [0.5, 0.25, 0.75, 0.5], [1, 0.75, 1, 1]]
-    np.testing.assert_allclose(ident.class_identifiability(RANKS, C), expected)
+    np.testing.assert_allclose(identifiability.class_identifiability(RANKS, C), expected)
 
 
 def test_image_tokens_drop_token_zero_only_with_class_token_or_paper_convention():
-    assert ident.image_tokens(class_token=True) == slice(1, None)
-    assert ident.image_tokens(class_token=False) == slice(None)
-    assert ident.image_tokens(class_token=False, paper_convention=True) == slice(1, None)
+    assert identifiability.image_tokens(class_token=True) == slice(1, None)
+    assert identifiability.image_tokens(class_token=False) == slice(None)
+    assert identifiability.image_tokens(class_token=False, paper_convention=True) == slice(1, None)
 
 
 def test_rates_with_class_token():
     # Image tokens 1..3: identifiable counts 2, 0, 2 of 3 -> mean 4/9; 2 of 3 images have one.
-    rates = ident.identifiability_rates(RANKS, ident.image_tokens(True))
+    rates = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(True))
     assert rates["pct_tokens"] == pytest.approx(100 * 4 / 9)
     assert rates["pct_images"] == pytest.approx(100 * 2 / 3)
     assert rates["n_identifiable_images"] == 2
@@ -50,60 +52,60 @@ def test_rates_with_class_token():
 
 def test_rates_gap_corrected_and_paper_convention():
     # All 4 tokens: counts 3, 0, 3 of 4 -> 50 %.
-    corrected = ident.identifiability_rates(RANKS, ident.image_tokens(False))
+    corrected = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(False))
     assert corrected["pct_tokens"] == pytest.approx(50.0)
     assert corrected["n_image_tokens"] == 4
     # Paper drops token 0 although it is an image token: the class-token numbers.
-    paper = ident.identifiability_rates(RANKS, ident.image_tokens(False, paper_convention=True))
+    paper = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(False, paper_convention=True))
     assert paper["pct_tokens"] == pytest.approx(100 * 4 / 9)
 
 
 def test_percent_images_counts_images_with_any_identifiable_token():
     ranks = np.array([[5, 5, 0], [5, 5, 5], [0, 5, 5], [5, 5, 5]])
     # Image tokens 1..2: only image 0 has a rank-0 image token (image 2's is the [CLS]).
-    rates = ident.identifiability_rates(ranks, slice(1, None))
+    rates = identifiability.identifiability_rates(ranks, slice(1, None))
     assert rates["pct_images"] == pytest.approx(25.0)
     assert rates["n_identifiable_images"] == 1
-    counts = ident.identifiable_token_counts(ranks, slice(1, None))
+    counts = identifiability.identifiable_token_counts(ranks, slice(1, None))
     np.testing.assert_array_equal(counts, [1, 0, 0, 0])
 
 
 def test_accuracy_in_percent():
-    assert ident.accuracy(np.array([True, False, True, True])) == pytest.approx(75.0)
+    assert identifiability.accuracy(np.array([True, False, True, True])) == pytest.approx(75.0)
 
 
 def test_token_types_split_cls_and_image_tokens():
-    ci = ident.class_identifiability(RANKS, C)
-    split = ident.token_types(ci, class_token=True)
-    np.testing.assert_allclose(split[ident.CLS], [1, 0.5, 1])
-    assert split[ident.IMAGE].mean() == pytest.approx(7 / 9)
-    gap = ident.token_types(ci, class_token=False)
-    assert list(gap) == [ident.IMAGE]
-    assert gap[ident.IMAGE].shape == (3, 4)
+    ci = identifiability.class_identifiability(RANKS, C)
+    split = identifiability.token_types(ci, class_token=True)
+    np.testing.assert_allclose(split[identifiability.CLS], [1, 0.5, 1])
+    assert split[identifiability.IMAGE].mean() == pytest.approx(7 / 9)
+    gap = identifiability.token_types(ci, class_token=False)
+    assert list(gap) == [identifiability.IMAGE]
+    assert gap[identifiability.IMAGE].shape == (3, 4)
 
 
 def test_group_blocks_averages_consecutive_pairs():
-    np.testing.assert_allclose(ident.group_blocks([0.5, 0.7, 0.8, 1.0], 2), [0.6, 0.9])
-    np.testing.assert_allclose(ident.group_blocks([0.5, 0.7, 0.8], 1), [0.5, 0.7, 0.8])
+    np.testing.assert_allclose(identifiability.group_blocks([0.5, 0.7, 0.8, 1.0], 2), [0.6, 0.9])
+    np.testing.assert_allclose(identifiability.group_blocks([0.5, 0.7, 0.8], 1), [0.5, 0.7, 0.8])
     with pytest.raises(ValueError, match="groups of 2"):
-        ident.group_blocks([0.5, 0.7, 0.8], 2)
+        identifiability.group_blocks([0.5, 0.7, 0.8], 2)
 
 
 def test_change_rate_counts_strict_increases():
     before = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     after = np.array([[2.0, 2.0, 1.0], [1.0, -1.0, 5.0]])
     # All tokens: increases at (0,0), (1,0), (1,2) -> 3/6; an equal logit is no increase.
-    assert ident.change_rate(before, after, slice(None)) == pytest.approx(0.5)
+    assert identifiability.change_rate(before, after, slice(None)) == pytest.approx(0.5)
     # Tokens 1..2: only (1,2) -> 1/4.
-    assert ident.change_rate(before, after, slice(1, None)) == pytest.approx(0.25)
+    assert identifiability.change_rate(before, after, slice(1, None)) == pytest.approx(0.25)
 
 
 def test_wilcoxon_greater_exact_case():
     # Five distinct positive differences: the exact one-sided p is 1/2**5.
     random = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
     trained = random + np.array([0.01, 0.02, 0.03, 0.04, 0.05])
-    assert ident.wilcoxon_greater(trained, random) == pytest.approx(1 / 32)
-    assert ident.wilcoxon_greater(random, trained) == pytest.approx(1.0)
+    assert identifiability.wilcoxon_greater(trained, random) == pytest.approx(1 / 32)
+    assert identifiability.wilcoxon_greater(random, trained) == pytest.approx(1.0)
 
 
 def test_wilcoxon_greater_agrees_with_scipy_and_handles_ties():
@@ -111,11 +113,11 @@ def test_wilcoxon_greater_agrees_with_scipy_and_handles_ties():
     random = rng.integers(0, 100, size=(30, 5)) / 100
     trained = np.minimum(random + rng.integers(0, 3, size=random.shape) / 100, 1)
     expected = scipy.stats.wilcoxon(trained.ravel(), random.ravel(), alternative="greater").pvalue
-    assert ident.wilcoxon_greater(trained, random) == pytest.approx(expected)
-    assert ident.wilcoxon_greater(trained, random) < 0.05
-    assert ident.wilcoxon_greater(random, random) == 1.0  # every pair tied: no evidence
+    assert identifiability.wilcoxon_greater(trained, random) == pytest.approx(expected)
+    assert identifiability.wilcoxon_greater(trained, random) < 0.05
+    assert identifiability.wilcoxon_greater(random, random) == 1.0  # every pair tied: no evidence
     with pytest.raises(ValueError, match="pair"):
-        ident.wilcoxon_greater(random, random[:, :4])
+        identifiability.wilcoxon_greater(random, random[:, :4])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +158,8 @@ def write_extract(directory, ranks_per_block, logits_per_block, correct, shuffle
 def test_load_block_reorders_rows_and_rejects_incomplete_grids(tmp_path):
     ranks = np.arange(12).reshape(3, 4)
     write_extract(tmp_path, [ranks], [ranks * 0.5], [True] * 3, shuffle=True)
-    np.testing.assert_array_equal(figures.load_block(tmp_path, 0, "rank"), ranks)
-    np.testing.assert_allclose(figures.load_block(tmp_path, 0, "logit"), ranks * 0.5)
+    np.testing.assert_array_equal(reader.load_block(tmp_path, 0, "rank"), ranks)
+    np.testing.assert_allclose(reader.load_block(tmp_path, 0, "logit"), ranks * 0.5)
 
     # Image 1 lacks token 1.
     table = pa.table(
@@ -168,8 +170,8 @@ def test_load_block_reorders_rows_and_rejects_incomplete_grids(tmp_path):
         }
     )
     write_table(table, tmp_path / "hs_1.parquet")
-    with pytest.raises(ValueError, match="complete image x token grid"):
-        figures.load_block(tmp_path, 1, "rank")
+    with pytest.raises(InputError, match="complete image x token grid"):
+        reader.load_block(tmp_path, 1, "rank")
 
 
 # cls_model: [CLS] + 3 image tokens, 2 blocks, random twin. gap_model: 4 image tokens, no twin,
@@ -224,7 +226,7 @@ def run_figure(function, models, tmp_path):
 
 def test_tab_identifiability_rates(models, tmp_path):
     output = SimpleNamespace(csv=tmp_path / "rates.csv")
-    figures.tab_identifiability_rates(models=models, output=output, seed=0)
+    identifiability_figures.tab_identifiability_rates(models=models, output=output, seed=0)
     table = pd.read_csv(output.csv).set_index("model")
     assert list(table.index) == ["cls_model", "gap_model"]
     cls, gap = table.loc["cls_model"], table.loc["gap_model"]
@@ -246,19 +248,19 @@ def test_tab_identifiability_rates(models, tmp_path):
 
 def test_tab_identifiability_random(models, tmp_path):
     output = SimpleNamespace(csv=tmp_path / "random.csv")
-    figures.tab_identifiability_random(models=models, output=output, seed=0)
+    identifiability_figures.tab_identifiability_random(models=models, output=output, seed=0)
     table = pd.read_csv(output.csv)
     assert list(table["model"]) == ["cls_model_random"]  # gap_model has no twin
     row = table.iloc[0]
     assert row["trained_model"] == "cls_model"
     assert (row["pct_tokens"], row["pct_images"], row["accuracy"]) == (0, 0, 0)
 
-    figures.tab_identifiability_random(models=models[1:], output=output, seed=0)
+    identifiability_figures.tab_identifiability_random(models=models[1:], output=output, seed=0)
     assert pd.read_csv(output.csv).empty
 
 
 def test_fig_identifiability_hist(models, tmp_path):
-    data = run_figure(figures.fig_identifiability_hist, models, tmp_path)
+    data = run_figure(identifiability_figures.fig_identifiability_hist, models, tmp_path)
     cls = data[data["model"] == "cls_model"]
     # Counts per image 2, 0, 2 over bins for 0..3 tokens.
     np.testing.assert_array_equal(cls["bin_left"], [-0.5, 0.5, 1.5, 2.5])
@@ -269,12 +271,12 @@ def test_fig_identifiability_hist(models, tmp_path):
 
 
 def test_count_bins_cap_at_fifty():
-    assert len(figures.count_bins(196)) == 51
-    assert figures.count_bins(196)[-1] == 196
+    assert len(identifiability_figures.count_bins(196)) == 51
+    assert identifiability_figures.count_bins(196)[-1] == 196
 
 
 def test_fig_identifiability_evolution(models, tmp_path):
-    data = run_figure(figures.fig_identifiability_evolution, models, tmp_path)
+    data = run_figure(identifiability_figures.fig_identifiability_evolution, models, tmp_path)
     cls = data[data["model"] == "cls_model"].set_index(["block", "token_type"])
     # Block 1 [CLS]: CI 0.5, 0.75, 0.5.
     first = cls.loc[(1, "[CLS]")]
@@ -286,8 +288,8 @@ def test_fig_identifiability_evolution(models, tmp_path):
     assert (last["whislo"], last["whishi"], last["n_values"]) == pytest.approx((0.5, 1.0, 9))
     # Block 1 is identical to the random twin; block 2 lies above it everywhere.
     assert cls.loc[(1, "image"), "p_value"] == 1.0
-    trained = ident.class_identifiability(CLS_RANKS[1], C).ravel()
-    random = ident.class_identifiability(RANDOM_RANKS[1], C).ravel()
+    trained = identifiability.class_identifiability(CLS_RANKS[1], C).ravel()
+    random = identifiability.class_identifiability(RANDOM_RANKS[1], C).ravel()
     expected = scipy.stats.wilcoxon(trained, random, alternative="greater").pvalue
     assert cls.loc[(2, "[CLS]"), "p_value"] == pytest.approx(expected)
     assert list(cls.xs("image", level="token_type")["significant"]) == [False, True]
@@ -299,7 +301,7 @@ def test_fig_identifiability_evolution(models, tmp_path):
 
 
 def test_fig_identifiability_mean_evolution(models, tmp_path):
-    data = run_figure(figures.fig_identifiability_mean_evolution, models, tmp_path)
+    data = run_figure(identifiability_figures.fig_identifiability_mean_evolution, models, tmp_path)
     cls = data[data["model"] == "cls_model"].set_index(["token_type", "normalized_block"])
     assert cls.loc[("[CLS]", 1), "mean_ci"] == pytest.approx(7 / 12)  # CI .5 .75 .5
     assert cls.loc[("[CLS]", 2), "mean_ci"] == pytest.approx(5 / 6)  # CI 1 .5 1
@@ -313,7 +315,7 @@ def test_fig_identifiability_mean_evolution(models, tmp_path):
 
 
 def test_fig_change_rate(models, tmp_path):
-    data = run_figure(figures.fig_change_rate, models, tmp_path).set_index("model")
+    data = run_figure(identifiability_figures.fig_change_rate, models, tmp_path).set_index("model")
     # cls_model tokens 1..3: increases 2 + 2 + 3 of 9, plotted at block 2.
     assert data.loc["cls_model", "block"] == 2
     assert data.loc["cls_model", "rate_paper"] == pytest.approx(7 / 9)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from class_embedding import imagenet_s
+from class_embedding.data import imagenet_s
 from class_embedding.errors import InputError
 
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from class_embedding import datasets, imagenet_s, probes
+from class_embedding.analyses import probes
+from class_embedding.data import imagenet_s, imagenet_s_preparation
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "imagenet_s"
@@ -65,13 +66,13 @@ def test_labels_are_the_dst_folders_of_the_mapping(lists):
     assert len(categories) == 919
     for split, size, moved in (("validation", 12419, 1652), ("test", 27423, 3571)):
         raw = raw_pairs(lists[f"{split}_mapping"])
-        entries = datasets.read_split_mapping(lists[f"{split}_mapping"], split)
+        entries = imagenet_s_preparation.read_split_mapping(lists[f"{split}_mapping"], split)
         assert len(entries) == size
         assert sorted({wnid for _, wnid, _ in entries}) == categories
         # Brute force from the raw lines: the label is dst's folder, the source found by src's file name.
         assert entries == [(src.split("/")[1], *dst.split("/")) for src, dst in raw]
         assert sum(src.split("/")[0] != dst.split("/")[0] for src, dst in raw) == moved
-    names = datasets.read_validation_names(lists["validation_names"])
+    names = imagenet_s_preparation.read_validation_names(lists["validation_names"])
     mapping = raw_pairs(lists["validation_mapping"])
     assert [image for image, _ in names] == [dst for _, dst in mapping]
     assert all(png == image.removesuffix(".JPEG") + ".png" for image, png in names)
@@ -84,15 +85,15 @@ def prepared(lists, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("imagenet_s")
     flat = root / "imagenet_val"
     flat.mkdir()
-    for split in datasets.SPLITS:
-        for source_name, _, _ in datasets.read_split_mapping(lists[f"{split}_mapping"], split):
+    for split in imagenet_s_preparation.SPLITS:
+        for source_name, _, _ in imagenet_s_preparation.read_split_mapping(lists[f"{split}_mapping"], split):
             (flat / source_name).touch()
     segmentation_zip = root / "segmentation.zip"
     with zipfile.ZipFile(segmentation_zip, "w") as zipped:
-        for _, png in datasets.read_validation_names(lists["validation_names"]):
+        for _, png in imagenet_s_preparation.read_validation_names(lists["validation_names"]):
             zipped.writestr(f"ImageNetS919/validation-segmentation/{png}", b"")
     out = root / "prepared"
-    counts = datasets.prepare_imagenet_s(
+    counts = imagenet_s_preparation.prepare_imagenet_s(
         imagenet_val=flat,
         segmentation_zip=segmentation_zip,
         split_mappings={"validation": lists["validation_mapping"], "test": lists["test_mapping"]},
@@ -155,7 +156,7 @@ def test_prepare_puts_real_images_under_their_dst_class(lists, tmp_path):
         subset[item].write_text("\n".join(kept) + "\n")
     flat = tmp_path / "imagenet_val"
     flat.mkdir()
-    pairs = {split: raw_pairs(subset[f"{split}_mapping"]) for split in datasets.SPLITS}
+    pairs = {split: raw_pairs(subset[f"{split}_mapping"]) for split in imagenet_s_preparation.SPLITS}
     for number, (src, _) in enumerate(pairs["validation"] + pairs["test"]):
         Image.new("RGB", (4, 3), colour(number)).save(flat / src.split("/")[1])
     Image.new("RGB", (4, 3)).save(flat / "ILSVRC2012_val_00000001.JPEG")  # not in ImageNet-S
@@ -166,7 +167,7 @@ def test_prepare_puts_real_images_under_their_dst_class(lists, tmp_path):
             Image.fromarray(np.ones((3, 4, 3), np.uint8)).save(buffer, format="PNG")
             zipped.writestr(f"ImageNetS919/validation-segmentation/{png}", buffer.getvalue())
     out = tmp_path / "prepared"
-    counts = datasets.prepare_imagenet_s(
+    counts = imagenet_s_preparation.prepare_imagenet_s(
         imagenet_val=flat,
         segmentation_zip=segmentation_zip,
         split_mappings={"validation": subset["validation_mapping"], "test": subset["test_mapping"]},
@@ -179,7 +180,7 @@ def test_prepare_puts_real_images_under_their_dst_class(lists, tmp_path):
     assert counts == {"validation": 19, "test": 36, "segmentations": 19}
     images = out / "ImageNetS919"
     moved = 0
-    for split in datasets.SPLITS:
+    for split in imagenet_s_preparation.SPLITS:
         assert sorted(p.name for p in (images / split).iterdir()) == FEW_CLASSES
         for src, dst in pairs[split]:
             assert (images / split / dst).read_bytes() == (flat / src.split("/")[1]).read_bytes()

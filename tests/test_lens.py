@@ -4,8 +4,7 @@ import pytest
 import timm
 import torch
 
-from class_embedding import lens
-
+from class_embedding.extraction import lens
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, num_classes=11)
 

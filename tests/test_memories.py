@@ -9,12 +9,22 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from class_embedding import memories, memory_figures, models
+
+from class_embedding import errors
+from class_embedding.analyses import memories, memory_statistics
+from class_embedding.figures import memory_figures
+from class_embedding.models import building
 from class_embedding.tables import write_table
 
 KWARGS = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2, "num_classes": 7}
-CLS_SPEC = {"arch": "vit_base_patch16_224", "kwargs": KWARGS, "num_blocks": 2, "num_classes": 7, "class_token": True}
+# Fields every config entry has, beside the architecture.
+ENTRY = {
+    "display_name": "Tiny", "token_grid": 2, "dataset": "micro", "weights": {"source": "demo_training"},
+    "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+}
+CLS_SPEC = {**ENTRY, "arch": "vit_base_patch16_224", "kwargs": KWARGS, "num_blocks": 2, "num_classes": 7, "class_token": True}
 GAP_SPEC = {
+    **ENTRY,
     "arch": "vit_base_patch16_rpn_224",
     "kwargs": KWARGS,
     "num_blocks": 2,
@@ -23,6 +33,9 @@ GAP_SPEC = {
 }
 M = 4 * KWARGS["embed_dim"]  # MLP memories
 D = KWARGS["embed_dim"]  # attention memories
+
+# The config defaults of statistics.permutations and statistics.bootstrap.
+COUNTS = {"n_permutations": 300, "n_bootstrap": 1000}
 
 
 def distinct_memories(rng, shape, n_memories):
@@ -94,7 +107,7 @@ def test_random_classes_draw_one_class_per_class_folder():
 @pytest.fixture(scope="module")
 def cls_pair():
     torch.manual_seed(0)
-    return models.build_model(CLS_SPEC, "tiny"), models.random_model(CLS_SPEC, "tiny_value_baseline", 11)
+    return building.build_model(CLS_SPEC, "tiny"), building.random_model(CLS_SPEC, "tiny_value_baseline", 11)
 
 
 def test_class_value_agreement_equals_direct_cosines(cls_pair):
@@ -131,12 +144,12 @@ def test_random_baseline_is_reproducible_for_a_seed_and_its_wilcoxon_p_too(tmp_p
     assert seed == memories.value_baseline_seed(3, "tiny") != memories.value_baseline_seed(4, "tiny")
     p_values = []
     for run in range(2):
-        baseline = models.random_model(CLS_SPEC, "tiny_value_baseline", seed)
+        baseline = building.random_model(CLS_SPEC, "tiny_value_baseline", seed)
         directory = tmp_path / str(run)
         memories.write_value_projections(
-            model, baseline, directory / memory_figures.CLASS_TABLE, directory / memory_figures.MEMORY_TABLE, {}
+            model, baseline, directory / memory_statistics.CLASS_TABLE, directory / memory_statistics.MEMORY_TABLE, {}
         )
-        data = memory_figures.class_value_data(
+        data = memory_statistics.class_value_data(
             {"name": "tiny", "display_name": "Tiny", "num_blocks": 2, "memories": directory}
         )
         p_values.append(data["p_value"].to_numpy())
@@ -146,7 +159,7 @@ def test_random_baseline_is_reproducible_for_a_seed_and_its_wilcoxon_p_too(tmp_p
 
 def test_gap_post_norm_variant_scales_the_values():
     torch.manual_seed(1)
-    model = models.build_model(GAP_SPEC, "tiny_gap")
+    model = building.build_model(GAP_SPEC, "tiny_gap")
     assert memories.value_variants(model) == [False, True]  # the paper's (no post-norm) first
     block = model.blocks[1]
     plain = memories.value_matrix(block, "mlp", includes_post_norm=False)
@@ -192,17 +205,17 @@ def layer_rows(rng, n_tokens, n_memories):
 def fake_model(root, name, spec, display_name, rng):
     """Checkpoint-derived value projections plus random extraction tables and predictions."""
     torch.manual_seed(len(name))
-    network = models.build_model(spec, name)
+    network = building.build_model(spec, name)
     if not spec["class_token"]:
         # Unequal post-norm weights, so that the two GAP value variants differ.
         with torch.no_grad():
             for block in network.blocks:
                 block.norm1.weight.uniform_(0.1, 3.0)
                 block.norm2.weight.uniform_(0.1, 3.0)
-    baseline = models.random_model(spec, f"{name}_value_baseline", memories.value_baseline_seed(0, name))
+    baseline = building.random_model(spec, f"{name}_value_baseline", memories.value_baseline_seed(0, name))
     cache = root / "memories" / name
     memories.write_value_projections(
-        network, baseline, cache / memory_figures.CLASS_TABLE, cache / memory_figures.MEMORY_TABLE, {}
+        network, baseline, cache / memory_statistics.CLASS_TABLE, cache / memory_statistics.MEMORY_TABLE, {}
     )
     extract = root / "extract" / name
     n_tokens = 5 if spec["class_token"] else 4
@@ -274,7 +287,7 @@ def outputs(root, name):
 def test_figures_write_pdf_png_and_data(fake_inputs, target):
     root, fakes = fake_inputs
     output = outputs(root, target)
-    getattr(memory_figures, target)(models=[m for m, _, _ in fakes], output=output, seed=0)
+    getattr(memory_figures, target)(models=[m for m, _, _ in fakes], output=output, seed=0, **COUNTS)
     assert output.pdf.stat().st_size > 1000 and output.png.stat().st_size > 1000
     data = pd.read_csv(output.data)
     assert len(data) > 0
@@ -288,7 +301,7 @@ def test_figures_write_pdf_png_and_data(fake_inputs, target):
 def test_gap_plots_the_values_without_post_norm(fake_inputs):
     _, fakes = fake_inputs
     _, (model, network, _) = fakes
-    data = memory_figures.class_value_data(model).set_index(["includes_post_norm", "layer_type", "block"])
+    data = memory_statistics.class_value_data(model).set_index(["includes_post_norm", "layer_type", "block"])
     head = network.head.weight.detach().numpy()
     for block_index, block in enumerate(network.blocks):
         plain = block.mlp.fc2.weight.detach().numpy()
@@ -307,7 +320,7 @@ def test_gap_plots_the_values_without_post_norm(fake_inputs):
 def test_compositionality_target_matches_brute_force(fake_inputs):
     _, fakes = fake_inputs
     (model, network, sublayers), _ = fakes
-    data = memory_figures.compositionality_data(model).set_index(["layer_type", "block"])
+    data = memory_statistics.compositionality_data(model).set_index(["layer_type", "block"])
     head = network.head.weight.detach().numpy()
     for (layer_type, block), (activated, top1) in sublayers.items():
         linear = network.blocks[block].mlp.fc2 if layer_type == "mlp" else network.blocks[block].attn.proj
@@ -322,7 +335,7 @@ def test_compositionality_target_matches_brute_force(fake_inputs):
 def test_agreement_rate_target_matches_brute_force(fake_inputs):
     _, fakes = fake_inputs
     (model, network, sublayers), _ = fakes
-    data = memory_figures.agreement_rate_data(model, seed=0).set_index(["layer_type", "block", "class_index"])
+    data = memory_statistics.agreement_rate_data(model, seed=0).set_index(["layer_type", "block", "class_index"])
     head = network.head.weight.detach().numpy()
     activated, _ = sublayers["mlp", 1]
     tops = np.argsort(-(head @ network.blocks[1].mlp.fc2.weight.detach().numpy()), axis=1)[:, :5]
@@ -334,10 +347,10 @@ def test_agreement_rate_target_matches_brute_force(fake_inputs):
 def test_accuracy_difference_is_seeded_and_matches_the_definition(fake_inputs):
     _, fakes = fake_inputs
     (model, network, sublayers), _ = fakes
-    first = memory_figures.accuracy_difference_data(model, seed=0)
-    again = memory_figures.accuracy_difference_data(model, seed=0)
+    first = memory_statistics.accuracy_difference_data(model, seed=0, n_permutations=COUNTS["n_permutations"])
+    again = memory_statistics.accuracy_difference_data(model, seed=0, n_permutations=COUNTS["n_permutations"])
     pd.testing.assert_frame_equal(first, again)
-    other = memory_figures.accuracy_difference_data(model, seed=1)
+    other = memory_statistics.accuracy_difference_data(model, seed=1, n_permutations=COUNTS["n_permutations"])
     np.testing.assert_array_equal(first["diff"], other["diff"])
     assert not np.array_equal(first["p_value_corrected"], other["p_value_corrected"])
     # diff = 100·mean(agree | correct) − 100·mean(agree | incorrect) of the [CLS] token.
@@ -355,7 +368,7 @@ def test_accuracy_difference_is_seeded_and_matches_the_definition(fake_inputs):
 def test_gap_accuracy_difference_uses_token_0_an_image_token(fake_inputs):
     _, fakes = fake_inputs
     _, (model, network, sublayers) = fakes
-    data = memory_figures.accuracy_difference_data(model, seed=0)
+    data = memory_statistics.accuracy_difference_data(model, seed=0, n_permutations=COUNTS["n_permutations"])
     assert set(data["token_0"]) == {"image"}
     head = network.head.weight.detach().numpy()
     activated, _ = sublayers["mlp", 1]  # 4 image tokens, no [CLS]
@@ -389,5 +402,5 @@ def test_value_vector_table_names_the_top_classes(fake_inputs):
     # Chosen memories per model, and a clear error for one that does not exist.
     memory_figures.tab_value_vector_classes([fakes[0][0]], output, block_index=1, neurons={"tiny_cls": [3]})
     assert pd.read_csv(output.csv)["memory"].unique().tolist() == [3]
-    with pytest.raises(memory_figures.InputError, match="do not exist"):
+    with pytest.raises(errors.InputError, match="do not exist"):
         memory_figures.tab_value_vector_classes([fakes[0][0]], output, neurons=[M])

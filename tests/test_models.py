@@ -1,12 +1,17 @@
 """Model building, checkpoints, preprocessing and image loading: values and error messages."""
 
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from class_embedding import models
 from class_embedding.errors import InputError
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 SPEC = {
     "arch": "vit_base_patch16_224",
@@ -15,40 +20,42 @@ SPEC = {
     "token_grid": 4,
     "class_token": True,
     "num_classes": 5,
+    "display_name": "Tiny", "dataset": "micro", "weights": {"source": "demo_training"},
+    "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
 }
 
 
 def test_build_model_checks_declared_shape():
-    model = models.build_model(SPEC, "tiny")
+    model = building.build_model(SPEC, "tiny")
     assert len(model.blocks) == 2 and model.num_classes == 5
     with pytest.raises(InputError, match=r"models\.tiny\.num_blocks is 3"):
-        models.build_model({**SPEC, "num_blocks": 3}, "tiny")
+        building.build_model({**SPEC, "num_blocks": 3}, "tiny")
     with pytest.raises(InputError, match=r"models\.tiny\.arch: 'vit_nonexistent'"):
-        models.build_model({**SPEC, "arch": "vit_nonexistent"}, "tiny")
+        building.build_model({**SPEC, "arch": "vit_nonexistent"}, "tiny")
 
 
 def test_random_twins_are_seeded():
-    first = models.random_model(SPEC, "tiny", seed=7).state_dict()
-    again = models.random_model(SPEC, "tiny", seed=7).state_dict()
-    other = models.random_model(SPEC, "tiny", seed=8).state_dict()
+    first = building.random_model(SPEC, "tiny", seed=7).state_dict()
+    again = building.random_model(SPEC, "tiny", seed=7).state_dict()
+    other = building.random_model(SPEC, "tiny", seed=8).state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not torch.equal(first["head.weight"], other["head.weight"])
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    model = models.random_model(SPEC, "tiny", seed=1)
+    model = building.random_model(SPEC, "tiny", seed=1)
     path = tmp_path / "tiny.pt"
-    models.save_checkpoint(model, path)
-    loaded = models.load_checkpoint(models.build_model(SPEC, "tiny"), path, "tiny")
+    checkpoints.save_checkpoint(model, path)
+    loaded = checkpoints.load_checkpoint(building.build_model(SPEC, "tiny"), path, "tiny")
     assert torch.equal(loaded.head.weight, model.head.weight)
     wider = {**SPEC, "kwargs": {**SPEC["kwargs"], "embed_dim": 16}}
     with pytest.raises(InputError, match=r"tiny\.pt does not match the architecture of model 'tiny'"):
-        models.load_checkpoint(models.build_model(wider, "tiny"), path, "tiny")
+        checkpoints.load_checkpoint(building.build_model(wider, "tiny"), path, "tiny")
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(InputError, match="broken.pt cannot be read"):
-        models.load_checkpoint(models.build_model(SPEC, "tiny"), tmp_path / "broken.pt", "tiny")
+        checkpoints.load_checkpoint(building.build_model(SPEC, "tiny"), tmp_path / "broken.pt", "tiny")
     with pytest.raises(InputError, match="not found"):
-        models.load_checkpoint(models.build_model(SPEC, "tiny"), tmp_path / "absent.pt", "tiny")
+        checkpoints.load_checkpoint(building.build_model(SPEC, "tiny"), tmp_path / "absent.pt", "tiny")
     assert not list(tmp_path.glob("*.partial"))
 
 
@@ -58,7 +65,7 @@ def test_squash_preprocessing_matches_hand_computed_pixel():
     # 0.5, 0.5 and 1.5 from the output centre by 0.75, 0.75 and 0.25.
     pixels = np.array([[[0, 0, 0], [100, 50, 0], [200, 0, 0], [250, 0, 50]]] * 2, np.uint8)
     image = Image.fromarray(pixels)
-    prep = models.Preprocessing({"resize": [2, 2], "mean": [0.5] * 3, "std": [0.5] * 3})
+    prep = preprocessing.Preprocessing({"resize": [2, 2], "mean": [0.5] * 3, "std": [0.5] * 3})
     out = prep(image)
     assert out.shape == (3, 2, 2)
     red = np.array([(0.75 * 0 + 0.75 * 100 + 0.25 * 200), (0.25 * 100 + 0.75 * 200 + 0.75 * 250)]) / 1.75
@@ -68,7 +75,7 @@ def test_squash_preprocessing_matches_hand_computed_pixel():
 
 def test_shorter_side_resize_and_centre_crop():
     image = Image.fromarray(np.arange(8 * 16 * 3, dtype=np.uint8).reshape(8, 16, 3))
-    prep = models.Preprocessing({"resize": 4, "crop": 4, "mean": [0, 0, 0], "std": [1, 1, 1]})
+    prep = preprocessing.Preprocessing({"resize": 4, "crop": 4, "mean": [0, 0, 0], "std": [1, 1, 1]})
     out = prep(image)
     assert out.shape == (3, 4, 4)
     resized = np.asarray(image.resize((8, 4), Image.Resampling.BILINEAR), np.float32) / 255
@@ -79,6 +86,26 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path):
     bad = tmp_path / "ILSVRC2012_val_00000001.JPEG"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(InputError, match="ILSVRC2012_val_00000001.JPEG is corrupt"):
-        models.load_image(bad)
+        preprocessing.load_image(bad)
     with pytest.raises(InputError, match="absent.JPEG not found"):
-        models.load_image(tmp_path / "absent.JPEG")
+        preprocessing.load_image(tmp_path / "absent.JPEG")
+
+
+def test_model_spec_from_params_reads_a_config_entry_and_names_what_is_wrong():
+    spec = ModelSpec.from_params({**SPEC, "random_twin": False}, "tiny")
+    assert (spec.name, spec.arch, spec.num_blocks, spec.block_group, spec.twin_of) == ("tiny", SPEC["arch"], 2, 1, None)
+    assert ModelSpec.from_params(spec) is spec
+    twin = ModelSpec.from_params({**SPEC, "name": "tiny_random", "twin_of": "tiny"}, "ignored")
+    assert (twin.name, twin.twin_of) == ("tiny_random", "tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.arch = "other"
+    with pytest.raises(InputError, match=r"models\.tiny: unknown keys \['colour'\]"):
+        ModelSpec.from_params({**SPEC, "colour": "red"}, "tiny")
+    missing = {key: value for key, value in SPEC.items() if key != "weights"}
+    with pytest.raises(InputError, match=r"models\.tiny: .*weights"):
+        ModelSpec.from_params(missing, "tiny")
+
+
+def test_model_spec_needs_no_torch():
+    code = "import sys; from class_embedding.models import ModelSpec; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1] / "workflow_scripts")

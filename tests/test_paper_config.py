@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from class_embedding import models, reproduction
+from class_embedding.analyses import reproduction
+from class_embedding.models import building
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -61,10 +62,10 @@ def test_every_weight_tag_is_in_timms_registry_with_the_declared_classes():
 def test_declared_shapes_match_timm(name):
     spec = PAPER["models"][name]
     with torch.device("meta"):  # full-size architectures without allocating their weights
-        model = models.build_model(spec, name)
+        model = building.build_model(spec, name)
     expected_tokens = spec["token_grid"] ** 2 + spec["class_token"]
     assert model.patch_embed.num_patches + (model.cls_token is not None) == expected_tokens
-    assert models.final_norm(model) == spec["final_norm"]
+    assert building.final_norm(model) == spec["final_norm"]
     if name == "vit_miil_16" or name == "vit_gap_16":
         assert model.blocks[0].attn.qkv.bias is None  # qkv_bias=False in both (METHOD §1)
 

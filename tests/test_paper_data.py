@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from class_embedding import cifar, datasets, downloads, imagenet_s
+from class_embedding.data import cifar, downloads, imagenet_s, imagenet_s_preparation
 from class_embedding.errors import InputError
 
 # Three classes; n00000003 has only 2 validation images. Segmentation id of a wnid = its rank.
@@ -110,7 +110,7 @@ def fetch_annotations(base_url: str, served_dir: Path, dest: Path) -> dict:
 
 
 def prepare(sources, downloaded, out: Path, source="val", **kwargs):
-    return datasets.prepare_imagenet_s(
+    return imagenet_s_preparation.prepare_imagenet_s(
         imagenet_val=sources[source],
         segmentation_zip=downloaded["segmentation"],
         split_mappings={"validation": downloaded["validation_mapping"], "test": downloaded["test_mapping"]},
@@ -164,7 +164,7 @@ def test_prepare_from_the_tar_archive_gives_the_same_layout(sources, served, tmp
 
 def test_default_mapping_is_imagenet_1k_from_timm(tmp_path):
     path = tmp_path / "LOC_synset_mapping.txt"
-    datasets.write_synset_mapping(path)
+    imagenet_s_preparation.write_synset_mapping(path)
     wnids, categories = imagenet_s.read_synset_mapping(path)
     assert len(wnids) == 1000 and wnids == sorted(wnids)
     assert (wnids[0], categories[0]) == ("n01440764", "tench, Tinca tinca")

@@ -11,7 +11,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from class_embedding import figures, tables
+from class_embedding import tables
+from class_embedding.extraction import reader
+from class_embedding.figures import identifiability_figures
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -63,11 +65,11 @@ def outputs(root: Path, name: str) -> SimpleNamespace:
 
 def test_rates_tables_cover_the_seven_models_and_their_baselines(paper_models):
     root, models = paper_models
-    figures.tab_identifiability_rates(models, outputs(root, "rates"))
+    identifiability_figures.tab_identifiability_rates(models, outputs(root, "rates"))
     rates = pd.read_csv(root / "rates.csv")
     assert rates["model"].tolist() == list(PAPER["models"])
     assert rates.set_index("model")["block"].to_dict()["vit_large_16"] == 24
-    figures.tab_identifiability_random(models, outputs(root, "random"))
+    identifiability_figures.tab_identifiability_random(models, outputs(root, "random"))
     random = pd.read_csv(root / "random.csv")
     assert random["trained_model"].tolist() == list(PAPER["models"])
     assert random.set_index("trained_model").loc["vit_miil_16", "model"] == "vit_b_16_random"
@@ -75,7 +77,7 @@ def test_rates_tables_cover_the_seven_models_and_their_baselines(paper_models):
 
 def test_mean_evolution_averages_vit_l_in_pairs(paper_models):
     root, models = paper_models
-    figures.fig_identifiability_mean_evolution(models, outputs(root, "mean"))
+    identifiability_figures.fig_identifiability_mean_evolution(models, outputs(root, "mean"))
     data = pd.read_csv(root / "mean.csv")
     assert data["display_name"].drop_duplicates().tolist() == [m["display_name"] for m in models]
     blocks = data.groupby("display_name")["normalized_block"].nunique()
@@ -83,7 +85,7 @@ def test_mean_evolution_averages_vit_l_in_pairs(paper_models):
     assert set(data[data["display_name"] == "ViT-B/16-GAP"]["token_type"]) == {"image"}
     # Hand check: ViT-L's first normalised [CLS] point = mean of blocks 1 and 2 of token 0.
     large = models[2]
-    ci = [1 - figures.load_block(large["extract_dir"], b)[:, 0] / 1000 for b in (0, 1)]
+    ci = [1 - reader.load_block(large["extract_dir"], b)[:, 0] / 1000 for b in (0, 1)]
     rows = data[(data["display_name"] == "ViT-L/16") & (data["token_type"] == "[CLS]")].sort_values("normalized_block")
     assert (rows.iloc[0]["first_block"], rows.iloc[0]["last_block"]) == (1, 2)
     assert rows.iloc[-1]["last_block"] == 24
@@ -92,7 +94,7 @@ def test_mean_evolution_averages_vit_l_in_pairs(paper_models):
 
 def test_evolution_figure_has_one_row_per_model(paper_models):
     root, models = paper_models
-    figures.fig_identifiability_evolution(models, outputs(root, "evolution"))
+    identifiability_figures.fig_identifiability_evolution(models, outputs(root, "evolution"))
     data = pd.read_csv(root / "evolution.csv")
     assert data["display_name"].drop_duplicates().tolist() == [m["display_name"] for m in models]
     assert data[data["display_name"] == "ViT-L/16"]["block"].max() == 24

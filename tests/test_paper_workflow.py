@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from class_embedding import models, tables
 from test_paper_data import make_sources, write_cifar
+
+from class_embedding import tables
+from class_embedding.models import building
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -44,10 +45,10 @@ def paper_run(tmp_path_factory):
     served = sources["served"]
     # A DeiT-style release (weights under "model" plus intermediate heads) and a CIFAR checkpoint.
     deit_spec = model_entry("deit_base_patch16_224", "imagenet", {}, 6)
-    deit = models.random_model(deit_spec, "deit", seed=5)
+    deit = building.random_model(deit_spec, "deit", seed=5)
     torch.save({"model": {**deit.state_dict(), "head_0.weight": torch.zeros(6, 32)}, "epoch": 1}, served / "deit_base_trm.pth")
     cifar_spec = model_entry("vit_base_patch16_224", "cifar", {}, 6)
-    cifar_model = models.random_model(cifar_spec, "cifar", seed=6)
+    cifar_model = building.random_model(cifar_spec, "cifar", seed=6)
     torch.save({f"model.{k}": v for k, v in cifar_model.state_dict().items()}, root / "cifar.pt")
     write_cifar(root / "cifar_root")
     with tarfile.open(served / "cifar-100-python.tar.gz", "w:gz") as archive:

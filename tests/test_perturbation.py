@@ -10,9 +10,11 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from class_embedding import lens, perturbation, perturbation_tables, tables
+from class_embedding import tables
+from class_embedding.analyses import perturbation, perturbation_tables
+from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
-from class_embedding.perturbation_masks import kept_token_mask
+from class_embedding.extraction import lens
 
 NUM_CLASSES = 5
 GRID = 4  # 16 image tokens + [CLS]

@@ -6,10 +6,10 @@ import pickle
 import tarfile
 
 import pytest
-
-from class_embedding import preflight
-from class_embedding.errors import InputError
 from test_paper_config import dry_run, job_counts, paper_copy
+
+from class_embedding.data import preflight
+from class_embedding.errors import InputError
 
 # What preflight may plan: fetching, converting and auditing, and checks (all on the CPU).
 PREFLIGHT_RULES = {

@@ -9,7 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
-from class_embedding import models
+from class_embedding.models import preprocessing
 
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "paper.yaml").read_text())
 PREPROCESSING = {name: spec["preprocessing"] for name, spec in PAPER["models"].items()}
@@ -41,14 +41,14 @@ def test_the_paper_declares_what_the_original_used():
 @pytest.mark.parametrize("name", ["vit_b_16", "vit_gap_16", "vit_cifar_16"])
 def test_squash_keeps_a_224_image_and_normalises_by_half(name):
     spec = PREPROCESSING[name]
-    out = models.Preprocessing(spec)(unique_pixels(224, 224))
+    out = preprocessing.Preprocessing(spec)(unique_pixels(224, 224))
     assert out.shape == (3, 224, 224)
     # Pixel (row 100, column 30) = (30, 100, 7) → (v/255 − 0.5)/0.5.
     assert out[:, 100, 30].numpy() == pytest.approx([30 / 127.5 - 1, 100 / 127.5 - 1, 7 / 127.5 - 1], abs=1e-6)
 
 
 def test_cifar_squash_upsamples_a_uniform_32_pixel_image_to_224():
-    out = models.Preprocessing(PREPROCESSING["vit_cifar_16"])(Image.new("RGB", (32, 32), (10, 128, 250)))
+    out = preprocessing.Preprocessing(PREPROCESSING["vit_cifar_16"])(Image.new("RGB", (32, 32), (10, 128, 250)))
     assert out.shape == (3, 224, 224)
     assert out[:, 0, 0].numpy() == pytest.approx([10 / 127.5 - 1, 128 / 127.5 - 1, 250 / 127.5 - 1], abs=1e-6)
     assert torch.all(out == out[:, :1, :1])
@@ -56,7 +56,7 @@ def test_cifar_squash_upsamples_a_uniform_32_pixel_image_to_224():
 
 def test_deit_crops_the_centre_224_of_the_256_square():
     spec = PREPROCESSING["deit_ensemble_16"]
-    out = models.Preprocessing(spec)(unique_pixels(256, 256))  # already 256×256: no resampling
+    out = preprocessing.Preprocessing(spec)(unique_pixels(256, 256))  # already 256×256: no resampling
     assert out.shape == (3, 224, 224)
     # Output (0, 0) is input (16, 16); output (10, 200) is input row 26, column 216.
     assert out[:, 0, 0].numpy() == pytest.approx(normalised((16, 16, 7), spec), abs=1e-5)
@@ -67,7 +67,7 @@ def test_miil_resizes_the_shorter_side_and_crops_like_timm():
     spec = PREPROCESSING["vit_miil_16"]
     # 256 wide, 301 high: the shorter side is already 256, so only the crop acts; torchvision
     # centres it at round((301 − 224)/2) = round(38.5) = 38 (half to even), not floor + 1.
-    out = models.Preprocessing(spec)(unique_pixels(256, 301))
+    out = preprocessing.Preprocessing(spec)(unique_pixels(256, 301))
     assert out.shape == (3, 224, 224)
     assert out[:, 0, 0].numpy() == pytest.approx([16 / 255, 38 / 255, 7 / 255], abs=1e-6)
 
@@ -81,7 +81,7 @@ def test_miil_equals_timms_eval_transform_for_its_pretrained_config(size):
     assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == 0.875 and cfg["mean"] == (0.0, 0.0, 0.0)
     timm_transform = timm.data.create_transform(**cfg)
     image = Image.fromarray(np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    ours = models.Preprocessing(PREPROCESSING["vit_miil_16"])(image)
+    ours = preprocessing.Preprocessing(PREPROCESSING["vit_miil_16"])(image)
     assert torch.allclose(ours, timm_transform(image), atol=1e-6)
 
 
@@ -90,4 +90,4 @@ def test_squash_equals_a_bilinear_pil_resize(size):
     spec = PREPROCESSING["vit_b_32"]
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     expected = normalised(image.resize((224, 224), Image.Resampling.BILINEAR), spec).transpose(2, 0, 1)
-    assert models.Preprocessing(spec)(image).numpy() == pytest.approx(expected, abs=1e-6)
+    assert preprocessing.Preprocessing(spec)(image).numpy() == pytest.approx(expected, abs=1e-6)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from sklearn.linear_model import Ridge
 
-from class_embedding import probes
+from class_embedding.analyses import probes
 from class_embedding.errors import InputError
 
 
@@ -189,13 +189,15 @@ def test_short_class_is_named(tmp_path):
 def test_paper_auc_and_perturbation_curves(tmp_path):
     import pyarrow as pa
 
-    from class_embedding import probe_figures, tables
+    from class_embedding import tables
+    from class_embedding.analyses import explain_auc
+    from class_embedding.figures import probe_figures
 
     # METHOD §4.13: Σ curve / (max · N); N = 4 image tokens, kept 3..1; the unperturbed n = 4 is left out.
     kept = np.array([4, 3, 2, 1])
-    assert probe_figures.paper_auc(kept, np.array([0.9, 0.8, 0.4, 0.2]), 4) == pytest.approx(1.4 / (0.8 * 4))
+    assert explain_auc.paper_auc(kept, np.array([0.9, 0.8, 0.4, 0.2]), 4) == pytest.approx(1.4 / (0.8 * 4))
     # Only some n evaluated: their mean stands for every n.
-    assert probe_figures.paper_auc(np.array([3, 1]), np.array([0.8, 0.2]), 4) == pytest.approx(0.5 * 3 / (0.8 * 4))
+    assert explain_auc.paper_auc(np.array([3, 1]), np.array([0.8, 0.2]), 4) == pytest.approx(0.5 * 3 / (0.8 * 4))
     rows = []
     for method, repeats in (("grads", 1), ("grads_chefer", 1), ("linear_probe", 1), ("random", 2)):
         for repeat in range(repeats):

@@ -2,8 +2,8 @@
 
 import ast
 import re
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -68,14 +68,19 @@ LIBRARY = REPO / "workflow_scripts" / "class_embedding"
 def imported_modules(path: Path) -> set[str]:
     """Absolute names of the modules a Python file imports (package-relative ones resolved)."""
     names = set()
+    package = ["class_embedding", *path.parent.relative_to(LIBRARY).parts] if path.is_relative_to(LIBRARY) else []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            module = "class_embedding" + (f".{node.module}" if node.module else "") if node.level else node.module
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
             names.add(module)
-            if module == "class_embedding":
-                names.update(f"class_embedding.{alias.name}" for alias in node.names)
+            if module.startswith("class_embedding"):  # "from package import module"
+                names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -90,8 +95,9 @@ def third_party_imports(script: Path) -> set[str]:
         for name in imported_modules(path):
             top, *rest = name.split(".")
             if top == "class_embedding":
-                module = LIBRARY.joinpath(*rest).with_suffix(".py") if rest else LIBRARY / "__init__.py"
-                todo += [p for p in (module, LIBRARY / "__init__.py") if p.is_file()]
+                # A module and the __init__ of every package above it run on import.
+                packages = [LIBRARY.joinpath(*rest[:i], "__init__.py") for i in range(len(rest) + 1)]
+                todo += [p for p in (LIBRARY.joinpath(*rest).with_suffix(".py"), *packages) if p.is_file()]
             elif top not in sys.stdlib_module_names:
                 needed.add(DISTRIBUTIONS.get(top, top).lower())
     return needed

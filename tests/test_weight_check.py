@@ -2,7 +2,6 @@
 a stable sort): the right weights pass; another seed or another model's preprocessing stop with
 a message that names the expected and the found values. Also the tutorial's cls-logits figure."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from class_embedding import models, tables, tutorial_figures, weight_check
 from class_embedding.errors import InputError
+from class_embedding.extraction import weight_check
+from class_embedding.figures import tutorial_figures
+from class_embedding.models import preprocessing
 
 NUM_CLASSES = 10
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": NUM_CLASSES}
@@ -24,9 +25,9 @@ TOLERANCES = {"logit_tolerance": 5e-4, "rank_tolerance": 0}  # the schema's defa
 
 
 def spec(preprocessing=SQUASH):
-    return {"display_name": "tiny", "arch": "vit_base_patch16_224", "kwargs": TINY, "num_blocks": 2, "token_grid": 4,
-            "class_token": True, "num_classes": NUM_CLASSES, "weights": {"source": "timm", "tag": "tiny.seed0"},
-            "preprocessing": preprocessing}  # fmt: skip
+    return {"display_name": "tiny", "dataset": "micro", "arch": "vit_base_patch16_224", "kwargs": TINY,
+            "num_blocks": 2, "token_grid": 4, "class_token": True, "num_classes": NUM_CLASSES,
+            "weights": {"source": "timm", "tag": "tiny.seed0"}, "preprocessing": preprocessing}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def model(scrambled_vit):
 
 @pytest.fixture(scope="module")
 def expected(model, sample):
-    image = models.Preprocessing(SQUASH)(models.load_image(sample.path))
+    image = preprocessing.Preprocessing(SQUASH)(preprocessing.load_image(sample.path))
     return brute_force_values(model, image, CLASS)
 
 
@@ -93,7 +94,7 @@ def test_another_seed_fails_naming_expected_and_found(scrambled_vit, sample, exp
     with pytest.raises(InputError) as error:
         weight_check.check_weights(other, "tiny", spec(), expected, sample)
     message = str(error.value)
-    image = models.Preprocessing(SQUASH)(models.load_image(sample.path))
+    image = preprocessing.Preprocessing(SQUASH)(preprocessing.load_image(sample.path))
     found = brute_force_values(other, image, CLASS)
     # The first value in forward order: the attention update of block 0.
     expected_logit, found_logit = expected["logits"]["attn_0"][0], found["logits"]["attn_0"][0]
@@ -119,7 +120,7 @@ def test_another_models_preprocessing_fails(model, sample, expected):
         weight_check.check_weights(model, "tiny", spec(DEIT_LIKE), ranks_only, sample)
     message = str(error.value)
     assert "expected" in message and "found" in message and "'crop': 32" in message
-    image = models.Preprocessing(DEIT_LIKE)(models.load_image(sample.path))
+    image = preprocessing.Preprocessing(DEIT_LIKE)(preprocessing.load_image(sample.path))
     found = brute_force_values(model, image, CLASS)
     differing = [
         (layer, token) for layer, ranks in expected["ranks"].items() for token, rank in enumerate(ranks)
@@ -174,7 +175,7 @@ def test_tutorial_cls_logits_are_the_blocks_class_token_projection(model, sample
     output = SimpleNamespace(pdf=tmp_path / "f.pdf", png=tmp_path / "f.png", data=tmp_path / "f.csv")
     tutorial_figures.fig_tutorial_cls_logits(model, "tiny", spec(), sample, 0, "Class index", output)
     data = pd.read_csv(output.data)
-    image = models.Preprocessing(SQUASH)(models.load_image(sample.path))
+    image = preprocessing.Preprocessing(SQUASH)(preprocessing.load_image(sample.path))
     with torch.no_grad():
         state = brute_force_states(model, image)["hs_0"]
         logits = model.head(model.norm(state))[0, 0].double().numpy()

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
-from class_embedding import models
 from test_weight_check import CLASS, SQUASH, TINY, brute_force_values, sample, spec  # noqa: F401 (fixture)
+
+from class_embedding.models import preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def setup(tmp_path_factory, scrambled_vit, sample):  # noqa: F811
     model = scrambled_vit(seed=0, **TINY)
     checkpoint = root / "tiny.pt"
     torch.save(model.state_dict(), checkpoint)
-    image = models.Preprocessing(SQUASH)(models.load_image(sample.path))
+    image = preprocessing.Preprocessing(SQUASH)(preprocessing.load_image(sample.path))
     expected = brute_force_values(model, image, CLASS)
     expected["image"] = "sample"
     entry = {**spec(), "dataset": "micro", "weights": {"source": "file", "path": str(checkpoint)}, "random_twin": False}

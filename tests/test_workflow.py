@@ -13,7 +13,8 @@ from snakemake.api import SnakemakeApi
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
 
-from class_embedding import models, tables
+from class_embedding import tables
+from class_embedding.models import checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
@@ -108,7 +109,7 @@ def test_everything_is_built_and_consistent(built):
         assert len(hs) == n_images * n_tokens  # shards of 7 images merged without loss
         assert hs["image"].tolist() == list(np.repeat(np.arange(n_images), n_tokens))
         meta = tables.read_metadata(extract / "hs_1.parquet")
-        assert meta["weights_sha256"] == models.sha256(results / "checkpoints" / f"{model}.pt")
+        assert meta["weights_sha256"] == checkpoints.sha256(results / "checkpoints" / f"{model}.pt")
         assert "mem_top5" in pq.read_schema(extract / "mlp_0.parquet").names
         assert not list(extract.rglob("*.partial"))
     assert not (results / "extract" / "micro_gap_random").exists()

@@ -1,4 +1,5 @@
-from class_embedding import logs, preflight, tables
+from class_embedding import logs, tables
+from class_embedding.data import preflight
 
 with logs.logged(snakemake):
     checked = preflight.check_user_inputs(snakemake.params.datasets, set(snakemake.params.finetuned_datasets))

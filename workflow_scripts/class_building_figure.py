@@ -1,4 +1,5 @@
-from class_embedding import class_building_figures, logs
+from class_embedding import logs
+from class_embedding.figures import class_building_figures
 
 with logs.logged(snakemake):
     target = getattr(class_building_figures, snakemake.rule)

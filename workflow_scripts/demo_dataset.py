@@ -1,4 +1,5 @@
-from class_embedding import demo_dataset, logs
+from class_embedding import logs
+from class_embedding.data import demo_dataset
 
 with logs.logged(snakemake):
     demo_dataset.write_from_spec(

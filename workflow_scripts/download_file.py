@@ -1,4 +1,5 @@
-from class_embedding import downloads, logs
+from class_embedding import logs
+from class_embedding.data import downloads
 
 with logs.logged(snakemake):
     source = snakemake.params.source

@@ -1,4 +1,5 @@
-from class_embedding import explain_curve_figures, logs
+from class_embedding import logs
+from class_embedding.figures import explain_curve_figures
 
 with logs.logged(snakemake):
     target = getattr(explain_curve_figures, snakemake.rule)

@@ -1,6 +1,7 @@
 import torch
 
-from class_embedding import explain_perturbation, logs, perturbation
+from class_embedding import logs
+from class_embedding.analyses import explain_perturbation, perturbation
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))

@@ -1,6 +1,7 @@
 import torch
 
-from class_embedding import explain_figures, logs
+from class_embedding import logs
+from class_embedding.figures import explain_figures
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))

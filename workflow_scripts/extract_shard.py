@@ -1,27 +1,30 @@
 import torch
 
-from class_embedding import extraction, logs, models, tables
+from class_embedding import logs, tables
+from class_embedding.extraction import shards
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 with logs.logged(snakemake):
-    spec, name = snakemake.params.spec, snakemake.wildcards.model
+    name = snakemake.wildcards.model
+    spec = ModelSpec.from_params(snakemake.params.spec, name)
     settings = snakemake.params.extraction
     torch.set_num_threads(max(snakemake.threads, 1))
     stimuli = tables.read_table(snakemake.input.stimuli)
     shard = int(snakemake.wildcards.shard)
-    start, stop = extraction.shard_ranges(len(stimuli), settings["shard_size"])[shard]
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.checkpoint, name)
-    extraction.extract_shard(
+    start, stop = shards.shard_ranges(len(stimuli), settings["shard_size"])[shard]
+    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
+    shards.extract_shard(
         model,
         stimuli.slice(start, stop - start),
         snakemake.input.images,
-        models.Preprocessing(spec["preprocessing"]),
+        preprocessing.Preprocessing(spec.preprocessing),
         snakemake.output[0],
         batch_size=settings["batch_size"],
-        device=models.pick_device(settings["device"]),
+        device=building.pick_device(settings["device"]),
         workers=settings["workers"],
         description=f"{name} shard {shard}",
         metadata={
-            **models.model_metadata(spec, name, snakemake.input.checkpoint),
+            **building.model_metadata(spec, name, snakemake.input.checkpoint),
             "stimuli": snakemake.input.stimuli,
         },
     )

@@ -1,5 +1,6 @@
-from class_embedding import figures, logs
+from class_embedding import logs
+from class_embedding.figures import identifiability_figures
 
 with logs.logged(snakemake):
-    target = getattr(figures, snakemake.rule)
+    target = getattr(identifiability_figures, snakemake.rule)
     target(models=snakemake.params.models, output=snakemake.output, seed=snakemake.params.seed)

@@ -2,22 +2,25 @@ import json
 
 import torch
 
-from class_embedding import cifar, logs, models
+from class_embedding import logs
+from class_embedding.data import cifar
+from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
 
 with logs.logged(snakemake):
-    spec, name = snakemake.params.spec, snakemake.wildcards.model
-    settings = spec["weights"]["finetune"]
+    name = snakemake.wildcards.model
+    spec = ModelSpec.from_params(snakemake.params.spec, name)
+    settings = spec.weights["finetune"]
     torch.set_num_threads(max(snakemake.threads, 1))
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.init, name)
+    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.init, name)
     model = cifar.finetune(
         model,
         snakemake.input.pickles,
-        models.Preprocessing(spec["preprocessing"]),
+        preprocessing.Preprocessing(spec.preprocessing),
         settings,
         snakemake.params.seed,
-        models.pick_device(snakemake.params.device),
+        building.pick_device(snakemake.params.device),
     ).cpu()
-    models.audit(model, name)
-    models.save_checkpoint(model, snakemake.output.checkpoint)
+    building.audit(model, name)
+    checkpoints.save_checkpoint(model, snakemake.output.checkpoint)
     with open(snakemake.output.report, "w") as handle:
         json.dump({"init_tag": settings["init_tag"], **settings, "seed": snakemake.params.seed}, handle, indent=1)

@@ -1,4 +1,5 @@
-from class_embedding import logs, memory_figures
+from class_embedding import logs
+from class_embedding.figures import memory_figures
 
 with logs.logged(snakemake):
     target = getattr(memory_figures, snakemake.rule)
@@ -6,5 +7,7 @@ with logs.logged(snakemake):
         models=snakemake.params.models,
         output=snakemake.output,
         seed=snakemake.params.seed,
+        n_permutations=snakemake.params.n_permutations,
+        n_bootstrap=snakemake.params.n_bootstrap,
         **snakemake.params.options,
     )

@@ -1,6 +1,7 @@
-from class_embedding import extraction, logs
+from class_embedding import logs
+from class_embedding.extraction import shards
 
 with logs.logged(snakemake):
     outputs = dict(zip(snakemake.params.layers, snakemake.output.layers))
     outputs["predictions"] = snakemake.output.predictions
-    extraction.merge_shards(list(snakemake.input), outputs)
+    shards.merge_shards(list(snakemake.input), outputs)

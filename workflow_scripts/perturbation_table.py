@@ -1,4 +1,5 @@
-from class_embedding import logs, perturbation_tables
+from class_embedding import logs
+from class_embedding.analyses import perturbation_tables
 
 with logs.logged(snakemake):
     target = getattr(perturbation_tables, snakemake.rule)

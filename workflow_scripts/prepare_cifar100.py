@@ -1,4 +1,5 @@
-from class_embedding import cifar, logs
+from class_embedding import logs
+from class_embedding.data import cifar
 
 with logs.logged(snakemake):
     cifar.prepare_cifar100(

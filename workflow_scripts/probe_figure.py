@@ -1,4 +1,5 @@
-from class_embedding import logs, probe_figures
+from class_embedding import logs
+from class_embedding.figures import probe_figures
 
 with logs.logged(snakemake):
     target = getattr(probe_figures, snakemake.rule)

@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from class_embedding import logs, probes, tables
+from class_embedding import logs, tables
+from class_embedding.analyses import probes
 
 with logs.logged(snakemake):
     images_dir = Path(snakemake.input.images)

@@ -1,6 +1,7 @@
-from class_embedding import logs, models
+from class_embedding import logs
+from class_embedding.models import ModelSpec, building, checkpoints
 
 with logs.logged(snakemake):
-    spec = snakemake.params.spec
-    model = models.random_model(spec, snakemake.wildcards.model, spec["weights"]["seed"])
-    models.save_checkpoint(model, snakemake.output[0])
+    spec = ModelSpec.from_params(snakemake.params.spec, snakemake.wildcards.model)
+    model = building.random_model(spec, snakemake.wildcards.model, spec.weights["seed"])
+    checkpoints.save_checkpoint(model, snakemake.output[0])

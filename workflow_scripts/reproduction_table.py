@@ -1,4 +1,5 @@
-from class_embedding import logs, reproduction
+from class_embedding import logs
+from class_embedding.analyses import reproduction
 
 with logs.logged(snakemake):
     reproduction.tab_reproduction_vs_paper(

@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from class_embedding import cifar, imagenet_s, logs, tables
+from class_embedding import logs, tables
+from class_embedding.data import cifar, imagenet_s
 
 with logs.logged(snakemake):
     images_dir = Path(snakemake.input.images)

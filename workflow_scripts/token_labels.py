@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from class_embedding import imagenet_s, logs, tables
+from class_embedding import logs, tables
+from class_embedding.data import imagenet_s
 
 with logs.logged(snakemake):
     grid = int(snakemake.wildcards.grid)

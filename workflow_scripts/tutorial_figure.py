@@ -1,18 +1,13 @@
 import torch
 
-from class_embedding import logs, models, tutorial_figures, weight_check
+from class_embedding import logs
+from class_embedding.extraction import weight_check
+from class_embedding.figures import tutorial_figures
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))
-    name, spec, figure = snakemake.params.model, snakemake.params.spec, snakemake.params.figure
-    sample = weight_check.resolve_sample(
-        figure["image"],
-        snakemake.params.sample,
-        file=snakemake.input.get("sample"),
-        stimuli=snakemake.input.get("stimuli"),
-        images=snakemake.input.get("images"),
-    )
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.checkpoint, name)
+    name, figure = snakemake.params.model, snakemake.params.figure
+    spec, model, sample = weight_check.job_model_and_sample(snakemake, name, figure["image"])
     if snakemake.rule == "fig_tutorial_cls_logits":
         tutorial_figures.fig_tutorial_cls_logits(
             model, name, spec, sample, figure["block"], snakemake.params.x_label, snakemake.output

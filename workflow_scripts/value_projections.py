@@ -1,11 +1,13 @@
-from class_embedding import logs, memories, models
+from class_embedding import logs
+from class_embedding.analyses import memories
+from class_embedding.models import building, checkpoints
 
 with logs.logged(snakemake):
     spec, name, seed = snakemake.params.spec, snakemake.wildcards.model, snakemake.params.seed
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.checkpoint, name)
+    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
     # A second, independent random initialisation (METHOD §4.11a), never the random twin.
     baseline_seed = memories.value_baseline_seed(seed, name)
-    baseline = models.random_model(spec, f"{name}_value_baseline", baseline_seed)
+    baseline = building.random_model(spec, f"{name}_value_baseline", baseline_seed)
     memories.write_value_projections(
         model,
         baseline,
@@ -13,7 +15,7 @@ with logs.logged(snakemake):
         snakemake.output.memories,
         metadata={
             "model": name,
-            "weights_sha256": models.sha256(snakemake.input.checkpoint),
+            "weights_sha256": checkpoints.sha256(snakemake.input.checkpoint),
             "value_baseline_seed": baseline_seed,
             "value_variants": ["with post-norm" if v else "plain" for v in memories.value_variants(model)],
         },

@@ -1,17 +1,11 @@
 import torch
 
-from class_embedding import logs, models, tables, weight_check
+from class_embedding import logs, tables
+from class_embedding.extraction import weight_check
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))
-    name, spec, expected = snakemake.wildcards.model, snakemake.params.spec, snakemake.params.expected
-    sample = weight_check.resolve_sample(
-        expected["image"],
-        snakemake.params.sample,
-        file=snakemake.input.get("sample"),
-        stimuli=snakemake.input.get("stimuli"),
-        images=snakemake.input.get("images"),
-    )
-    model = models.load_checkpoint(models.build_model(spec, name), snakemake.input.checkpoint, name)
+    name, expected = snakemake.wildcards.model, snakemake.params.expected
+    spec, model, sample = weight_check.job_model_and_sample(snakemake, name, expected["image"])
     report = weight_check.check_weights(model, name, spec, expected, sample)
     tables.write_json(report, snakemake.output[0])

@@ -87,3 +87,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns)
+
+
+def write_csv(frame, path: str | Path) -> None:
+    """A pandas DataFrame as CSV without its index, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

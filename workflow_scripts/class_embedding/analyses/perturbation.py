@@ -1,0 +1,420 @@
+"""Attention and token perturbations of a [CLS] ViT (METHOD §4.9, §4.10), through hooks only.
+
+- Attention perturbation: in every block the post-softmax attention weights are modified before
+  they multiply the values. With ``fused_attn`` off, timm's ``Attention.forward`` passes the
+  weights through ``attn_drop`` (a Dropout, the identity in eval) right before ``attn @ v``; a
+  forward hook on that module returns the modified weights.
+- Token perturbation: only [CLS] and the tokens of one label are kept, selected after patch
+  embedding, [CLS] and position embedding, before the first block. ``norm_pre`` is the last
+  per-token module before the blocks (the identity in the paper's models); a forward hook on it
+  returns the gathered tokens, which keep their position embeddings.
+
+Each image's last block output is projected with the lens (model's own norm + head) and reduced
+to the rank of the correct class per token. Images are batched: all images together for the
+attention perturbation, grouped by kept length for the token perturbation (exact, no padding).
+Results are pyarrow tables (one row per image and token) plus a per-image predictions table.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from .. import tables
+from ..errors import InputError
+from ..extraction import lens, shards
+from ..models import ModelSpec, building, checkpoints, preprocessing
+from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
+
+
+def require_class_token(model) -> None:
+    if not lens.has_class_token(model):
+        raise InputError("perturbations need a model with a [CLS] token (METHOD §4.9–4.10); GAP models have none.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention perturbation (METHOD §4.9)
+
+
+def perturb_attention(weights: torch.Tensor, kind: str, inplace: bool = False) -> torch.Tensor:
+    """Modified post-softmax weights (..., N, N); rows are queries, column 0 is [CLS].
+
+    ``self_only``: every image-token row becomes one-hot on its own position;
+    ``no_cls``: image-token rows lose their weight on [CLS] (no renormalisation).
+    The [CLS] row is left untouched by both. ``inplace`` saves a copy of the largest tensor of
+    the forward where no gradient needs the original weights.
+    """
+    if kind not in ATTENTION_TYPES:
+        raise ValueError(f"unknown attention perturbation '{kind}': expected one of {ATTENTION_TYPES}")
+    perturbed = weights if inplace else weights.clone()
+    if kind == "self_only":
+        n_tokens = weights.shape[-1]
+        perturbed[..., 1:, :] = 0
+        image_tokens = torch.arange(1, n_tokens, device=weights.device)
+        perturbed[..., image_tokens, image_tokens] = 1
+    else:
+        perturbed[..., 1:, 0] = 0
+    return perturbed
+
+
+def perturbation_hook(kind: str):
+    def hook(module, inputs, weights):
+        return perturb_attention(weights, kind, inplace=not torch.is_grad_enabled())
+
+    return hook
+
+
+def attention_modules(model) -> list[torch.nn.Module]:
+    attentions = [block.attn for block in model.blocks]
+    for b, attn in enumerate(attentions):
+        if not (hasattr(attn, "fused_attn") and isinstance(getattr(attn, "attn_drop", None), torch.nn.Dropout)):
+            raise InputError(
+                f"block {b}: {type(attn).__name__} is not a timm Attention with attn_drop and fused_attn; "
+                "the attention perturbation hooks only those."
+            )
+    return attentions
+
+
+@contextmanager
+def perturbed_attention(model, kind: str):
+    """Within the block, every block's attention uses :func:`perturb_attention` weights.
+
+    Fused attention is switched off (it never materialises the weights) and restored on exit,
+    with the hooks removed, so the model is unchanged afterwards.
+    """
+    if kind not in ATTENTION_TYPES:
+        raise ValueError(f"unknown attention perturbation '{kind}': expected one of {ATTENTION_TYPES}")
+    require_class_token(model)
+    attentions = attention_modules(model)
+    fused = [attn.fused_attn for attn in attentions]
+    handles = []
+    try:
+        for attn in attentions:
+            attn.fused_attn = False
+            handles.append(attn.attn_drop.register_forward_hook(perturbation_hook(kind)))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, was_fused in zip(attentions, fused):
+            attn.fused_attn = was_fused
+
+
+# ---------------------------------------------------------------------------------------------
+# Token perturbation (METHOD §4.10)
+
+
+class TokenSelection:
+    """Keep only some sequence positions of the embedded sequence, before the first block.
+
+    Use as a context manager; call :meth:`set_positions` with a (B, K) index tensor (position 0
+    = [CLS]) before each forward.
+    """
+
+    def __init__(self, model):
+        require_class_token(model)
+        self.model = model
+        self.positions: torch.Tensor | None = None
+        self._handle = None
+
+    def set_positions(self, positions: torch.Tensor) -> None:
+        self.positions = positions
+
+    def _hook(self, module, inputs, tokens: torch.Tensor) -> torch.Tensor:
+        if self.positions is None or self.positions.shape[0] != tokens.shape[0]:
+            raise RuntimeError("TokenSelection: set_positions() with one row per image before the forward")
+        index = self.positions.to(tokens.device).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+        return tokens.gather(1, index)
+
+    def __enter__(self) -> "TokenSelection":
+        # norm_pre follows patch embedding, [CLS], position embedding and patch dropout.
+        self._handle = self.model.norm_pre.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        self.positions = None
+
+
+def length_groups(keep: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Image batches whose members keep the same number of tokens (each at most ``batch_size``).
+
+    Groups in increasing kept length, images in stimulus order within a group.
+    """
+    lengths = keep.sum(axis=1)
+    batches = []
+    for length in np.unique(lengths):
+        members = np.flatnonzero(lengths == length)
+        batches += [members[start : start + batch_size] for start in range(0, members.size, batch_size)]
+    return batches
+
+
+def kept_positions(keep: np.ndarray) -> torch.Tensor:
+    """(B, K) ascending kept positions of images that all keep K tokens."""
+    _, positions = np.nonzero(keep)
+    return torch.from_numpy(positions.reshape(keep.shape[0], -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the model and reducing the last block
+
+
+@dataclass
+class LastBlock:
+    """Per batch: rank and logit of the correct class for every token of the last block, and
+    the model's logits."""
+
+    rank: torch.Tensor
+    logit: torch.Tensor
+    model_logits: torch.Tensor
+
+
+def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str) -> LastBlock:
+    """Forward ``images``; project the last block output with the lens (METHOD §4.9)."""
+    captured = {}
+
+    def capture(module, inputs, output):
+        captured["state"] = output
+
+    handle = model.blocks[-1].register_forward_hook(capture)
+    try:
+        model_logits = model(images)
+    finally:
+        handle.remove()
+    state = captured["state"]
+    lens.audit(model, state, model_logits, context)
+    logits = lens.project(model, state)
+    token_targets = targets.view(-1, 1).expand(logits.shape[:2])
+    return LastBlock(
+        rank=lens.rank_of(logits, token_targets).cpu(),
+        logit=logits.gather(-1, token_targets.unsqueeze(-1)).squeeze(-1).cpu(),
+        model_logits=model_logits.float().cpu(),
+    )
+
+
+def predictions_table(images: np.ndarray, targets: np.ndarray, model_logits: torch.Tensor) -> pa.Table:
+    """One row per image: label, the perturbed model's prediction, correctness, true-class logit."""
+    pred = model_logits.argmax(-1).numpy()
+    return pa.table(
+        {
+            "image": pa.array(images.astype(np.int32)),
+            "label": pa.array(targets.astype(np.int16)),
+            "pred": pa.array(pred.astype(np.int16)),
+            "correct": pa.array(pred == targets),
+            "logit": pa.array(model_logits.numpy()[np.arange(len(targets)), targets].astype(np.float32)),
+        }
+    )
+
+
+def token_rows(
+    images: np.ndarray, positions: np.ndarray, rank: np.ndarray, logit: np.ndarray, position_name: str
+) -> pa.Table:
+    """One row per (image, position), sorted by image then position."""
+    order = np.lexsort((positions, images))
+    return pa.table(
+        {
+            "image": pa.array(images[order].astype(np.int32)),
+            position_name: pa.array(positions[order].astype(np.int16)),
+            "rank": pa.array(rank[order].astype(np.int16)),
+            "logit": pa.array(logit[order].astype(np.float32)),
+        }
+    )
+
+
+@dataclass
+class PerturbationResult:
+    tokens: pa.Table
+    predictions: pa.Table
+
+
+#: On CPU, forward at most this many attention weights (B·H·N², float32: 8 MiB) at once: the
+#: materialised weights of larger batches leave the cache and slow the forward (2× measured for
+#: batch 64 vs 8 of the 14×14 demo model), while batches of a few images already fill the cores.
+CPU_ATTENTION_ELEMENTS = 1 << 21
+
+
+def forward_chunk(model, device: torch.device) -> int | None:
+    """Images per forward under the attention perturbation; None = the whole batch (GPU)."""
+    if device.type != "cpu":
+        return None
+    n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    return max(1, CPU_ATTENTION_ELEMENTS // (model.blocks[0].attn.num_heads * n_tokens**2))
+
+
+def attention_perturbation(
+    model,
+    dataset,
+    images: np.ndarray,
+    targets: np.ndarray,
+    kind: str,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
+) -> PerturbationResult:
+    """METHOD §4.9: every image through the model perturbed in every block (``kind``).
+
+    ``dataset[i]`` is the preprocessed image of stimulus ``images[i]`` with class ``targets[i]``.
+    Rows: image, token (0 = [CLS]), rank, logit.
+    """
+    model = model.to(device).eval()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+    chunk = forward_chunk(model, device) or batch_size
+    parts, start = [], 0
+    with perturbed_attention(model, kind), torch.inference_mode():
+        for batch in tqdm(loader, desc=f"attention {kind}", file=sys.stderr, mininterval=5):
+            for images_chunk in batch.split(chunk):
+                chunk_targets = torch.from_numpy(targets[start : start + len(images_chunk)]).to(device)
+                parts.append(
+                    last_block(model, images_chunk.to(device), chunk_targets, f"attn_{kind}, images {start}..")
+                )
+                start += len(images_chunk)
+    rank = torch.cat([p.rank for p in parts]).numpy()
+    n_images, n_tokens = rank.shape
+    return PerturbationResult(
+        tokens=token_rows(
+            np.repeat(images, n_tokens),
+            np.tile(np.arange(n_tokens), n_images),
+            rank.reshape(-1),
+            torch.cat([p.logit for p in parts]).numpy().reshape(-1),
+            "token",
+        ),
+        predictions=predictions_table(images, targets, torch.cat([p.model_logits for p in parts])),
+    )
+
+
+def token_perturbation(
+    model,
+    dataset,
+    images: np.ndarray,
+    targets: np.ndarray,
+    keep: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
+) -> PerturbationResult:
+    """METHOD §4.10: every image with only its ``keep`` positions (bool (n_images, N), column 0 =
+    [CLS], kept) entering the first block. Images are batched by kept length.
+
+    Rows: image, position (sequence position, 0 = [CLS], t = image token t-1), rank, logit; the
+    predictions table also gives each image's number of kept image tokens.
+    """
+    if not keep[:, 0].all():
+        raise ValueError("the [CLS] position 0 must be kept for every image")
+    model = model.to(device).eval()
+    batches = length_groups(keep, batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+    row_images, row_positions, ranks, logits = [], [], [], []
+    model_logits = torch.empty(len(images), model.num_classes)
+    with TokenSelection(model) as selection, torch.inference_mode():
+        for members, batch in tqdm(
+            zip(batches, loader), total=len(batches), desc="tokens", file=sys.stderr, mininterval=5
+        ):
+            positions = kept_positions(keep[members])
+            selection.set_positions(positions.to(device))
+            result = last_block(
+                model,
+                batch.to(device),
+                torch.from_numpy(targets[members]).to(device),
+                f"tokens, images {members[:3]}..",
+            )
+            row_images.append(np.repeat(images[members], positions.shape[1]))
+            row_positions.append(positions.numpy().reshape(-1))
+            ranks.append(result.rank.numpy().reshape(-1))
+            logits.append(result.logit.numpy().reshape(-1))
+            model_logits[torch.from_numpy(members)] = result.model_logits
+    predictions = predictions_table(images, targets, model_logits)
+    predictions = predictions.append_column("n_kept_image_tokens", pa.array((keep.sum(axis=1) - 1).astype(np.int16)))
+    return PerturbationResult(
+        tokens=token_rows(*(np.concatenate(parts) for parts in (row_images, row_positions, ranks, logits)), "position"),
+        predictions=predictions,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule entry points
+
+
+@dataclass
+class Setup:
+    """What both perturbation rules load: the trained model and the stimuli in stimulus order."""
+
+    model: torch.nn.Module
+    dataset: shards.StimulusImages
+    images: np.ndarray
+    targets: np.ndarray
+    metadata: dict
+
+    @classmethod
+    def for_job(cls, job) -> "Setup":
+        """The setup of a Snakemake job with ``params.spec``, ``wildcards.model`` and the inputs
+        ``checkpoint``, ``stimuli`` and ``images``."""
+        return cls.load(job.params.spec, job.wildcards.model, job.input.checkpoint, job.input.stimuli, job.input.images)
+
+    @classmethod
+    def load(cls, spec: ModelSpec | dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> "Setup":
+        spec = ModelSpec.from_params(spec, name)
+        if not spec.class_token:
+            raise InputError(f"models.{name} has no [CLS] token: perturbations run only on [CLS] models.")
+        model = checkpoints.load_checkpoint(building.build_model(spec, name), checkpoint, name)
+        table = tables.read_table(stimuli)
+        order = np.argsort(table.column("image").to_numpy(), kind="stable")
+        table = table.take(pa.array(order))
+        return cls(
+            model=model,
+            dataset=shards.StimulusImages(
+                table.column("file").to_pylist(), images_dir, preprocessing.Preprocessing(spec.preprocessing)
+            ),
+            images=table.column("image").to_numpy().astype(np.int64),
+            targets=table.column("class_index").to_numpy().astype(np.int64),
+            metadata={
+                **building.model_metadata(spec, name, checkpoint),
+                "block": spec.num_blocks - 1,
+                "stimuli": stimuli,
+            },
+        )
+
+
+def write_result(result: PerturbationResult, output, metadata: dict) -> None:
+    tables.write_table(result.tokens, output.ranks, metadata)
+    tables.write_table(result.predictions, output.predictions, metadata)
+
+
+def run_attention(setup: Setup, kind: str, output, settings: dict) -> None:
+    device = building.pick_device(settings["device"])
+    result = attention_perturbation(
+        setup.model, setup.dataset, setup.images, setup.targets, kind,
+        batch_size=settings["batch_size"], device=device, workers=settings["workers"],
+    )  # fmt: skip
+    write_result(result, output, {**setup.metadata, "perturbation": f"attn_{kind}", "device": str(device)})
+
+
+def run_tokens(setup: Setup, mask: str, token_labels: str | Path, output, settings: dict) -> None:
+    class_mask = load_class_mask(token_labels)  # row i = image i
+    if not np.array_equal(setup.images, np.arange(class_mask.shape[0])):
+        raise InputError(
+            f"{token_labels} labels {class_mask.shape[0]} images but the stimuli are {len(setup.images)}: rebuild it."
+        )
+    if class_mask.shape[1] != setup.model.patch_embed.num_patches:
+        raise InputError(
+            f"{token_labels} has {class_mask.shape[1]} tokens per image but the model "
+            f"{setup.metadata['model']} has {setup.model.patch_embed.num_patches}: check models.*.token_grid."
+        )
+    device = building.pick_device(settings["device"])
+    result = token_perturbation(
+        setup.model, setup.dataset, setup.images, setup.targets, kept_token_mask(class_mask, mask),
+        batch_size=settings["batch_size"], device=device, workers=settings["workers"],
+    )  # fmt: skip
+    write_result(result, output, {**setup.metadata, "perturbation": f"tokens_no_{mask}", "device": str(device)})

@@ -1,0 +1,169 @@
+"""The class-embedding lens: project hidden states through the model's own final norm and head.
+
+One forward pass yields, for every block b, the residual stream after the block (``hs_b``) and
+the two residual updates of its sublayers (``attn_b``, ``mlp_b``). Each state is projected and
+reduced right where a hook receives it (METHOD §3, DESIGN §10): rank of the true class, its
+logit and the top-5 classes, plus the five most activated key–value memories of each sublayer
+(METHOD §4.11b). No hidden state outlives its hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from timm.models.vision_transformer import Block, ResPostBlock, VisionTransformer
+
+from ..errors import InputError
+
+LAYER_KINDS = ("hs", "attn", "mlp")
+TOP_K = 5
+
+
+def layer_names(num_blocks: int) -> list[str]:
+    return [f"{kind}_{b}" for kind in LAYER_KINDS for b in range(num_blocks)]
+
+
+def has_class_token(model: VisionTransformer) -> bool:
+    return model.cls_token is not None
+
+
+def project(model: VisionTransformer, states: torch.Tensor) -> torch.Tensor:
+    """Class logits of hidden states (..., D), in float32.
+
+    ``norm`` and ``fc_norm`` are each the identity where a model does not use them, so one
+    expression covers the pre-norm [CLS] models (``norm``) and the GAP models (``fc_norm``).
+    """
+    states = model.fc_norm(model.norm(states)).float()
+    head = model.head
+    return torch.addmm(head.bias.float(), states.reshape(-1, states.shape[-1]), head.weight.float().t()).reshape(
+        *states.shape[:-1], -1
+    )
+
+
+def pooled_logits(model: VisionTransformer, last_state: torch.Tensor) -> torch.Tensor:
+    """What the lens says the model outputs: its pooled token through the same projection."""
+    pooled = last_state[:, 0] if has_class_token(model) else last_state.mean(dim=1)
+    return project(model, pooled)
+
+
+def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0-based rank of ``target`` among the last-axis logits, as a stable descending sort gives.
+
+    Counting larger logits is O(C) per row instead of a sort; an exact tie counts against the
+    target only for classes with a smaller index.
+    """
+    target_logit = logits.gather(-1, target.unsqueeze(-1))
+    larger = (logits > target_logit).sum(-1)
+    class_ids = torch.arange(logits.shape[-1], device=logits.device)
+    tied_before = ((logits == target_logit) & (class_ids < target.unsqueeze(-1))).sum(-1)
+    return larger + tied_before
+
+
+def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Modules whose outputs are exactly what the attention and MLP sublayers add to the stream.
+
+    Pre-norm blocks add ``ls(sublayer(norm(x)))`` (LayerScale is the identity in the paper's
+    models); residual post-norm blocks add ``norm(sublayer(x))``, so their post-norm is part of
+    the update that the lens projects (METHOD §3, GAP model).
+    """
+    if isinstance(block, ResPostBlock):
+        return block.norm1, block.norm2
+    if isinstance(block, Block):
+        return block.ls1, block.ls2
+    raise InputError(f"unsupported block type {type(block).__name__}: expected timm Block or ResPostBlock.")
+
+
+@dataclass
+class LayerReduction:
+    """Reduced statistics of one layer for one batch, all of shape (B, N[, 5])."""
+
+    rank: torch.Tensor
+    logit: torch.Tensor
+    top5: torch.Tensor
+    mem_top5: torch.Tensor | None = None
+
+    def cpu(self) -> "LayerReduction":
+        return LayerReduction(*(None if t is None else t.cpu() for t in (self.rank, self.logit, self.top5, self.mem_top5)))
+
+
+@dataclass
+class BatchRecord:
+    layers: dict[str, LayerReduction] = field(default_factory=dict)
+    memory_top5: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_state: torch.Tensor | None = None
+
+
+class ClassEmbeddingLens:
+    """Hooks on a timm VisionTransformer that reduce every block's states during the forward.
+
+    Use as a context manager around ``model(images)`` after :meth:`set_targets`; the hooks are
+    removed on exit. ``record`` holds the reductions of the last batch.
+    """
+
+    def __init__(self, model: VisionTransformer):
+        self.model = model
+        self.targets: torch.Tensor | None = None
+        self.record = BatchRecord()
+        self._handles: list = []
+
+    def set_targets(self, targets: torch.Tensor) -> None:
+        self.targets = targets
+        self.record = BatchRecord()
+
+    def _reduce(self, name: str, states: torch.Tensor) -> None:
+        logits = project(self.model, states)
+        targets = self.targets.view(-1, 1).expand(logits.shape[:2])
+        self.record.layers[name] = LayerReduction(
+            rank=rank_of(logits, targets).to(torch.int16),
+            logit=logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
+            top5=logits.topk(TOP_K, dim=-1).indices.to(torch.int16),
+            mem_top5=self.record.memory_top5.pop(name, None),
+        )
+
+    def _state_hook(self, name: str, keep_last: bool = False):
+        def hook(module, inputs, output):
+            if keep_last:
+                self.record.last_state = output
+            self._reduce(name, output)
+
+        return hook
+
+    def _memory_hook(self, name: str, from_input: bool):
+        # Attention memories are the coefficients entering the output projection (the
+        # concatenated head outputs); MLP memories are the fc1 outputs before GELU (METHOD §4.11b).
+        def hook(module, inputs, output=None):
+            coefficients = inputs[0] if from_input else output
+            self.record.memory_top5[name] = coefficients.topk(TOP_K, dim=-1).indices.to(torch.int16)
+
+        return hook
+
+    def __enter__(self) -> "ClassEmbeddingLens":
+        blocks = list(self.model.blocks)
+        for b, block in enumerate(blocks):
+            attn_update, mlp_update = residual_update_modules(block)
+            self._handles += [
+                block.attn.proj.register_forward_pre_hook(self._memory_hook(f"attn_{b}", from_input=True)),
+                block.mlp.fc1.register_forward_hook(self._memory_hook(f"mlp_{b}", from_input=False)),
+                attn_update.register_forward_hook(self._state_hook(f"attn_{b}")),
+                mlp_update.register_forward_hook(self._state_hook(f"mlp_{b}")),
+                block.register_forward_hook(self._state_hook(f"hs_{b}", keep_last=b == len(blocks) - 1)),
+            ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def audit(model: VisionTransformer, last_state: torch.Tensor, logits: torch.Tensor, context: str) -> None:
+    """Lens audit: the projection of the last residual state must reproduce the model's logits."""
+    lens_logits = pooled_logits(model, last_state)
+    error = (lens_logits - logits.float()).abs().max().item()
+    scale = max(logits.float().abs().max().item(), 1.0)
+    if error > 1e-3 * scale:
+        raise RuntimeError(
+            f"lens audit failed for {context}: the projected last block differs from the model's "
+            f"logits by {error:.3g}; the model is not a standard timm VisionTransformer."
+        )

@@ -1,0 +1,85 @@
+"""Shared plotting helpers of the figure targets: pyplot-free figures in the paper's style,
+colours, box statistics, and writing a figure with its numbers."""
+
+from __future__ import annotations
+
+import colorsys
+
+import matplotlib.cbook
+import matplotlib.colors
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from ..analyses.identifiability import CLS, IMAGE
+from ..tables import atomic_path, write_csv
+
+TOKEN_COLORS = {CLS: "#66c2a5", IMAGE: "#fc8d62"}  # Set2 green / orange, as in the paper
+
+
+CHANCE = 0.5
+
+
+STAR = "*"
+
+
+STAR_LINE = {"marker": STAR, "markersize": 9}
+
+
+BOX_WIDTH = 0.8  # seaborn's default total width of one category's boxes
+
+
+BOX_SATURATION = 0.75  # seaborn desaturates box fill colours by this much
+
+
+def model_colors(models: list[dict]) -> dict[str, tuple]:
+    return dict(zip([m["display_name"] for m in models], sns.color_palette("Set2", len(models))))
+
+
+def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **subplot_kw):
+    """A pyplot-free figure (no global state, no backend) in the paper's "whitegrid" style."""
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, axes
+
+
+def chance_line(ax) -> None:
+    ax.axhline(CHANCE, linestyle="--", color="grey", linewidth=1)
+
+
+def label_blocks(ax, positions, blocks) -> None:
+    """Categorical x axis whose ticks read the 1-based block numbers."""
+    ax.set_xticks(list(positions), [str(b) for b in blocks])
+    ax.set_xlabel("Block")
+
+
+def save_figure(fig: Figure, data: pd.DataFrame, output) -> None:
+    """Write the figure as PDF and PNG and its numbers as CSV, each atomically."""
+    with atomic_path(output.pdf) as tmp:
+        # No creation date: rerunning on the same data gives the same bytes.
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    with atomic_path(output.png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    write_csv(data, output.data)
+
+
+def remove_unused(fig: Figure, axes: np.ndarray, n_used: int) -> None:
+    for ax in axes.flat[n_used:]:
+        fig.delaxes(ax)
+
+
+BOX_STATS = ["mean", "med", "q1", "q3", "whislo", "whishi"]
+
+
+def box_stats(values: np.ndarray) -> dict[str, float]:
+    """Exact boxplot statistics as seaborn computes them (1.5 IQR whiskers), without fliers."""
+    stats = matplotlib.cbook.boxplot_stats(np.ravel(values), whis=1.5)[0]
+    return {key: float(stats[key]) for key in BOX_STATS}
+
+
+def box_line_color(colors) -> tuple:
+    """seaborn's automatic box outline grey: 60% of the lowest HLS lightness of the palette."""
+    lightness = min(colorsys.rgb_to_hls(*matplotlib.colors.to_rgb(c))[1] for c in colors)
+    return (lightness * 0.6,) * 3

@@ -1,0 +1,133 @@
+"""Building timm ViTs from a config entry (:class:`ModelSpec`) and checking them against it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .checkpoints import sha256, unsafe_types
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def build_model(spec: ModelSpec | dict, name: str):
+    """An untrained timm model of the entry's architecture, checked against what the config declares."""
+    import timm
+
+    spec = ModelSpec.from_params(spec, name)
+    try:
+        model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise InputError(
+                f"models.{name}.arch: '{spec.arch}' is not a timm model; pick one from timm.list_models()."
+            ) from None
+        raise
+    check_declared(model, spec, name)
+    return model.eval()
+
+
+def final_norm(model) -> str:
+    """Which final LayerNorm the lens projects through: ``norm`` ([CLS] models) or ``fc_norm``
+    (GAP models, whose ``norm`` is the identity)."""
+    return "norm" if isinstance(model.fc_norm, torch.nn.Identity) else "fc_norm"
+
+
+def check_declared(model, spec: ModelSpec, name: str) -> None:
+    """The config's description of a model (blocks, classes, tokens, final norm) matches it."""
+    declared = {
+        "num_blocks": len(model.blocks),
+        "num_classes": model.num_classes,
+        "class_token": model.cls_token is not None,
+        "token_grid": model.patch_embed.grid_size[0],
+        "final_norm": final_norm(model),
+    }
+    for key, actual in declared.items():
+        declared_value = getattr(spec, key)
+        if declared_value is not None and declared_value != actual:
+            raise InputError(f"models.{name}.{key} is {declared_value} but the timm model '{spec.arch}' has {actual}.")
+
+
+def random_model(spec: ModelSpec | dict, name: str, seed: int):
+    """The random-initialisation twin: timm's own initialisation under a fixed seed."""
+    torch.manual_seed(seed)
+    return build_model(spec, name)
+
+
+def timm_pretrained(spec: ModelSpec | dict, name: str, tag: str, cache_dir: str | os.PathLike | None = None,
+                    file: str | os.PathLike | None = None, **overrides) -> torch.nn.Module:
+    """A model with timm's pretrained weights of ``tag`` (e.g.
+    ``vit_base_patch16_224.augreg_in21k_ft_in1k``), through timm's own loading (and key
+    conversion). ``file`` loads the weights from a local file instead of the hub (offline tests,
+    pre-fetched weights); ``overrides`` replace keyword arguments (``num_classes`` for fine-tuning)."""
+    import timm
+
+    spec = ModelSpec.from_params(spec, name)
+    if "." not in tag:
+        raise InputError(f"models.{name}.weights.tag '{tag}' names no pretrained tag: write <arch>.<tag>.")
+    kwargs = {**spec.kwargs, **overrides}
+    overlay = {"file": str(file)} if file is not None else None
+    try:
+        model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **kwargs)
+    except RuntimeError as err:  # timm loads with weights_only=True too, and says so in a RuntimeError
+        if not isinstance(err.__cause__, pickle.UnpicklingError):
+            raise
+        where = file if file is not None else f"of the timm weights {tag}"
+        types = unsafe_types(Path(file), err) if file is not None else "Python objects"
+        raise InputError(
+            f"checkpoint {where} of model '{name}' holds {types} besides tensors and plain values; it is "
+            f"not loaded, because unpickling it could run code stored in the file."
+        ) from None
+    if not overrides:
+        check_declared(model, spec, name)
+        pretrained_classes = model.pretrained_cfg.get("num_classes")
+        if pretrained_classes is not None and pretrained_classes != model.num_classes:
+            # timm would silently give the model a new, random head.
+            raise InputError(
+                f"models.{name}: the weights {tag} have {pretrained_classes} classes, the config "
+                f"{model.num_classes}: fix num_classes (or kwargs.num_classes)."
+            )
+    return model.eval()
+
+
+def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -> None:
+    """Lens audit of a freshly converted checkpoint on random inputs: the projection of the last
+    residual state reproduces the model's logits (raises otherwise)."""
+    from ..extraction import lens
+
+    generator = torch.Generator().manual_seed(seed)
+    size = model.patch_embed.img_size
+    images = torch.randn(n_images, 3, *size, generator=generator)
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(n_images, dtype=torch.long))
+        logits = model(images)
+        lens.audit(model, hooks.record.last_state, logits, f"checkpoint of {name}")
+
+
+def model_metadata(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathLike) -> dict:
+    """What every table computed from a model records about it in its Parquet metadata."""
+    spec = ModelSpec.from_params(spec, name)
+    return {
+        "model": name,
+        "display_name": spec.display_name,
+        "arch": spec.arch,
+        "num_classes": spec.num_classes,
+        "num_blocks": spec.num_blocks,
+        "class_token": spec.class_token,
+        "token_grid": spec.token_grid,
+        "weights_sha256": sha256(checkpoint),
+        "preprocessing": spec.preprocessing,
+    }
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
