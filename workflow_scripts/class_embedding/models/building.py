@@ -79,9 +79,9 @@ def timm_pretrained(spec: ModelSpec | dict, name: str, tag: str, cache_dir: str 
         if not isinstance(err.__cause__, pickle.UnpicklingError):
             raise
         where = file if file is not None else f"of the timm weights {tag}"
-        types = unsafe_types(Path(file), err) if file is not None else "Python objects"
+        types = ", ".join(unsafe_types(Path(file), err.__cause__)) if file is not None else ""
         raise InputError(
-            f"checkpoint {where} of model '{name}' holds {types} besides tensors and plain values; it is "
+            f"checkpoint {where} of model '{name}' holds {types or 'Python objects'} besides tensors and plain values; it is "
             f"not loaded, because unpickling it could run code stored in the file."
         ) from None
     if not overrides:

@@ -50,7 +50,7 @@ CONVERSION_HINT = (
     "    checkpoint = torch.load('{path}', map_location='cpu', weights_only=False)  # runs the file's code\n"
     "    torch.save(checkpoint['state_dict'], 'plain_state_dict.pt')  # the entry that holds the weights\n"
     "and set models.{name}.weights to {{source: file, path: plain_state_dict.pt}} "
-    "(README, \"Checkpoints you provide\")."
+    "(docs/paper.md, \"Checkpoints you provide\")."
 )
 
 
@@ -65,22 +65,28 @@ def read_checkpoint_file(path: Path, name: str, rebuild_hint: str = "download it
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_TYPES):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        types = unsafe_types(path, err)
+        if not types:  # refused for no global it names: the file is truncated or not a checkpoint
+            raise InputError(
+                f"checkpoint {path} cannot be read: it is truncated or not a PyTorch checkpoint (model "
+                f"'{name}'); {rebuild_hint}."
+            ) from None
         raise InputError(
-            f"checkpoint {path} of model '{name}' holds {unsafe_types(path, err)} besides tensors and "
-            f"plain values; it is not loaded, because unpickling it could run code stored in the file.\n"
+            f"checkpoint {path} of model '{name}' holds {', '.join(types)} besides tensors and plain "
+            f"values; it is not loaded, because unpickling it could run code stored in the file.\n"
             + CONVERSION_HINT.format(path=path, name=name)
         ) from None
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise InputError(f"checkpoint {path} of model '{name}' cannot be read ({err}): {rebuild_hint}.") from None
+        raise InputError(f"checkpoint {path} cannot be read ({err}; model '{name}'): {rebuild_hint}.") from None
 
 
-def unsafe_types(path: Path, err: Exception) -> str:
+def unsafe_types(path: Path, err: Exception) -> list[str]:
     """The globals a refused checkpoint would import, for the error message."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # the legacy (non-zip) format cannot be inspected without unpickling it
         names = re.findall(r"GLOBAL ([\w.]+)", str(err))
-    return ", ".join(sorted(set(names))) or "Python objects"
+    return sorted(set(names))
 
 
 def read_state_dict(path: str | os.PathLike, name: str, state_dict_key: str | None = None, strip_prefix: str = "") -> dict:
