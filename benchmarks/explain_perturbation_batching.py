@@ -1,6 +1,6 @@
 """Benchmark: the explainability perturbation test batched by kept count against one image at a time.
 
-The original evaluated every (ordering, n, image) with its own forward (METHOD §4.13).
+The original evaluated every (ordering, n, image) with its own forward (docs/method.md §4.13).
 :func:`class_embedding.analyses.explain_perturbation.evaluate_curves` forwards, at each number n of kept
 tokens, every (ordering, image) pair together (all have n + 1 tokens), in chunks of
 ``explainability.tokens_per_batch`` tokens; :func:`~class_embedding.analyses.explain_perturbation.one_at_a_time`

@@ -10,8 +10,8 @@ fixed batch:
 2. stored Parquet bytes per image: ``extract_shard`` run for real on a few random JPEGs in a
    temporary ImageNet-S-like tree, all layer tables plus ``predictions.parquet``.
 
-Goals (DESIGN §3, §10): lens/bare ≤ 1.5× (aim ≤ 1.2×); ≤ 100 KB stored per image for ViT-B/16,
-against ≈ 66 MB per image written by the original (METHOD §6: 330 MB raw activations + 1.84 MB
+Goals (docs/method.md §9, §10): lens/bare ≤ 1.5× (aim ≤ 1.2×); ≤ 100 KB stored per image for ViT-B/16,
+against ≈ 66 MB per image written by the original (docs/method.md §6: 330 MB raw activations + 1.84 MB
 projections per 5-image class).
 
     python benchmarks/extraction_overhead.py [--quick] [--output benchmarks/results/extraction_overhead.json]
@@ -43,7 +43,7 @@ from class_embedding.models import building, preprocessing
 RATIO_GOAL = 1.5
 RATIO_AIM = 1.2
 BYTES_GOAL = 100_000
-ORIGINAL_BYTES_PER_IMAGE = (330e6 + 1.84e6) / 5  # METHOD §6, ViT-B/16, per 5-image class
+ORIGINAL_BYTES_PER_IMAGE = (330e6 + 1.84e6) / 5  # docs/method.md §6, ViT-B/16, per 5-image class
 SQUASH_224 = {"resize": [224, 224], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
 VIT_B16 = "vit_b16"
 
@@ -240,7 +240,7 @@ def markdown(results: list[dict]) -> str:
 
 def goals_text(results: list[dict]) -> str:
     lines = [
-        f"Goals: lens/bare ≤ {RATIO_GOAL}× (DESIGN §10 aims at ≤ {RATIO_AIM}×); "
+        f"Goals: lens/bare ≤ {RATIO_GOAL}× (docs/method.md §10 aims at ≤ {RATIO_AIM}×); "
         f"stored ≤ {BYTES_GOAL / 1e3:.0f} KB "
         f"per image for ViT-B/16 (the original wrote ≈ {ORIGINAL_BYTES_PER_IMAGE / 1e6:.0f} MB per image). "
         "KB are 1000 bytes; 'without footers' leaves out the per-file Parquet footers and schema metadata, "

@@ -1,6 +1,6 @@
 """Benchmark: batched attention and token perturbations against one image at a time.
 
-The original ran every perturbation with batch 1 in stimulus order (METHOD §4.9, §4.10). Here
+The original ran every perturbation with batch 1 in stimulus order (docs/method.md §4.9, §4.10). Here
 :func:`class_embedding.analyses.perturbation.attention_perturbation` batches all images, and
 :func:`~class_embedding.analyses.perturbation.token_perturbation` groups them by kept length. Both are
 timed on the demo models of ``config.yaml`` (random weights, in-memory random images and random

@@ -1,6 +1,6 @@
 """Comparison: the workflow's exact ridge probes against the original's ``Ridge(solver="lsqr")``.
 
-The original (METHOD §4.14) fitted each (layer, token) probe with scikit-learn
+The original (docs/method.md §4.14) fitted each (layer, token) probe with scikit-learn
 ``Ridge(alpha=1.0, solver="lsqr")``, which stops LSQR at its tolerance; the workflow solves the
 same regularised least squares exactly (:class:`class_embedding.analyses.probes.RidgeAccumulator`). This
 script measures how far that moves the results on a finished demo run: both fits on the same

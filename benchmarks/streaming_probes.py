@@ -1,6 +1,6 @@
 """Benchmark: streaming ridge probes against the original's per-(layer, token) re-extraction.
 
-The original (METHOD §4.14, §7.23) fits one probe per (layer, token): for each pair it runs the
+The original (docs/method.md §4.14, §7.23) fits one probe per (layer, token): for each pair it runs the
 network over all probe images and all stimuli to extract that one token's features, fits
 scikit-learn ``Ridge(alpha=1, solver="lsqr")`` on the ±1 targets and ranks the stimuli's
 correct class. :func:`class_embedding.analyses.probes.fit_and_score` instead accumulates every pair's

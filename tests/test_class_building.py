@@ -1,4 +1,4 @@
-"""Class building metrics (METHOD §4.5–§4.8) and their targets, on hand-made arrays.
+"""Class building metrics (docs/method.md §4.5–§4.8) and their targets, on hand-made arrays.
 
 Every expected number below is worked out by hand in the comments; the permutation test is also
 checked against a plain loop over permutations.

@@ -1,4 +1,4 @@
-"""Class-embedding gradient maps, Chefer relevance and the perturbation test (METHOD §4.12, §4.13)
+"""Class-embedding gradient maps, Chefer relevance and the perturbation test (docs/method.md §4.12, §4.13)
 against direct re-implementations and hand-computed values."""
 
 from types import SimpleNamespace

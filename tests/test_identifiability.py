@@ -1,4 +1,4 @@
-"""Identifiability metrics (METHOD §4.1–4.4) and the Notebook 1 targets, on hand-made arrays.
+"""Identifiability metrics (docs/method.md §4.1–4.4) and the Notebook 1 targets, on hand-made arrays.
 
 Every expected number below is worked out by hand in the comments.
 """

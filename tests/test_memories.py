@@ -1,4 +1,4 @@
-"""Key–value memories (METHOD §4.11): metrics against explicit loops and hand-made cases, the
+"""Key–value memories (docs/method.md §4.11): metrics against explicit loops and hand-made cases, the
 value projections of tiny timm models against direct cosines, and every target end to end on
 fake extraction tables."""
 

@@ -36,7 +36,7 @@ def test_seven_models_in_the_paper_order_with_explicit_tags():
 
 
 def test_value_vector_table_lists_the_papers_neurons():
-    # Notebook 2's printout: hand-picked MLP neurons of block index 10 (METHOD §5).
+    # Notebook 2's printout: hand-picked MLP neurons of block index 10 (docs/method.md §5).
     assert PAPER["memories"]["value_vectors"] == {
         "block_index": 10,
         "layer_type": "mlp",
@@ -67,7 +67,7 @@ def test_declared_shapes_match_timm(name):
     assert model.patch_embed.num_patches + (model.cls_token is not None) == expected_tokens
     assert building.final_norm(model) == spec["final_norm"]
     if name == "vit_miil_16" or name == "vit_gap_16":
-        assert model.blocks[0].attn.qkv.bias is None  # qkv_bias=False in both (METHOD §1)
+        assert model.blocks[0].attn.qkv.bias is None  # qkv_bias=False in both (docs/method.md §1)
 
 
 def paper_copy(tmp_path: Path, **edits) -> Path:

@@ -1,4 +1,4 @@
-"""Attention and token perturbations (METHOD §4.9, §4.10) against direct re-implementations, and
+"""Attention and token perturbations (docs/method.md §4.9, §4.10) against direct re-implementations, and
 the perturbation tables against hand-computed values."""
 
 from types import SimpleNamespace

@@ -1,4 +1,4 @@
-"""Each model's preprocessing in config/paper.yaml (METHOD §1): hand-computed pixels, and the
+"""Each model's preprocessing in config/paper.yaml (docs/method.md §1): hand-computed pixels, and the
 MIIL entry against timm's own eval transform for that model."""
 
 from pathlib import Path

@@ -193,7 +193,7 @@ def test_paper_auc_and_perturbation_curves(tmp_path):
     from class_embedding.analyses import explain_auc
     from class_embedding.figures import probe_figures
 
-    # METHOD §4.13: Σ curve / (max · N); N = 4 image tokens, kept 3..1; the unperturbed n = 4 is left out.
+    # docs/method.md §4.13: Σ curve / (max · N); N = 4 image tokens, kept 3..1; the unperturbed n = 4 is left out.
     kept = np.array([4, 3, 2, 1])
     assert explain_auc.paper_auc(kept, np.array([0.9, 0.8, 0.4, 0.2]), 4) == pytest.approx(1.4 / (0.8 * 4))
     # Only some n evaluated: their mean stands for every n.

@@ -5,7 +5,7 @@ from class_embedding.models import building, checkpoints
 with logs.logged(snakemake):
     spec, name, seed = snakemake.params.spec, snakemake.wildcards.model, snakemake.params.seed
     model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
-    # A second, independent random initialisation (METHOD §4.11a), never the random twin.
+    # A second, independent random initialisation (docs/method.md §4.11a), never the random twin.
     baseline_seed = memories.value_baseline_seed(seed, name)
     baseline = building.random_model(spec, f"{name}_value_baseline", baseline_seed)
     memories.write_value_projections(

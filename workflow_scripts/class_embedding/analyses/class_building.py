@@ -1,4 +1,4 @@
-"""How blocks build the class representation (METHOD §4.5–§4.8), on (n_images, n_tokens) arrays.
+"""How blocks build the class representation (docs/method.md §4.5–§4.8), on (n_images, n_tokens) arrays.
 
 Pure numpy: no file I/O, no plotting. Arrays are indexed ``[image, token]`` in sequence
 positions (token 0 is [CLS] for a class-token model), as :mod:`identifiability` expects.
@@ -21,7 +21,7 @@ CLASS_CODE, CONTEXT_CODE, UNLABELLED = 1, 0, -1
 
 
 # ---------------------------------------------------------------------------------------------
-# Layer-wise class similarity change rate (METHOD §4.5)
+# Layer-wise class similarity change rate (docs/method.md §4.5)
 
 
 def series_label(sublayer: str, token_type: str) -> str:
@@ -41,7 +41,7 @@ def sublayer_change_rates(
 ) -> dict[str, float]:
     """Fraction of tokens whose correct-class logit of the projected sublayer output exceeds that
     of the projected block input ``hs_{b-1}`` (the MLP too is compared with the block input,
-    METHOD §7.10), per sublayer and token type."""
+    docs/method.md §7.10), per sublayer and token type."""
     return {
         series_label(sublayer, token_type): change_rate(block_input, logits, tokens)
         for sublayer, logits in sublayers.items()
@@ -50,7 +50,7 @@ def sublayer_change_rates(
 
 
 # ---------------------------------------------------------------------------------------------
-# Residual stream composition (METHOD §4.6)
+# Residual stream composition (docs/method.md §4.6)
 
 
 def residual_composition(
@@ -60,7 +60,7 @@ def residual_composition(
     input (prev), the attention or the MLP output; and of tokens matching none ("composition").
 
     ``comp`` reproduces the original, which tests the attention condition twice and never the
-    MLP one (METHOD §7.2); ``comp_corrected`` requires a difference from all three.
+    MLP one (docs/method.md §7.2); ``comp_corrected`` requires a difference from all three.
     """
     same_prev, same_attn, same_mlp = (output == other for other in (block_input, attn, mlp))
     return {
@@ -77,7 +77,7 @@ def percent(mask: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Class- vs context-labelled tokens (METHOD §2.2, §4.7, §4.8)
+# Class- vs context-labelled tokens (docs/method.md §2.2, §4.7, §4.8)
 
 
 def label_grid(

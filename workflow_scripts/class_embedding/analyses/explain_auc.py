@@ -1,4 +1,4 @@
-"""Areas under the explainability perturbation curves (METHOD §4.13) and their bootstrap
+"""Areas under the explainability perturbation curves (docs/method.md §4.13) and their bootstrap
 intervals over images; no torch, so the figures and tables that use them run without it.
 
 Curves are accuracies at numbers n of kept image tokens (``kept``) out of N; the per-image
@@ -33,7 +33,7 @@ def read_correct(path) -> tuple[dict[tuple[str, str], np.ndarray], np.ndarray]:
 
 
 def paper_auc(kept: np.ndarray, accuracy: np.ndarray, n_tokens: int) -> np.ndarray:
-    """The paper's AUC (METHOD §4.13): Σ accuracy over n = 1..N−1 kept / (max · N), over the
+    """The paper's AUC (docs/method.md §4.13): Σ accuracy over n = 1..N−1 kept / (max · N), over the
     last axis of ``accuracy`` (…, len(kept)). With a subset of n the sum is the mean times N − 1."""
     perturbed = (kept >= 1) & (kept <= n_tokens - 1)
     values = accuracy[..., perturbed]

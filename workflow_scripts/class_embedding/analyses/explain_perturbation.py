@@ -1,4 +1,4 @@
-"""The explainability perturbation test (METHOD §4.13): keep the n most (negative) or least
+"""The explainability perturbation test (docs/method.md §4.13): keep the n most (negative) or least
 (positive) important image tokens of an ordering and measure top-1 accuracy.
 
 Orderings rank the image tokens of each image, most important first: ``grads`` (the summed
@@ -54,7 +54,7 @@ def random_orderings(n_tokens: int, repeats: int, first_seed: int = 0) -> np.nda
 
 def linear_probe_ordering(ranks_path, n_images: int, n_tokens: int) -> np.ndarray:
     """Per image, the image tokens by their residual-stream probe rank of the true class summed
-    over blocks, ascending (most identifiable first), ties by position (METHOD §4.13).
+    over blocks, ascending (most identifiable first), ties by position (docs/method.md §4.13).
 
     ``ranks_path`` is results/probes/<model>/ranks.parquet: image, layer (hs_<b>|attn_<b>|mlp_<b>),
     token (sequence position, 0 = [CLS]), rank.

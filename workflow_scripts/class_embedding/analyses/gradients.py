@@ -1,4 +1,4 @@
-"""Explanations from the class embedding space (METHOD §4.12), through hooks on a timm ViT.
+"""Explanations from the class embedding space (docs/method.md §4.12), through hooks on a timm ViT.
 
 Class-embedding gradient maps: for every block b the attention sublayer's residual update a_b
 (after W_O, before the residual add) is projected with the lens (the model's own final norm and
@@ -33,7 +33,7 @@ from ..extraction import lens
 from .perturbation import attention_modules, require_class_token
 
 #: Loss of a block's [CLS] projection. ``double_softmax`` is the paper's: cross-entropy applied
-#: to the already softmaxed projection (METHOD §7.6); ``cross_entropy`` applies it to the logits.
+#: to the already softmaxed projection (docs/method.md §7.6); ``cross_entropy`` applies it to the logits.
 LOSSES = ("double_softmax", "cross_entropy")
 METHODS = ("grads", "grads_chefer")
 
@@ -149,7 +149,7 @@ def head_maps(gradients: torch.Tensor) -> torch.Tensor:
 
 
 def summed_map(gradients: torch.Tensor) -> torch.Tensor:
-    """The class-embedding explanation −Σ_b Σ_h G_b[h, 0, 1:] (METHOD §4.12): (B, N−1)."""
+    """The class-embedding explanation −Σ_b Σ_h G_b[h, 0, 1:] (docs/method.md §4.12): (B, N−1)."""
     return -gradients[..., 1:].sum(dim=(1, 2))
 
 

@@ -1,4 +1,4 @@
-"""Class identifiability metrics (METHOD §3, §4.1–4.4) on (n_images, n_tokens) arrays.
+"""Class identifiability metrics (docs/method.md §3, §4.1–4.4) on (n_images, n_tokens) arrays.
 
 Pure functions: no file I/O, no plotting. Arrays are indexed ``[image, token]``; with a class
 token, token 0 is [CLS] and tokens 1..N-1 are image tokens; without one (GAP) every token is an
@@ -13,7 +13,7 @@ import scipy.stats
 CLS = "[CLS]"
 IMAGE = "image"
 
-#: Per METHOD §4.2 a block is marked significant when the one-sided p is below this.
+#: Per docs/method.md §4.2 a block is marked significant when the one-sided p is below this.
 SIGNIFICANCE_LEVEL = 0.05
 
 
@@ -25,7 +25,7 @@ def class_identifiability(ranks: np.ndarray, num_classes: int) -> np.ndarray:
 def image_tokens(class_token: bool, paper_convention: bool = False) -> slice:
     """Token positions holding image tokens.
 
-    The original always dropped token 0, which for a GAP model is an image token (METHOD §7.9);
+    The original always dropped token 0, which for a GAP model is an image token (docs/method.md §7.9);
     ``paper_convention=True`` reproduces that.
     """
     return slice(1, None) if class_token or paper_convention else slice(None)
@@ -47,7 +47,7 @@ def identifiable_token_counts(ranks: np.ndarray, tokens: slice) -> np.ndarray:
 
 
 def identifiability_rates(ranks: np.ndarray, tokens: slice) -> dict[str, float | int]:
-    """METHOD §4.1 rates over the tokens selected by ``tokens``.
+    """docs/method.md §4.1 rates over the tokens selected by ``tokens``.
 
     pct_tokens: mean over images of the % of identifiable tokens; pct_images: % of images with at
     least one identifiable token.
@@ -71,7 +71,7 @@ def accuracy(correct: np.ndarray) -> float:
 
 
 def group_blocks(values: np.ndarray, block_group: int) -> np.ndarray:
-    """Average consecutive groups of ``block_group`` blocks along axis 0 (METHOD §4.3).
+    """Average consecutive groups of ``block_group`` blocks along axis 0 (docs/method.md §4.3).
 
     ViT-L's 24 blocks with ``block_group=2`` become 12 "normalized blocks" (1+2, 3+4, ...).
     """
@@ -83,7 +83,7 @@ def group_blocks(values: np.ndarray, block_group: int) -> np.ndarray:
 
 
 def change_rate(logits_before: np.ndarray, logits_after: np.ndarray, tokens: slice) -> float:
-    """Fraction of (image, token) pairs whose correct-class logit increases (METHOD §4.4)."""
+    """Fraction of (image, token) pairs whose correct-class logit increases (docs/method.md §4.4)."""
     increase = logits_after[:, tokens] > logits_before[:, tokens]
     return float(np.mean(increase))
 
@@ -91,7 +91,7 @@ def change_rate(logits_before: np.ndarray, logits_after: np.ndarray, tokens: sli
 
 
 def wilcoxon_greater(trained: np.ndarray, random: np.ndarray) -> float:
-    """One-sided Wilcoxon signed-rank p-value that ``trained`` exceeds ``random`` (METHOD §4.2).
+    """One-sided Wilcoxon signed-rank p-value that ``trained`` exceeds ``random`` (docs/method.md §4.2).
 
     Elements are paired by position (same image, same token). scipy's default zero_method
     ("wilcox") drops tied pairs; when every pair is tied there is no evidence, so p = 1.

@@ -1,4 +1,4 @@
-"""Key–value memories (METHOD §4.11): value vectors projected onto the class embeddings.
+"""Key–value memories (docs/method.md §4.11): value vectors projected onto the class embeddings.
 
 Notation for block b: the MLP value matrix ``W = fc2.weight`` (D×M, column k = value vector of
 memory k) and the attention value matrix ``W = proj.weight`` (D×D, column k = value vector of the
@@ -11,7 +11,7 @@ Post-norm blocks (timm ``ResPostBlock``, the GAP model) add ``norm(sublayer(x))`
 stream. That LayerNorm acts on the whole sublayer output, so one value vector's contribution is
 not exactly linear; we take the norm's affine scaling ``weight ⊙ w_k`` as the image of value
 vector k (the shared bias shifts every memory alike and is left out). The original ignores the
-post-norm (METHOD §7.12), which is why its GAP panels are flat; that variant
+post-norm (docs/method.md §7.12), which is why its GAP panels are flat; that variant
 (``includes_post_norm=False``) is the one plotted, the scaled one is computed beside it.
 LayerScale is not applied (it is the identity in all of the paper's models).
 
@@ -80,7 +80,7 @@ def class_value_agreement(class_embeddings: np.ndarray, values: np.ndarray) -> n
     """Per class, the largest cosine between its embedding and any value vector (§4.11a), (C,).
 
     Computed on normalised copies: the model's weights are never touched (unlike the original,
-    METHOD §7.12).
+    docs/method.md §7.12).
     """
     cosines = unit_rows(class_embeddings) @ unit_rows(values.T).T
     return cosines.max(axis=1)

@@ -1,4 +1,4 @@
-"""Attention and token perturbations of a [CLS] ViT (METHOD §4.9, §4.10), through hooks only.
+"""Attention and token perturbations of a [CLS] ViT (docs/method.md §4.9, §4.10), through hooks only.
 
 - Attention perturbation: in every block the post-softmax attention weights are modified before
   they multiply the values. With ``fused_attn`` off, timm's ``Attention.forward`` passes the
@@ -36,11 +36,11 @@ from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mas
 
 def require_class_token(model) -> None:
     if not lens.has_class_token(model):
-        raise InputError("perturbations need a model with a [CLS] token (METHOD §4.9–4.10); GAP models have none.")
+        raise InputError("perturbations need a model with a [CLS] token (docs/method.md §4.9–4.10); GAP models have none.")
 
 
 # ---------------------------------------------------------------------------------------------
-# Attention perturbation (METHOD §4.9)
+# Attention perturbation (docs/method.md §4.9)
 
 
 def perturb_attention(weights: torch.Tensor, kind: str, inplace: bool = False) -> torch.Tensor:
@@ -108,7 +108,7 @@ def perturbed_attention(model, kind: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Token perturbation (METHOD §4.10)
+# Token perturbation (docs/method.md §4.10)
 
 
 class TokenSelection:
@@ -177,7 +177,7 @@ class LastBlock:
 
 
 def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str) -> LastBlock:
-    """Forward ``images``; project the last block output with the lens (METHOD §4.9)."""
+    """Forward ``images``; project the last block output with the lens (docs/method.md §4.9)."""
     captured = {}
 
     def capture(module, inputs, output):
@@ -259,7 +259,7 @@ def attention_perturbation(
     device: torch.device,
     workers: int = 0,
 ) -> PerturbationResult:
-    """METHOD §4.9: every image through the model perturbed in every block (``kind``).
+    """docs/method.md §4.9: every image through the model perturbed in every block (``kind``).
 
     ``dataset[i]`` is the preprocessed image of stimulus ``images[i]`` with class ``targets[i]``.
     Rows: image, token (0 = [CLS]), rank, logit.
@@ -303,7 +303,7 @@ def token_perturbation(
     device: torch.device,
     workers: int = 0,
 ) -> PerturbationResult:
-    """METHOD §4.10: every image with only its ``keep`` positions (bool (n_images, N), column 0 =
+    """docs/method.md §4.10: every image with only its ``keep`` positions (bool (n_images, N), column 0 =
     [CLS], kept) entering the first block. Images are batched by kept length.
 
     Rows: image, position (sequence position, 0 = [CLS], t = image token t-1), rank, logit; the

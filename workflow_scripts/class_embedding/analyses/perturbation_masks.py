@@ -1,4 +1,4 @@
-"""What a perturbation keeps (METHOD §4.9, §4.10): the perturbation types and the per-image
+"""What a perturbation keeps (docs/method.md §4.9, §4.10): the perturbation types and the per-image
 token masks. Shared by the model side (torch) and the tables (analysis env), so numpy and
 pyarrow only.
 """

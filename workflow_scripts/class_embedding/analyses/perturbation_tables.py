@@ -1,8 +1,8 @@
-"""Perturbation tables (METHOD §4.9, §4.10, §5) from the perturbation and extraction tables.
+"""Perturbation tables (docs/method.md §4.9, §4.10, §5) from the perturbation and extraction tables.
 
 No torch here: the table rules run in the analysis environment. Each table gives the paper's
 statistic beside the unperturbed comparison it was printed with, plus the corrected variant of
-METHOD §7.8 (image tokens only, pooled) and the accuracies (written but never reported in the
+docs/method.md §7.8 (image tokens only, pooled) and the accuracies (written but never reported in the
 original, §7.24).
 
 Model dicts are :func:`describe_model` entries plus ``perturbation_dir``
@@ -54,7 +54,7 @@ def unperturbed_last_block(model: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
-# tab_attn_perturbation (METHOD §4.9)
+# tab_attn_perturbation (docs/method.md §4.9)
 
 ATTN_COLUMNS = [
     "model", "display_name", "perturbation", "block", "n_images", "n_tokens",
@@ -78,7 +78,7 @@ def attention_row(model: dict, kind: str, unperturbed: np.ndarray, unperturbed_c
         "n_images": ranks.shape[0],
         "n_tokens": ranks.shape[1],
         "n_identifiable_tokens": int(np.count_nonzero(ranks == 0)),
-        # The paper's statistic counts [CLS] too; its comparison does not (METHOD §7.8).
+        # The paper's statistic counts [CLS] too; its comparison does not (docs/method.md §7.8).
         "pct_tokens_paper": percent_rank0(ranks),
         "pct_image_tokens_unperturbed": percent_rank0(unperturbed[:, 1:]),
         "pct_image_tokens": percent_rank0(ranks[:, 1:]),
@@ -96,7 +96,7 @@ def tab_attn_perturbation(models: list[dict], output, seed=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# tab_context_perturbation (METHOD §4.10)
+# tab_context_perturbation (docs/method.md §4.10)
 
 CONTEXT_COLUMNS = [
     "model", "display_name", "mask", "kept_label", "block", "n_images",
@@ -138,7 +138,7 @@ def context_row(
         "n_images_only_cls": int(np.count_nonzero(kept_per_image == 1)),
         "n_kept_image_tokens": int(kept_per_image.sum() - n_images),
         # Mean of per-image rates that include [CLS]; images keeping only [CLS] count with it
-        # alone (METHOD §7.8).
+        # alone (docs/method.md §7.8).
         "pct_kept_tokens_paper": float(100.0 * np.mean(identifiable_per_image / kept_per_image)),
         "pct_kept_label_unperturbed": percent_rank0(unperturbed[keep & is_image_token]),
         # Rows are in keep's row-major order, so this picks the kept image tokens.

@@ -1,10 +1,10 @@
-"""Linear probes (METHOD §4.14) fitted in one streaming pass, scored in one more.
+"""Linear probes (docs/method.md §4.14) fitted in one streaming pass, scored in one more.
 
 A ridge probe maps the raw activation of one token at one layer to the class scores; the paper
 fits one per (layer, token) with ±1 targets and an intercept (scikit-learn ``Ridge(alpha)``).
 With an intercept the data are centred, and with ±1 targets everything the closed-form solution
 needs is, per (layer, token), the Gram matrix XᵀX, the feature sum, the per-class feature sums
-and the class counts (DESIGN §10):
+and the class counts (docs/method.md §10):
 
     x̄ = S / n,   A = XᵀX − n x̄x̄ᵀ + αI,   (XcᵀYc)[:, c] = 2 (M_c − n_c x̄),
     W = A⁻¹ XcᵀYc,   b = ȳ − x̄ᵀW  with  ȳ_c = 2 n_c / n − 1.
@@ -13,7 +13,7 @@ So one forward pass over the probe images accumulates these statistics for every
 (hooks reduce each state where it is produced, as the lens does), the systems are solved in
 float64, and one forward pass over the stimuli ranks the correct class among every probe's
 outputs. The original instead re-ran the network over the probe images for every
-(layer, token) and fitted each probe separately (METHOD §7.23).
+(layer, token) and fitted each probe separately (docs/method.md §7.23).
 
 Memory: the statistics of one layer take T·(D² + C·D + D) float64 numbers (ViT-B/32, T = 50,
 D = 768, C = 1000: 0.54 GB per layer, 19.6 GB for all 36). Blocks are therefore processed in

@@ -1,5 +1,5 @@
 """tab_reproduction_vs_paper: our last-block identifiability rates and accuracy beside the
-paper's (METHOD §5, config ``paper_reference``), so a run shows at once whether it matches."""
+paper's (docs/method.md §5, config ``paper_reference``), so a run shows at once whether it matches."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def reproduction_table(rates: pd.DataFrame, random_rates: pd.DataFrame, referenc
     """One row per (model, metric): ours, the paper's, ours − paper.
 
     ``ours`` follows the paper's conventions (for a model without [CLS], token 0 dropped,
-    METHOD §7.9), which is what the paper's numbers mean; ``ours_corrected`` is the corrected
+    docs/method.md §7.9), which is what the paper's numbers mean; ``ours_corrected`` is the corrected
     value (all image tokens). Models without reference numbers get an empty ``paper``.
     """
     trained = rates.assign(trained_model=rates["model"])

@@ -19,7 +19,7 @@ MASK_CHUNK_ELEMENTS = 1 << 23
 
 def permutation_rng(seed: int, model: str, analysis: str) -> np.random.Generator:
     """A generator for one analysis of one model, fixed by the config seed (the original's
-    permutations were unseeded, METHOD §7.14) and independent of which other targets run."""
+    permutations were unseeded, docs/method.md §7.14) and independent of which other targets run."""
     return np.random.default_rng([seed, zlib.crc32(model.encode()), zlib.crc32(analysis.encode())])
 
 
@@ -50,7 +50,7 @@ def permutation_test(
     values: np.ndarray, is_class: np.ndarray, n_permutations: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """One-sided permutation test that class-labelled values exceed context-labelled ones
-    (METHOD §4.7), for every row of ``values`` (e.g. blocks) at once.
+    (docs/method.md §4.7), for every row of ``values`` (e.g. blocks) at once.
 
     ``values`` is (n_rows, n_values) or (n_values,); ``is_class`` labels the columns. Every row is
     tested against the same relabellings (each row's test is exact on its own; rows share the

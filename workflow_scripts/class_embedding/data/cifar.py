@@ -1,4 +1,4 @@
-"""CIFAR-100 for the ViT-B/16-CIFAR model (METHOD §2.3): torchvision's python-pickle format,
+"""CIFAR-100 for the ViT-B/16-CIFAR model (docs/method.md §2.3): torchvision's python-pickle format,
 its test split as stimuli, and the fine-tuning fallback when the authors' checkpoint is absent.
 
 The prepared layout mirrors ImageNet-S so that extraction needs no special case:
@@ -113,7 +113,7 @@ def prepare_cifar100(
 
 def select_stimuli(images_dir: str | os.PathLike, images_per_class: int) -> pa.Table:
     """The first ``images_per_class`` test images of each label in stored order; classes keyed
-    by the label as a string, in order of first appearance (METHOD §2.3)."""
+    by the label as a string, in order of first appearance (docs/method.md §2.3)."""
     images_dir = Path(images_dir)
     meta = images_dir / "meta.json"
     if not meta.is_file():

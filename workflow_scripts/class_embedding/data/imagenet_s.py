@@ -1,6 +1,6 @@
 """The ImageNet-S (ImageNetS919) on-disk layout: class mapping, stimuli, segmentation labels.
 
-Layout under a dataset root ``DP`` (METHOD §2.1):
+Layout under a dataset root ``DP`` (docs/method.md §2.1):
 ``DP/ImageNetS919/{validation,test,validation-segmentation}/<wnid>/...``,
 ``DP/ImageNetS919/LOC_synset_mapping.txt`` and
 ``DP/data/categories/ImageNetS_categories_im919.txt``.
@@ -54,7 +54,7 @@ def segmentation_ids(categories_file: str | Path) -> dict[str, int]:
     """ImageNet-S segmentation id of each wnid: its 1-based rank in sorted wnid order.
 
     Ranked by sorting rather than by line number, because the first release of the
-    categories file was unsorted (METHOD §7.25).
+    categories file was unsorted (docs/method.md §7.25).
     """
     path = Path(categories_file)
     if not path.is_file():
@@ -72,7 +72,7 @@ def select_stimuli(
     """The stimulus table: ``images_per_class`` images of every usable class, class-major.
 
     Classes and files are taken in sorted order (the original used the unsorted filesystem
-    listing, METHOD §7.15); excluded wnids and classes with too few images are skipped.
+    listing, docs/method.md §7.15); excluded wnids and classes with too few images are skipped.
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
@@ -159,7 +159,7 @@ def token_labels(class_mask: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndar
 
 
 def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_file: str | Path, grid: int) -> pa.Table:
-    """Per-(image, image token) class/context labels of every stimulus (METHOD §2.2).
+    """Per-(image, image token) class/context labels of every stimulus (docs/method.md §2.2).
 
     ``token`` is the 0-based index among image tokens (row-major grid position); a model with a
     class token sees image token t at sequence position t + 1.
@@ -195,8 +195,8 @@ def stimuli_from_csv(
     mapping_file: str | Path,
     images_per_class: int,
 ) -> pa.Table:
-    """The stimulus table from the authors' ``validation_stim_info.csv`` (METHOD §2.1), in its row
-    order: their exact images, which the sorted selection cannot recover (METHOD §7.15).
+    """The stimulus table from the authors' ``validation_stim_info.csv`` (docs/method.md §2.1), in its row
+    order: their exact images, which the sorted selection cannot recover (docs/method.md §7.15).
 
     Checked against the dataset: every wnid is in the mapping with the CSV's class index, every
     class has ``images_per_class`` rows, every image exists.

@@ -1,4 +1,4 @@
-"""Preparing the ImageNetS919 layout (METHOD §2.1) from the ImageNet-S annotations and the
+"""Preparing the ImageNetS919 layout (docs/method.md §2.1) from the ImageNet-S annotations and the
 ImageNet-1k validation images (a directory or the ILSVRC2012_img_val.tar archive).
 
 Everything is built in a scratch directory beside the outputs and moved into place only when

@@ -2,9 +2,9 @@
 
 One forward pass yields, for every block b, the residual stream after the block (``hs_b``) and
 the two residual updates of its sublayers (``attn_b``, ``mlp_b``). Each state is projected and
-reduced right where a hook receives it (METHOD §3, DESIGN §10): rank of the true class, its
+reduced right where a hook receives it (docs/method.md §3, docs/method.md §10): rank of the true class, its
 logit and the top-5 classes, plus the five most activated key–value memories of each sublayer
-(METHOD §4.11b). No hidden state outlives its hook.
+(docs/method.md §4.11b). No hidden state outlives its hook.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, to
 
     Pre-norm blocks add ``ls(sublayer(norm(x)))`` (LayerScale is the identity in the paper's
     models); residual post-norm blocks add ``norm(sublayer(x))``, so their post-norm is part of
-    the update that the lens projects (METHOD §3, GAP model).
+    the update that the lens projects (docs/method.md §3, GAP model).
     """
     if isinstance(block, ResPostBlock):
         return block.norm1, block.norm2
@@ -131,7 +131,7 @@ class ClassEmbeddingLens:
 
     def _memory_hook(self, name: str, from_input: bool):
         # Attention memories are the coefficients entering the output projection (the
-        # concatenated head outputs); MLP memories are the fc1 outputs before GELU (METHOD §4.11b).
+        # concatenated head outputs); MLP memories are the fc1 outputs before GELU (docs/method.md §4.11b).
         def hook(module, inputs, output=None):
             coefficients = inputs[0] if from_input else output
             self.record.memory_top5[name] = coefficients.topk(TOP_K, dim=-1).indices.to(torch.int16)

@@ -1,4 +1,4 @@
-"""Notebook 2 targets on how blocks build the class representation (METHOD §4.5–§4.8, §5).
+"""Notebook 2 targets on how blocks build the class representation (docs/method.md §4.5–§4.8, §5).
 
 Built from the extraction tables alone (no model is re-run). Per-model figures take ``model`` (a
 dict from ``describe_model``); the table takes every trained model as ``models``. Figures write
@@ -75,7 +75,7 @@ def load_label_grid(model: dict, n_images: int, n_tokens: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_class_building_{model} (METHOD §4.5, §4.6)
+# fig_class_building_{model} (docs/method.md §4.5, §4.6)
 
 CHANGE_RATE = "change_rate"
 COMPOSITION = "composition"
@@ -152,7 +152,7 @@ def fig_class_building(model: dict, output, seed=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Class- vs context-labelled tokens: the permutation tests (METHOD §4.7, §4.8)
+# Class- vs context-labelled tokens: the permutation tests (docs/method.md §4.7, §4.8)
 
 LABEL_ORDER = (CONTEXT, CLASS)
 
@@ -184,7 +184,7 @@ def significance_columns(result: dict, index: int, n_permutations: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_context_identifiability_{model} (METHOD §4.7)
+# fig_context_identifiability_{model} (docs/method.md §4.7)
 
 PANEL_COLUMNS = 6
 
@@ -254,7 +254,7 @@ def fig_context_identifiability(model: dict, output, seed: int,
 
 
 # ---------------------------------------------------------------------------------------------
-# tab_context_change_rate_diff (METHOD §4.8)
+# tab_context_change_rate_diff (docs/method.md §4.8)
 
 TABLE_COLUMNS = [
     "model", "display_name", "layer", "paper_index", "block", "diff", "p_value",
@@ -264,7 +264,7 @@ TABLE_COLUMNS = [
 
 def attention_delta(model: dict, block: int) -> np.ndarray:
     """Δ_attn: correct-class logit of the projected attention output of ``block`` minus that of
-    the block input hs_{block-1} (METHOD §4.5)."""
+    the block input hs_{block-1} (docs/method.md §4.5)."""
     extract = model["extract_dir"]
     return load_block(extract, block, "logit", ATTN) - load_block(extract, block - 1, "logit")
 
@@ -283,7 +283,7 @@ def context_change_rate_rows(model: dict, seed: int, n_permutations: int) -> lis
             "model": model["name"],
             "display_name": model["display_name"],
             "layer": ATTN,
-            # The original's row label: 0..L-2 for the 0-based blocks 1..L-1 (METHOD §7.11).
+            # The original's row label: 0..L-2 for the 0-based blocks 1..L-1 (docs/method.md §7.11).
             "paper_index": block - 1,
             "block": block + 1,
             **significance_columns(result, i, n_permutations),

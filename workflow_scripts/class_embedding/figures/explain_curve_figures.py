@@ -1,4 +1,4 @@
-"""Notebook 3 perturbation targets (METHOD §4.13, §5): the negative and positive perturbation
+"""Notebook 3 perturbation targets (docs/method.md §4.13, §5): the negative and positive perturbation
 curves and the table of their AUCs, from the tables of the ``explain_perturbation`` rule.
 
 Each takes ``models`` (dicts from ``describe_model`` plus the paths ``curves`` and ``correct``)
@@ -29,7 +29,7 @@ TITLES = {"negative": "negative perturbation", "positive": "positive perturbatio
 def curve_data(model: dict, curves_path: str | Path, direction: str) -> pd.DataFrame:
     """The three curves of one direction (random = mean over its permutations) against the
     percentage of image tokens removed, (N − n)/N·100, with the paper's x (i/N·100 for the
-    i-th point of its reversed N − 1 values, off by one token, METHOD §7.4) beside it."""
+    i-th point of its reversed N − 1 values, off by one token, docs/method.md §7.4) beside it."""
     frame = tables.read_table(curves_path).to_pandas()
     n_tokens = model["token_grid"] ** 2
     rows = frame[(frame["direction"] == direction) & frame["method"].isin(list(CURVES))]

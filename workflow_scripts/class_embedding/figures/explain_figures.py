@@ -1,4 +1,4 @@
-"""Notebook 3 heat maps (METHOD §4.12, §5): class-embedding gradient maps of chosen images.
+"""Notebook 3 heat maps (docs/method.md §4.12, §5): class-embedding gradient maps of chosen images.
 
 The figures compute their few maps directly from the checkpoint (a forward and a backward per
 panel image, for each target class of the panel). They write ``output.pdf``, ``output.png`` and
@@ -28,7 +28,7 @@ from ..models import ModelSpec, building, checkpoints, preprocessing
 from .plotting import new_figure, save_figure
 
 # ---------------------------------------------------------------------------------------------
-# Heat maps (METHOD §4.12)
+# Heat maps (docs/method.md §4.12)
 
 
 def normalise(values: np.ndarray) -> np.ndarray:

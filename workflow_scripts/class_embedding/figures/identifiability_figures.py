@@ -1,4 +1,4 @@
-"""Notebook 1 targets (METHOD §5): identifiability tables and figures from the extracted tables.
+"""Notebook 1 targets (docs/method.md §5): identifiability tables and figures from the extracted tables.
 
 One function per target, named like the target; each takes the trained ``models`` (dicts in
 config order, the rule's ``params.models``) and the rule's ``output`` and writes its files atomically. Figures
@@ -77,7 +77,7 @@ def block_ci(model: dict, block: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tables (METHOD §4.1)
+# Tables (docs/method.md §4.1)
 
 TABLE_COLUMNS = [
     "model",
@@ -116,7 +116,7 @@ def last_block_rates(model: dict) -> dict:
         "pct_tokens": corrected["pct_tokens"],
         "pct_images": corrected["pct_images"],
         "n_identifiable_images": corrected["n_identifiable_images"],
-        # The original drops token 0 even without a class token (METHOD §7.9).
+        # The original drops token 0 even without a class token (docs/method.md §7.9).
         "pct_tokens_paper": paper["pct_tokens"],
         "pct_images_paper": paper["pct_images"],
         "n_identifiable_images_paper": paper["n_identifiable_images"],
@@ -140,7 +140,7 @@ def tab_identifiability_random(models: list[dict], output, seed=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_identifiability_hist (METHOD §4.1, first commit)
+# fig_identifiability_hist (docs/method.md §4.1, first commit)
 
 MAX_HIST_BINS = 50
 
@@ -192,7 +192,7 @@ def fig_identifiability_hist(models: list[dict], output, seed=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_identifiability_evolution (METHOD §4.2)
+# fig_identifiability_evolution (docs/method.md §4.2)
 
 
 def evolution_data(model: dict) -> pd.DataFrame:
@@ -204,7 +204,7 @@ def evolution_data(model: dict) -> pd.DataFrame:
         if twin is None:
             p_value = np.nan
         else:
-            # All tokens including [CLS], paired by image and token (METHOD §4.2).
+            # All tokens including [CLS], paired by image and token (docs/method.md §4.2).
             p_value = wilcoxon_greater(ci, block_ci(twin, block))
         for token_type, values in token_types(ci, model["class_token"]).items():
             rows.append(
@@ -280,7 +280,7 @@ def fig_identifiability_evolution(models: list[dict], output, seed=None) -> None
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_identifiability_mean_evolution (METHOD §4.3)
+# fig_identifiability_mean_evolution (docs/method.md §4.3)
 
 PANEL_TITLES = {CLS: "[CLS] token", IMAGE: "image tokens"}
 
@@ -338,7 +338,7 @@ Line2D([], [], color=color, label=name, **STAR_LINE) for name, color in colors.i
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_change_rate (METHOD §4.4)
+# fig_change_rate (docs/method.md §4.4)
 
 
 def change_rate_data(model: dict) -> pd.DataFrame:
@@ -354,7 +354,7 @@ def change_rate_data(model: dict) -> pd.DataFrame:
                 "model": model["name"],
                 "display_name": model["display_name"],
                 "block": block + 1,
-                # The original drops token 0 even without a class token (METHOD §7.9).
+                # The original drops token 0 even without a class token (docs/method.md §7.9).
                 "rate_paper": change_rate(before, after, paper_tokens),
                 "rate_corrected": change_rate(before, after, corrected_tokens),
             }

@@ -1,10 +1,10 @@
-"""Notebook 2 targets on key–value memories (METHOD §4.11, §5): figures and the value-vector table.
+"""Notebook 2 targets on key–value memories (docs/method.md §4.11, §5): figures and the value-vector table.
 
 One function per target, named like the target: ``target(models, output, seed, n_permutations,
 n_bootstrap, **options)``, each taking what it needs. The numbers come from
 :mod:`class_embedding.analyses.memory_statistics` (which describes the model dicts); here they are
 drawn. For a post-norm (GAP) model the CSVs hold both value projections, without the block
-post-norm as the paper (plotted; METHOD §7.12) and scaled by it (column ``includes_post_norm``;
+post-norm as the paper (plotted; docs/method.md §7.12) and scaled by it (column ``includes_post_norm``;
 ``plotted`` marks the variant drawn).
 """
 
@@ -71,7 +71,7 @@ def upper_limit(values, default: float, margin: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_class_value_agreement (METHOD §4.11a)
+# fig_class_value_agreement (docs/method.md §4.11a)
 
 
 def draw_type_boxes(ax, panel: pd.DataFrame, layer_type: str) -> None:
@@ -116,7 +116,7 @@ def fig_class_value_agreement(models: list[dict], output, **_) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_key_value_agreement_rate (METHOD §4.11c,d)
+# fig_key_value_agreement_rate (docs/method.md §4.11c,d)
 
 
 def fig_key_value_agreement_rate(models: list[dict], output, seed: int, **_) -> None:
@@ -159,7 +159,7 @@ def fig_key_value_agreement_rate(models: list[dict], output, seed: int, **_) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_agreement_accuracy_diff (METHOD §4.11e)
+# fig_agreement_accuracy_diff (docs/method.md §4.11e)
 
 
 def fig_agreement_accuracy_diff(models: list[dict], output, seed: int, n_permutations: int, **_) -> None:
@@ -183,7 +183,7 @@ def fig_agreement_accuracy_diff(models: list[dict], output, seed: int, n_permuta
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_memory_compositionality (METHOD §4.11f)
+# fig_memory_compositionality (docs/method.md §4.11f)
 
 
 def fig_memory_compositionality(models: list[dict], output, **_) -> None:
@@ -207,7 +207,7 @@ def fig_memory_compositionality(models: list[dict], output, **_) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# fig_memory_compare (METHOD §5, notebook 2 "compare_all")
+# fig_memory_compare (docs/method.md §5, notebook 2 "compare_all")
 
 
 COMPARE_PANELS = [
@@ -254,7 +254,7 @@ def fig_memory_compare(models: list[dict], output, seed: int, n_bootstrap: int, 
 
 
 # ---------------------------------------------------------------------------------------------
-# tab_value_vector_classes (METHOD §4.11g)
+# tab_value_vector_classes (docs/method.md §4.11g)
 
 TABLE_COLUMNS = [
     "model",

@@ -1,4 +1,4 @@
-"""Notebook 4 targets (METHOD §4.14, §5): linear probes beside the class projection.
+"""Notebook 4 targets (docs/method.md §4.14, §5): linear probes beside the class projection.
 
 Per-model figures; each takes ``model`` (a dict from ``describe_model``) plus the files it reads
 and writes ``output.pdf``, ``output.png`` and the plotted numbers as a tidy CSV ``output.data``.

@@ -1,4 +1,4 @@
-"""The tutorial notebook's two figures (METHOD §5): the class logits of one block's [CLS]
+"""The tutorial notebook's two figures (docs/method.md §5): the class logits of one block's [CLS]
 projection for a sample image, and the summed-gradient heat map of a sample image.
 
 Both take one sample image (:class:`class_embedding.extraction.weight_check.SampleImage`) through the

@@ -126,7 +126,7 @@ def load_backbone(model: torch.nn.Module, state: dict, name: str, origin: str) -
     """Load ``state`` non-strictly: keys the model lacks (e.g. the DeiT release's intermediate
     heads) are ignored and logged, but every key of the model must be present with its shape —
     a missing backbone or head weight stops the run instead of leaving random weights
-    (METHOD §7.21)."""
+    (docs/method.md §7.21)."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     if missing:
