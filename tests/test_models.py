@@ -109,3 +109,11 @@ def test_model_spec_from_params_reads_a_config_entry_and_names_what_is_wrong():
 def test_model_spec_needs_no_torch():
     code = "import sys; from class_embedding.models import ModelSpec; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1] / "workflow_scripts")
+
+
+def test_equal_weights_give_byte_identical_checkpoints(tmp_path):
+    """Checkpoint hashes end up in every table's metadata: equal weights must hash equally."""
+    model = building.random_model(SPEC, "tiny", seed=1)
+    checkpoints.save_checkpoint(model, tmp_path / "a.pt")
+    checkpoints.save_checkpoint(model, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

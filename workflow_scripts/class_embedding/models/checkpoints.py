@@ -24,8 +24,10 @@ SAFE_CHECKPOINT_TYPES: list = []
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    # Through a file object: torch names the archive's folder after a path it is given, and the
+    # temporary file's random name would make equal weights hash differently.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(model.state_dict(), handle)
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, name: str) -> torch.nn.Module:
