@@ -4,23 +4,20 @@
 
 rule train_demo_model:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
+        unpack(model_dataset_files),
     output:
-        checkpoint="results/checkpoints/{model}.pt",
+        checkpoint=checkpoint_path("{model}"),
         report="results/checkpoints/{model}.training.json",
     wildcard_constraints:
         model=alternatives(models_with_source("demo_training")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        training=lambda wildcards: {
-            **config["demo_training"],
-            **{k: v for k, v in MODELS[wildcards.model]["weights"].items() if k != "source"},
-        },
+        spec=model_spec,
+        training=demo_training_settings,
         seed=config["seed"],
     threads: 8  # scaled down to --cores by Snakemake
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 30 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -33,11 +30,11 @@ rule train_demo_model:
 
 rule random_twin_checkpoint:
     output:
-        "results/checkpoints/{model}.pt",
+        checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("random_init")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
     conda:
         "../envs/extraction.yaml"
     log:
@@ -47,19 +44,18 @@ rule random_twin_checkpoint:
 
 
 # The paper's pretrained weights (config/paper.yaml). Fetching runs on the submitting machine
-# (localrule: compute nodes may be offline) and is retried; every converted checkpoint is a plain
-# state dict of the configured architecture that passes the lens audit before it is written.
-FINETUNED_MODELS = [m for m in models_with_source("file") if MODELS[m]["weights"]["path"] is None]
-USER_CHECKPOINT_MODELS = [m for m in models_with_source("file") if m not in FINETUNED_MODELS]
+# (localrule: compute nodes may be offline) and is retried; the download cache (weights_cache)
+# is under resources/, the converted checkpoints under results/: every converted checkpoint is a
+# plain state dict of the configured architecture that passes the lens audit before it is written.
 
 
 rule fetch_timm_weights:
     output:
-        "results/checkpoints/{model}.pt",
+        checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("timm")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
         cache=config["weights_cache"],
     localrule: True
     retries: 2
@@ -71,13 +67,16 @@ rule fetch_timm_weights:
         "../workflow_scripts/fetch_timm_weights.py"
 
 
+# The release URL and checksum are params, hence part of the key of Snakemake's between-workflow
+# cache (--cache).
 rule download_checkpoint:
     output:
-        f"{config['weights_cache']}/release/{{model}}.pth",
+        release_checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("url")),
     params:
-        source=lambda wildcards: MODELS[wildcards.model]["weights"],
+        source=model_weights,
+    cache: "omit-software"
     localrule: True
     retries: 2
     conda:
@@ -90,19 +89,15 @@ rule download_checkpoint:
 
 rule convert_checkpoint:
     input:
-        lambda wildcards: (
-            f"{config['weights_cache']}/release/{wildcards.model}.pth"
-            if MODELS[wildcards.model]["weights"]["source"] == "url"
-            else MODELS[wildcards.model]["weights"]["path"]
-        ),
+        checkpoint_source,
     output:
-        "results/checkpoints/{model}.pt",
+        checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("url") + USER_CHECKPOINT_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=per_attempt(8000),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -113,11 +108,11 @@ rule convert_checkpoint:
 
 rule fetch_finetune_init:
     output:
-        "results/checkpoints/finetune_init/{model}.pt",
+        finetune_init_path("{model}"),
     wildcard_constraints:
         model=alternatives(FINETUNED_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
         cache=config["weights_cache"],
         seed=config["seed"],
     localrule: True
@@ -131,25 +126,24 @@ rule fetch_finetune_init:
 
 
 # Deviation from the paper (README): without the authors' CIFAR-100 checkpoint the model is
-# fine-tuned here from the configured timm weights.
+# fine-tuned here from the configured timm weights. Hours of GPU time: protected (read-only),
+# so no rerun or --forcerun overwrites it by accident.
 rule finetune_cifar:
     input:
-        init="results/checkpoints/finetune_init/{model}.pt",
-        pickles=lambda wildcards: f"results/data/{model_dataset(wildcards.model)}/cifar-100-python",
+        init=rules.fetch_finetune_init.output[0],
+        pickles=finetune_pickles,
     output:
-        checkpoint="results/checkpoints/{model}.pt",
+        checkpoint=protected(checkpoint_path("{model}")),
         report="results/checkpoints/{model}.training.json",
     wildcard_constraints:
         model=alternatives(FINETUNED_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
         seed=config["seed"],
         device=config["extraction"]["device"],
     threads: 4
     resources:
-        gpu=1,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 240 * attempt,
+        **gpu_job(mem_mb=16000, runtime=240),
     conda:
         "../envs/extraction.yaml"
     log:
