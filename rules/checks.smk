@@ -5,23 +5,16 @@
 # reading the ImageNet archive's content or needing a GPU: what to run on a login node first.
 
 
-# The URL (and checksum) are params, hence part of the between-workflow cache's key (--cache).
-rule download_sample_image:
+# Fetched like a dataset's downloads (rule download: cached, local, retried).
+use rule download as download_sample_image with:
     output:
         sample_path("{sample}"),
     wildcard_constraints:
         sample=alternatives(DOWNLOADED_SAMPLES),
     params:
         source=sample_source,
-    cache: "omit-software"
-    localrule: True  # compute nodes may be offline
-    retries: 2
-    conda:
-        "../envs/analysis.yaml"
     log:
         "results/logs/download_sample_image/{sample}.log",
-    script:
-        "../workflow_scripts/download_file.py"
 
 
 rule weight_check:

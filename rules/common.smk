@@ -574,6 +574,12 @@ def model_stimulus_run_inputs(wildcards):
     return stimulus_run_inputs(wildcards.model)
 
 
+def stimulus_run_params(**extra):
+    """Params of a job running a model on its stimuli: the model's spec and the extraction
+    settings (batch size, device, workers), and the extra ones given."""
+    return {"spec": model_spec, "extraction": config["extraction"], **extra}
+
+
 # Resources ---------------------------------------------------------------------------------------
 
 
@@ -587,7 +593,8 @@ def per_attempt(amount):
 
 
 def gpu_job(mem_mb, runtime):
-    """Resources of a GPU job (one GPU; memory and runtime growing with the attempt)."""
+    """Resources of a GPU job: one GPU, memory and runtime growing with the attempt. Such jobs
+    declare threads: 4, CPU threads of torch (or data loading on a GPU), capped by --cores."""
     return {"gpu": 1, "mem_mb": per_attempt(mem_mb), "runtime": per_attempt(runtime)}
 
 

@@ -15,10 +15,8 @@ rule explain_maps:
     wildcard_constraints:
         model=alternatives(EXPLAIN_MODELS),
     params:
-        spec=model_spec,
-        explainability=config["explainability"],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(explainability=config["explainability"]),
+    threads: 4
     resources:
         **gpu_job(mem_mb=8000, runtime=60),
     conda:
@@ -43,10 +41,8 @@ rule explain_perturbation:
     wildcard_constraints:
         model=alternatives(EXPLAIN_PERTURBATION_MODELS),
     params:
-        spec=model_spec,
-        explainability=config["explainability"],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(explainability=config["explainability"]),
+    threads: 4
     resources:
         # Every preprocessed stimulus is held in memory (2.7 GB for 4550 images at 224²).
         **gpu_job(mem_mb=16000, runtime=120),

@@ -10,8 +10,7 @@ rule extract_shard:
     output:
         temp(directory("results/extract/{model}/shards/{shard}")),
     params:
-        spec=model_spec,
-        extraction=config["extraction"],
+        **stimulus_run_params(),
     threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
     resources:
         **gpu_job(mem_mb=8000, runtime=60),

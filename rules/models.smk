@@ -67,24 +67,16 @@ rule fetch_timm_weights:
         "../workflow_scripts/fetch_timm_weights.py"
 
 
-# The release URL and checksum are params, hence part of the key of Snakemake's between-workflow
-# cache (--cache).
-rule download_checkpoint:
+# Fetched like a dataset's downloads (rule download: cached, local, retried).
+use rule download as download_checkpoint with:
     output:
         release_checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("url")),
     params:
         source=model_weights,
-    cache: "omit-software"
-    localrule: True
-    retries: 2
-    conda:
-        "../envs/analysis.yaml"
     log:
         "results/logs/download_checkpoint/{model}.log",
-    script:
-        "../workflow_scripts/download_file.py"
 
 
 rule convert_checkpoint:
@@ -106,7 +98,8 @@ rule convert_checkpoint:
         "../workflow_scripts/convert_checkpoint.py"
 
 
-rule fetch_finetune_init:
+# The start of fine-tuning: the pretrained backbone with a new, seeded head.
+use rule fetch_timm_weights as fetch_finetune_init with:
     output:
         finetune_init_path("{model}"),
     wildcard_constraints:
@@ -115,14 +108,8 @@ rule fetch_finetune_init:
         spec=model_spec,
         cache=config["weights_cache"],
         seed=config["seed"],
-    localrule: True
-    retries: 2
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/fetch_finetune_init/{model}.log",
-    script:
-        "../workflow_scripts/fetch_timm_weights.py"
 
 
 # Deviation from the paper (README): without the authors' CIFAR-100 checkpoint the model is

@@ -28,9 +28,8 @@ for _name, _experiment in PERTURBATION_EXPERIMENTS.items():
             model=alternatives(PERTURBATION_MODELS),
             **{_experiment["wildcard"]: "|".join(_experiment["variants"])},
         params:
-            spec=model_spec,
-            extraction=config["extraction"],
-        threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+            **stimulus_run_params(),
+        threads: 4
         resources:
             **gpu_job(mem_mb=8000, runtime=60),
         conda:

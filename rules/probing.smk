@@ -32,10 +32,8 @@ rule linear_probes:
     wildcard_constraints:
         model=alternatives(PROBE_MODELS),
     params:
-        spec=model_spec,
-        probing=config["probing"],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(probing=config["probing"]),
+    threads: 4
     resources:
         # Host memory holds the statistics too when the job runs on the CPU.
         **gpu_job(mem_mb=8000 + int(1000 * config["probing"]["memory_gb"]), runtime=60),
