@@ -177,16 +177,24 @@ def dataset_root(dataset):
     return config["datasets"][dataset]["root"]
 
 
+def imagenet_s_layout(root):
+    """The files of an ImageNet-S layout that jobs read: the class folders of images and the category list."""
+    return {"images": f"{root}/ImageNetS919", "categories": f"{root}/data/categories/ImageNetS_categories_im919.txt"}
+
+
 def dataset_files(dataset):
     """Inputs of jobs that read a dataset (the generator's or a prepare rule's outputs, or the
     user's files). CIFAR-100 has images only (no categories file, no segmentations)."""
-    root = dataset_root(dataset)
+    layout = imagenet_s_layout(dataset_root(dataset))
     if dataset_kind(dataset) == "cifar100":
-        return {"images": f"{root}/ImageNetS919"}
-    return {
-        "images": f"{root}/ImageNetS919",
-        "categories": f"{root}/data/categories/ImageNetS_categories_im919.txt",
-    }
+        del layout["categories"]
+    return layout
+
+
+def prepared_dataset_outputs():
+    """Outputs of the rules that write a dataset's ImageNet-S layout under results/data/<dataset>."""
+    layout = imagenet_s_layout("results/data/{dataset}")
+    return {**layout, "images": directory(layout["images"])}
 
 
 def dataset_download_items(dataset):
@@ -270,16 +278,17 @@ def layer_names(model):
     return [f"{kind}_{b}" for kind in ("hs", "attn", "mlp") for b in blocks]
 
 
-def extract_dir(model):
-    return f"results/extract/{model}"
+def model_dir(stage, model):
+    """A model's folder of one stage's outputs (extract, memories, perturbation, explain, probes)."""
+    return f"results/{stage}/{model}"
 
 
 def layer_tables(model, kinds=("hs", "attn", "mlp")):
-    return [f"{extract_dir(model)}/{name}.parquet" for name in layer_names(model) if name.split("_")[0] in kinds]
+    return [f"{model_dir('extract', model)}/{name}.parquet" for name in layer_names(model) if name.split("_")[0] in kinds]
 
 
 def predictions_table(model):
-    return f"{extract_dir(model)}/predictions.parquet"
+    return f"{model_dir('extract', model)}/predictions.parquet"
 
 
 def checkpoint_path(model):
@@ -296,18 +305,6 @@ def finetune_init_path(model):
     return f"results/checkpoints/finetune_init/{model}.pt"
 
 
-def memories_dir(model):
-    return f"results/memories/{model}"
-
-
-def perturbation_dir(model):
-    return f"results/perturbation/{model}"
-
-
-def explain_dir(model):
-    return f"results/explain/{model}"
-
-
 def token_labels_table(model):
     """Per-token class/context labels of a model's token grid; None where the dataset has no segmentations."""
     dataset = model_dataset(model)
@@ -321,7 +318,7 @@ def probe_stimuli_table(dataset):
 
 
 def probe_ranks_table(model):
-    return f"results/probes/{model}/ranks.parquet"
+    return f"{model_dir('probes', model)}/ranks.parquet"
 
 
 def weight_check_file(model):
@@ -346,7 +343,7 @@ def describe_model(name):
     return {
         "name": name,
         "display_name": spec["display_name"],
-        "extract_dir": extract_dir(name),
+        "extract_dir": model_dir("extract", name),
         "num_blocks": spec["num_blocks"],
         "num_classes": spec["num_classes"],
         "class_token": spec["class_token"],
@@ -355,11 +352,11 @@ def describe_model(name):
         "stimuli": stimuli_table(name),
         "token_labels": token_labels_table(name),
         "checkpoint": checkpoint_path(name),
-        "random_twin": {"name": twin, "extract_dir": extract_dir(twin)} if twin in MODELS else None,
-        "memories": memories_dir(name),
-        "perturbation_dir": perturbation_dir(name),
-        "curves": f"{explain_dir(name)}/perturbation_curves.parquet",
-        "correct": f"{explain_dir(name)}/perturbation_correct.parquet",
+        "random_twin": {"name": twin, "extract_dir": model_dir("extract", twin)} if twin in MODELS else None,
+        "memories": model_dir("memories", name),
+        "perturbation_dir": model_dir("perturbation", name),
+        "curves": f"{model_dir('explain', name)}/perturbation_curves.parquet",
+        "correct": f"{model_dir('explain', name)}/perturbation_correct.parquet",
     }
 
 
@@ -536,7 +533,7 @@ def shard_dirs(model):
 
         table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
         n_shards = -(-pyarrow.parquet.read_metadata(table).num_rows // shard_size)
-    return [f"{extract_dir(model)}/shards/{shard}" for shard in range(n_shards)]
+    return [f"{model_dir('extract', model)}/shards/{shard}" for shard in range(n_shards)]
 
 
 def shard_inputs(model):
@@ -639,8 +636,8 @@ def memory_inputs(needs, names):
     memory), the activated memories of every attn/mlp sublayer with the predictions, the
     stimulus categories."""
     paths = {
-        "classes": [f"{memories_dir(name)}/class_memories.parquet" for name in names],
-        "memories": [f"{memories_dir(name)}/memory_classes.parquet" for name in names],
+        "classes": [f"{model_dir('memories', name)}/class_memories.parquet" for name in names],
+        "memories": [f"{model_dir('memories', name)}/memory_classes.parquet" for name in names],
         "extraction": [
             path for name in names for path in layer_tables(name, ("attn", "mlp")) + [predictions_table(name)]
         ],
@@ -724,7 +721,7 @@ def final_outputs():
     targets += per_model_targets(["fig_probe_vs_projection_acc"], PROBE_MODELS)
     targets += per_model_targets(["fig_probe_perturbation", "fig_linear_probing_all"], PROBE_PERTURBATION_MODELS)
     targets += per_model_targets(["fig_explain_sum"], EXPLAIN_MODELS)
-    targets += [f"{explain_dir(model)}/maps.parquet" for model in EXPLAIN_MODELS]
+    targets += [f"{model_dir('explain', model)}/maps.parquet" for model in EXPLAIN_MODELS]
     return targets
 
 

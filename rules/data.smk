@@ -5,8 +5,7 @@
 
 rule demo_dataset:
     output:
-        images=directory("results/data/{dataset}/ImageNetS919"),
-        categories="results/data/{dataset}/data/categories/ImageNetS_categories_im919.txt",
+        **prepared_dataset_outputs(),
     wildcard_constraints:
         dataset=alternatives(datasets_of_kind("generate")),
     params:
@@ -50,8 +49,7 @@ rule prepare_imagenet_s:
             for item in ("segmentation", "validation_names", "validation_mapping", "test_mapping", "categories")
         },
     output:
-        images=directory("results/data/{dataset}/ImageNetS919"),
-        categories="results/data/{dataset}/data/categories/ImageNetS_categories_im919.txt",
+        **prepared_dataset_outputs(),
     wildcard_constraints:
         dataset=alternatives(datasets_of_kind("imagenet_s")),
     params:
@@ -73,7 +71,7 @@ rule prepare_cifar100:
     input:
         source=cifar_source,
     output:
-        images=directory("results/data/{dataset}/ImageNetS919"),
+        images=prepared_dataset_outputs()["images"],
         pickles=directory("results/data/{dataset}/cifar-100-python"),
     wildcard_constraints:
         dataset=alternatives(datasets_of_kind("cifar100")),

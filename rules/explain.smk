@@ -11,7 +11,7 @@ rule explain_maps:
     input:
         unpack(model_stimulus_run_inputs),
     output:
-        f"{explain_dir('{model}')}/maps.parquet",
+        f"{model_dir('explain', '{model}')}/maps.parquet",
     wildcard_constraints:
         model=alternatives(EXPLAIN_MODELS),
     params:
@@ -36,8 +36,8 @@ rule explain_perturbation:
         # The linear_probe ordering, for models with probes (rules/probing.smk).
         probe_ranks=model_probe_ranks,
     output:
-        curves=f"{explain_dir('{model}')}/perturbation_curves.parquet",
-        correct=f"{explain_dir('{model}')}/perturbation_correct.parquet",
+        curves=f"{model_dir('explain', '{model}')}/perturbation_curves.parquet",
+        correct=f"{model_dir('explain', '{model}')}/perturbation_correct.parquet",
     wildcard_constraints:
         model=alternatives(EXPLAIN_PERTURBATION_MODELS),
     params:

@@ -8,8 +8,8 @@ rule value_projections:
     input:
         checkpoint=checkpoint_path("{model}"),
     output:
-        classes=f"{memories_dir('{model}')}/class_memories.parquet",
-        memories=f"{memories_dir('{model}')}/memory_classes.parquet",
+        classes=f"{model_dir('memories', '{model}')}/class_memories.parquet",
+        memories=f"{model_dir('memories', '{model}')}/memory_classes.parquet",
     wildcard_constraints:
         model=alternatives(TRAINED_MODELS),
     params:

@@ -6,14 +6,14 @@
 
 # What the tables compare with: the last residual stream and predictions of the extraction.
 UNPERTURBED_LAST_BLOCKS = [
-    f"{extract_dir(m)}/{name}.parquet"
+    f"{model_dir('extract', m)}/{name}.parquet"
     for m in PERTURBATION_MODELS
     for name in (f"hs_{MODELS[m]['num_blocks'] - 1}", "predictions")
 ]
 
 
 for _name, _experiment in PERTURBATION_EXPERIMENTS.items():
-    _stem = f"{perturbation_dir('{model}')}/{_experiment['stem']}"
+    _stem = f"{model_dir('perturbation', '{model}')}/{_experiment['stem']}"
 
     rule:
         name:
@@ -50,7 +50,7 @@ for _table, _experiment in PERTURBATION_TABLES.items():
             _table
         input:
             [
-                f"{perturbation_dir(m)}/{_experiment['stem']}{suffix}.parquet".format(
+                f"{model_dir('perturbation', m)}/{_experiment['stem']}{suffix}.parquet".format(
                     **{_experiment["wildcard"]: variant}
                 )
                 for m in PERTURBATION_MODELS

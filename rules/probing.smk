@@ -28,7 +28,7 @@ rule linear_probes:
         probe_stimuli=model_probe_stimuli,
     output:
         ranks=probe_ranks_table("{model}"),
-        accuracy="results/probes/{model}/accuracy.parquet",
+        accuracy=f"{model_dir('probes', '{model}')}/accuracy.parquet",
     wildcard_constraints:
         model=alternatives(PROBE_MODELS),
     params:
