@@ -30,7 +30,7 @@ def test_preflight_plans_downloads_checkpoints_and_checks_only(tmp_path):
     jobs = preflight_jobs(tmp_path)
     jobs.pop("total")
     assert set(jobs) == PREFLIGHT_RULES
-    assert jobs["download"] == 5  # the ImageNet-S files and the CIFAR-100 archive
+    assert jobs["download"] == 6  # the five ImageNet-S files and the CIFAR-100 archive
     assert jobs["download_sample_image"] == 2  # the beagle and the impala
     assert jobs["fetch_timm_weights"] == 5 and jobs["random_twin_checkpoint"] == 6
     assert jobs["download_checkpoint"] == 1 and jobs["convert_checkpoint"] == 1  # the DeiT release
