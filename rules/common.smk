@@ -284,7 +284,8 @@ def model_dir(stage, model):
 
 
 def layer_tables(model, kinds=("hs", "attn", "mlp")):
-    return [f"{model_dir('extract', model)}/{name}.parquet" for name in layer_names(model) if name.split("_")[0] in kinds]
+    folder = model_dir("extract", model)
+    return [f"{folder}/{name}.parquet" for name in layer_names(model) if name.split("_")[0] in kinds]
 
 
 def predictions_table(model):
@@ -564,7 +565,11 @@ def dataset_inputs(wildcards):
 
 def stimulus_run_inputs(model):
     """What a job running a model on its stimuli reads: the dataset, the stimulus table, the checkpoint."""
-    return {**dataset_files(model_dataset(model)), "stimuli": stimuli_table(model), "checkpoint": checkpoint_path(model)}
+    return {
+        **dataset_files(model_dataset(model)),
+        "stimuli": stimuli_table(model),
+        "checkpoint": checkpoint_path(model),
+    }
 
 
 def model_stimulus_run_inputs(wildcards):

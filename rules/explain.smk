@@ -106,7 +106,7 @@ for _name in EXPLAIN_CURVE_TARGETS:
         name:
             _name
         input:
-            [description[kind] for description in descriptions(EXPLAIN_PERTURBATION_MODELS) for kind in ("curves", "correct")],
+            [model[table] for model in descriptions(EXPLAIN_PERTURBATION_MODELS) for table in ("curves", "correct")],
         output:
             **figure_outputs(_name, "Explainability"),
         params:
