@@ -1,5 +1,7 @@
-# Shared helpers: config validation, the model list, wildcard constraints, paths and targets.
-# Nothing here imports torch: a dry run stays fast.
+# Shared by every rule file: config validation; the models and their description; path helpers
+# (resources/ for what is fetched, results/ for what is computed); the model list of each stage;
+# named input functions of the {model} and {dataset} wildcards; resource helpers; the target
+# tables and rule all's targets. Nothing here imports torch: a dry run stays fast.
 import os
 import shutil
 import zlib
@@ -676,22 +678,25 @@ MEMORY_TARGETS = {
 }
 
 # Figures and tables over several models, besides the identifiability and memory targets.
-# perturbation rule -> its output stem under results/perturbation/<model>/, the wildcard naming
-# the variant, the variants, and inputs besides the stimuli and checkpoint
+# perturbation rule -> its output stem under results/perturbation/<model>/, its variants (by the
+# wildcard naming them), and whether it reads the token labels
 PERTURBATION_EXPERIMENTS = {
-    "attn_perturbation": {
-        "stem": "attn_{type}",
-        "wildcard": "type",
-        "variants": ("self_only", "no_cls"),
-        "inputs": {},
-    },
+    "attn_perturbation": {"stem": "attn_{type}", "variants": {"type": ("self_only", "no_cls")}, "token_labels": False},
     "token_perturbation": {
         "stem": "tokens_no_{mask}",
-        "wildcard": "mask",
-        "variants": ("context", "class_label"),
-        "inputs": {"token_labels": model_token_labels},
+        "variants": {"mask": ("context", "class_label")},
+        "token_labels": True,
     },
 }
+
+
+def perturbation_outputs(rule):
+    """Per (model, variant): the rank of the correct class for every token of the last block, and
+    the predictions."""
+    stem = f"{model_dir('perturbation', '{model}')}/{PERTURBATION_EXPERIMENTS[rule]['stem']}"
+    return {"ranks": f"{stem}.parquet", "predictions": f"{stem}_predictions.parquet"}
+
+
 # table -> the perturbation rule whose outputs it compares with the extraction
 PERTURBATION_TABLES = {"tab_attn_perturbation": "attn_perturbation", "tab_context_perturbation": "token_perturbation"}
 EXPLAIN_HEATMAP_FIGURES = ("fig_explain_head", "fig_explain_combined")

@@ -12,53 +12,65 @@ UNPERTURBED_LAST_BLOCKS = [
 ]
 
 
-for _name, _experiment in PERTURBATION_EXPERIMENTS.items():
-    _stem = f"{model_dir('perturbation', '{model}')}/{_experiment['stem']}"
+# One rule per experiment (a script: directive in a loop would run the last loop value's script).
+rule attn_perturbation:
+    input:
+        unpack(model_stimulus_run_inputs),
+    output:
+        **perturbation_outputs("attn_perturbation"),
+    wildcard_constraints:
+        model=alternatives(PERTURBATION_MODELS),
+        type=alternatives(PERTURBATION_EXPERIMENTS["attn_perturbation"]["variants"]["type"]),
+    params:
+        **stimulus_run_params(),
+    threads: 4
+    resources:
+        **gpu_job(mem_mb=8000, runtime=60),
+    conda:
+        "../envs/extraction.yaml"
+    log:
+        "results/logs/attn_perturbation/{model}_{type}.log",
+    benchmark:
+        "results/benchmarks/attn_perturbation/{model}_{type}.tsv"
+    script:
+        "../workflow_scripts/attn_perturbation.py"
 
-    rule:
-        name:
-            _name
-        input:
-            unpack(model_stimulus_run_inputs),
-            **_experiment["inputs"],
-        output:
-            ranks=f"{_stem}.parquet",
-            predictions=f"{_stem}_predictions.parquet",
-        wildcard_constraints:
-            model=alternatives(PERTURBATION_MODELS),
-            **{_experiment["wildcard"]: "|".join(_experiment["variants"])},
-        params:
-            **stimulus_run_params(),
-        threads: 4
-        resources:
-            **gpu_job(mem_mb=8000, runtime=60),
-        conda:
-            "../envs/extraction.yaml"
-        log:
-            f"results/logs/{_name}/{{model}}_{{{_experiment['wildcard']}}}.log",
-        benchmark:
-            f"results/benchmarks/{_name}/{{model}}_{{{_experiment['wildcard']}}}.tsv"
-        script:
-            f"../workflow_scripts/{_name}.py"
+
+rule token_perturbation:
+    input:
+        unpack(model_stimulus_run_inputs),
+        token_labels=model_token_labels,
+    output:
+        **perturbation_outputs("token_perturbation"),
+    wildcard_constraints:
+        model=alternatives(PERTURBATION_MODELS),
+        mask=alternatives(PERTURBATION_EXPERIMENTS["token_perturbation"]["variants"]["mask"]),
+    params:
+        **stimulus_run_params(),
+    threads: 4
+    resources:
+        **gpu_job(mem_mb=8000, runtime=60),
+    conda:
+        "../envs/extraction.yaml"
+    log:
+        "results/logs/token_perturbation/{model}_{mask}.log",
+    benchmark:
+        "results/benchmarks/token_perturbation/{model}_{mask}.tsv"
+    script:
+        "../workflow_scripts/token_perturbation.py"
 
 
 for _table, _experiment in PERTURBATION_TABLES.items():
-    _experiment = PERTURBATION_EXPERIMENTS[_experiment]
+    _variants = PERTURBATION_EXPERIMENTS[_experiment]["variants"]
+    _token_labels = PERTURBATION_EXPERIMENTS[_experiment]["token_labels"]
 
     rule:
         name:
             _table
         input:
-            [
-                f"{model_dir('perturbation', m)}/{_experiment['stem']}{suffix}.parquet".format(
-                    **{_experiment["wildcard"]: variant}
-                )
-                for m in PERTURBATION_MODELS
-                for variant in _experiment["variants"]
-                for suffix in ("", "_predictions")
-            ],
+            expand(getattr(rules, _experiment).output, model=PERTURBATION_MODELS, **_variants),
             UNPERTURBED_LAST_BLOCKS,
-            [token_labels_table(m) for m in PERTURBATION_MODELS] if "token_labels" in _experiment["inputs"] else [],
+            [token_labels_table(m) for m in PERTURBATION_MODELS] if _token_labels else [],
         output:
             **figure_outputs(_table, "Perturbation"),
         params:
