@@ -1,7 +1,8 @@
-# Shared by every rule file: config validation; the models and their description; path helpers
-# (resources/ for what is fetched, results/ for what is computed); the model list of each stage;
-# named input functions of the {model} and {dataset} wildcards; resource helpers; the target
-# tables and rule all's targets. Nothing here imports torch: a dry run stays fast.
+# Helpers of every file in rules/ (Snakemake's linter wants no rules here): config validation;
+# the models and their description; path helpers (resources/ for what is fetched, results/ for
+# what is computed); the model list of each stage; named input functions of the {model} and
+# {dataset} wildcards; resource helpers; the target tables and the targets of the default
+# target. Nothing here imports torch, so that a dry run stays fast.
 import os
 import shutil
 import zlib
