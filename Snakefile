@@ -1,8 +1,12 @@
 """ViT class-embedding workflow: "Analyzing Vision Transformers for Image Classification in
 Class Embedding Space" (Vilas, Schaumlöffel, Roig, NeurIPS 2023), as a Snakemake workflow.
 
-Paths (all outputs under results/):
-  data/<dataset>/                   dataset (generated for the demo), stimuli.parquet, token labels
+Inputs fetched from elsewhere, under resources/ (kept when results/ is deleted):
+  downloads/<dataset>/<item>        dataset downloads (ImageNet-S files, the CIFAR-100 archive)
+  samples/<name>                    sample images given by URL
+  weights/                          download cache of pretrained weights (config weights_cache)
+Outputs, under results/:
+  data/<dataset>/                   dataset (generated or prepared), stimuli.parquet, token labels
   checkpoints/<model>.pt            timm state dicts (<model>_random.pt: seeded random twins)
   extract/<model>/<layer>.parquet   class projection of every token of every block
   figures/<name>.pdf, tables/<name>.csv
@@ -40,9 +44,9 @@ include: "rules/figures.smk"
 include: "rules/class_building.smk"
 include: "rules/perturbation.smk"
 include: "rules/memories.smk"
+include: "rules/explain.smk"
 include: "rules/probing.smk"
 include: "rules/paper.smk"
-include: "rules/explain.smk"
 include: "rules/checks.smk"
 include: "rules/tutorial.smk"
 

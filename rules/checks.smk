@@ -4,35 +4,31 @@
 # converts and audits everything small, runs the weight checks and checks your paths, without
 # reading the ImageNet archive's content or needing a GPU: what to run on a login node first.
 
-rule download_sample_image:
+
+# Fetched like a dataset's downloads (rule download: cached, local, retried).
+use rule download as download_sample_image with:
     output:
-        "results/data/samples/{sample}",
+        sample_path("{sample}"),
     wildcard_constraints:
         sample=alternatives(DOWNLOADED_SAMPLES),
     params:
-        source=lambda wildcards: SAMPLE_IMAGES[wildcards.sample],
-    localrule: True  # compute nodes may be offline
-    retries: 2
-    conda:
-        "../envs/analysis.yaml"
+        source=sample_source,
     log:
         "results/logs/download_sample_image/{sample}.log",
-    script:
-        "../workflow_scripts/download_file.py"
 
 
 rule weight_check:
     input:
-        unpack(lambda wildcards: sample_image_inputs(EXPECTED_VALUES[wildcards.model]["image"])),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        unpack(weight_check_sample_inputs),
+        checkpoint=model_checkpoint,
     output:
         "results/checks/weights_{model}.json",
     wildcard_constraints:
         model=alternatives(EXPECTED_VALUES),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        expected=lambda wildcards: EXPECTED_VALUES[wildcards.model],
-        sample=lambda wildcards: SAMPLE_IMAGES[EXPECTED_VALUES[wildcards.model]["image"]],
+        spec=model_spec,
+        expected=expected_values,
+        sample=weight_check_sample,
     # One image on the CPU (seconds): answers on the submitting machine, before GPU jobs start.
     localrule: True
     threads: 2
@@ -42,10 +38,6 @@ rule weight_check:
         "results/logs/weight_check/{model}.log",
     script:
         "../workflow_scripts/weight_check.py"
-
-
-# Datasets of models fine-tuned here: a CIFAR-100 root you give must then hold the training split too.
-FINETUNED_DATASETS = sorted({model_dataset(m) for m in FINETUNED_MODELS})
 
 
 rule check_user_inputs:

@@ -9,21 +9,15 @@ CONTEXT_PERMUTATIONS = config["statistics"]["permutations"]
 
 rule fig_class_building:
     input:
-        lambda w: layer_tables(w.model),
+        model_layer_tables,
     output:
-        pdf=report(
-            "results/figures/fig_class_building_{model}.pdf",
-            caption="../report/fig_class_building.rst",
-            category="Class building",
-            subcategory="{model}",
-        ),
-        png="results/figures/fig_class_building_{model}.png",
-        data="results/tables/fig_class_building_{model}.csv",
+        **figure_outputs("fig_class_building", "Class building", per_model=True),
     wildcard_constraints:
         model=alternatives(TRAINED_MODELS),
     params:
-        model=lambda w: describe_model(w.model),
+        model=model_description,
         seed=config["seed"],
+    group: FIGURE_GROUP
     conda:
         "../envs/plotting.yaml"
     log:
@@ -34,23 +28,17 @@ rule fig_class_building:
 
 rule fig_context_identifiability:
     input:
-        tables=lambda w: layer_tables(w.model, kinds=("hs",)),
-        token_labels=lambda w: describe_model(w.model)["token_labels"],
+        tables=model_hidden_state_tables,
+        token_labels=model_token_labels,
     output:
-        pdf=report(
-            "results/figures/fig_context_identifiability_{model}.pdf",
-            caption="../report/fig_context_identifiability.rst",
-            category="Class building",
-            subcategory="{model}",
-        ),
-        png="results/figures/fig_context_identifiability_{model}.png",
-        data="results/tables/fig_context_identifiability_{model}.csv",
+        **figure_outputs("fig_context_identifiability", "Class building", per_model=True),
     wildcard_constraints:
         model=alternatives(SEGMENTED_MODELS),
     params:
-        model=lambda w: describe_model(w.model),
+        model=model_description,
         seed=config["seed"],
         n_permutations=CONTEXT_PERMUTATIONS,
+    group: FIGURE_GROUP
     conda:
         "../envs/plotting.yaml"
     log:
@@ -62,17 +50,14 @@ rule fig_context_identifiability:
 rule tab_context_change_rate_diff:
     input:
         tables=[table for m in SEGMENTED_MODELS for table in layer_tables(m, kinds=("hs", "attn"))],
-        token_labels=sorted({describe_model(m)["token_labels"] for m in SEGMENTED_MODELS}),
+        token_labels=sorted({token_labels_table(m) for m in SEGMENTED_MODELS}),
     output:
-        csv=report(
-            "results/tables/tab_context_change_rate_diff.csv",
-            caption="../report/tab_context_change_rate_diff.rst",
-            category="Class building",
-        ),
+        **figure_outputs("tab_context_change_rate_diff", "Class building"),
     params:
-        models=[describe_model(m) for m in SEGMENTED_MODELS],
+        models=descriptions(SEGMENTED_MODELS),
         seed=config["seed"],
         n_permutations=CONTEXT_PERMUTATIONS,
+    group: FIGURE_GROUP
     conda:
         "../envs/plotting.yaml"
     log:

@@ -1,5 +1,8 @@
-# Shared helpers: config validation, the model list, wildcard constraints, paths and targets.
-# Nothing here imports torch: a dry run stays fast.
+# Helpers of every file in rules/ (Snakemake's linter wants no rules here): config validation;
+# the models and their description; path helpers (resources/ for what is fetched, results/ for
+# what is computed); the model list of each stage; named input functions of the {model} and
+# {dataset} wildcards; resource helpers; the target tables and the targets of the default
+# target. Nothing here imports torch, so that a dry run stays fast.
 import os
 import shutil
 import zlib
@@ -154,8 +157,7 @@ def alternatives(names):
 
 
 
-def is_generated(dataset):
-    return "generate" in config["datasets"][dataset]
+# Datasets ---------------------------------------------------------------------------------------
 
 
 def dataset_kind(dataset):
@@ -167,6 +169,10 @@ def has_segmentation(dataset):
     return dataset_kind(dataset) != "cifar100"
 
 
+def datasets_of_kind(*kinds):
+    return [name for name in config["datasets"] if dataset_kind(name) in kinds]
+
+
 def dataset_root(dataset):
     """Where a dataset's ImageNet-S layout lives; generated and prepared ones live under results/."""
     if dataset_kind(dataset) != "root":
@@ -174,24 +180,24 @@ def dataset_root(dataset):
     return config["datasets"][dataset]["root"]
 
 
+def imagenet_s_layout(root):
+    """The files of an ImageNet-S layout that jobs read: the class folders of images and the category list."""
+    return {"images": f"{root}/ImageNetS919", "categories": f"{root}/data/categories/ImageNetS_categories_im919.txt"}
+
+
 def dataset_files(dataset):
     """Inputs of jobs that read a dataset (the generator's or a prepare rule's outputs, or the
     user's files). CIFAR-100 has images only (no categories file, no segmentations)."""
-    root = dataset_root(dataset)
+    layout = imagenet_s_layout(dataset_root(dataset))
     if dataset_kind(dataset) == "cifar100":
-        return {"images": f"{root}/ImageNetS919"}
-    return {
-        "images": f"{root}/ImageNetS919",
-        "categories": f"{root}/data/categories/ImageNetS_categories_im919.txt",
-    }
+        del layout["categories"]
+    return layout
 
 
-def dataset_download(dataset, item):
-    """URL and checksum of one of a dataset's downloads (rule download)."""
-    spec = config["datasets"][dataset]
-    if item == "cifar100":
-        return spec["cifar100"]["download"]
-    return spec["imagenet_s"]["downloads"][item]
+def prepared_dataset_outputs():
+    """Outputs of the rules that write a dataset's ImageNet-S layout under results/data/<dataset>."""
+    layout = imagenet_s_layout("results/data/{dataset}")
+    return {**layout, "images": directory(layout["images"])}
 
 
 def dataset_download_items(dataset):
@@ -205,27 +211,65 @@ def dataset_download_items(dataset):
     return []
 
 
-def cifar_source(dataset):
+
+def generator_spec(wildcards):
+    return config["datasets"][wildcards.dataset]["generate"]
+
+
+def dataset_kind_of(wildcards):
+    return dataset_kind(wildcards.dataset)
+
+
+def download_source(wildcards):
+    """URL and checksum of one of a dataset's downloads (rule download)."""
+    spec = config["datasets"][wildcards.dataset]
+    if wildcards.item == "cifar100":
+        return spec["cifar100"]["download"]
+    return spec["imagenet_s"]["downloads"][wildcards.item]
+
+
+def imagenet_s_spec(wildcards):
+    return config["datasets"][wildcards.dataset]["imagenet_s"]
+
+
+def imagenet_val_archive(wildcards):
+    return imagenet_s_spec(wildcards)["imagenet_val"]
+
+
+def cifar_source(wildcards):
     """The CIFAR-100 root you gave, or the downloaded archive."""
-    root = config["datasets"][dataset]["cifar100"].get("root")
-    return root if root is not None else f"results/data/downloads/{dataset}/cifar100"
+    root = config["datasets"][wildcards.dataset]["cifar100"].get("root")
+    return root if root is not None else download_path(wildcards.dataset, "cifar100")
 
 
-def cifar_download_checksum(dataset):
+def cifar_download_checksum(wildcards):
     """The pinned checksum the downloaded CIFAR-100 archive is checked against again before its
     pickles are read (required by check_paper_inputs); None for a root you gave (your own files)."""
-    spec = config["datasets"][dataset]["cifar100"]
+    spec = config["datasets"][wildcards.dataset]["cifar100"]
     return spec["download"].get("checksum") if spec.get("root") is None else None
 
 
-def stimuli_csv(dataset):
+def stimuli_csv(wildcards):
     """The authors' stimulus table when the config names one (ImageNet-S datasets)."""
-    path = config["datasets"][dataset].get("imagenet_s", {}).get("stimuli_csv")
+    path = config["datasets"][wildcards.dataset].get("imagenet_s", {}).get("stimuli_csv")
     return {"csv": path} if path else {}
 
+# Paths. Inputs fetched from elsewhere (dataset downloads, sample images, the weight cache) live
+# under resources/, so that deleting results/ never throws away what took hours to download.
+# Prepared datasets and converted checkpoints stay under results/: they are rebuilt from
+# resources/ without the network.
 
-# Trained models whose dataset has segmentations: the class/context analyses need token labels.
-SEGMENTED_MODELS = [name for name in TRAINED_MODELS if has_segmentation(config["models"][name]["dataset"])]
+
+def download_path(dataset, item):
+    return f"resources/downloads/{dataset}/{item}"
+
+
+def sample_path(name):
+    return f"resources/samples/{name}"
+
+
+def stimuli_table(model):
+    return f"results/data/{model_dataset(model)}/stimuli.parquet"
 
 
 def model_dataset(model):
@@ -237,20 +281,56 @@ def layer_names(model):
     return [f"{kind}_{b}" for kind in ("hs", "attn", "mlp") for b in blocks]
 
 
-def extract_dir(model):
-    return f"results/extract/{model}"
+def model_dir(stage, model):
+    """A model's folder of one stage's outputs (extract, memories, perturbation, explain, probes)."""
+    return f"results/{stage}/{model}"
 
 
 def layer_tables(model, kinds=("hs", "attn", "mlp")):
-    return [
-        f"{extract_dir(model)}/{name}.parquet"
-        for name in layer_names(model)
-        if name.split("_")[0] in kinds
-    ]
+    folder = model_dir("extract", model)
+    return [f"{folder}/{name}.parquet" for name in layer_names(model) if name.split("_")[0] in kinds]
+
+
+def predictions_table(model):
+    return f"{model_dir('extract', model)}/predictions.parquet"
 
 
 def checkpoint_path(model):
     return f"results/checkpoints/{model}.pt"
+
+
+def release_checkpoint_path(model):
+    """A release checkpoint downloaded by URL, kept in the weight cache."""
+    return f"{config['weights_cache']}/release/{model}.pth"
+
+
+def finetune_init_path(model):
+    """The checkpoint fine-tuning starts from (pretrained backbone, new head)."""
+    return f"results/checkpoints/finetune_init/{model}.pt"
+
+
+def token_labels_table(model):
+    """Per-token class/context labels of a model's token grid; None where the dataset has no segmentations."""
+    dataset = model_dataset(model)
+    if not has_segmentation(dataset):
+        return None
+    return f"results/data/{dataset}/token_labels_g{MODELS[model]['token_grid']}.parquet"
+
+
+def probe_stimuli_table(dataset):
+    return f"results/data/{dataset}/probe_stimuli.parquet"
+
+
+def probe_ranks_table(model):
+    return f"{model_dir('probes', model)}/ranks.parquet"
+
+
+def weight_check_file(model):
+    """The weight check an extraction waits for, when the model declares expected values."""
+    return f"results/checks/weights_{model}.json" if model in EXPECTED_VALUES else []
+
+
+# The model description ---------------------------------------------------------------------------
 
 
 def twin_name(name):
@@ -261,98 +341,50 @@ def twin_name(name):
 
 
 def describe_model(name):
-    """What analysis scripts need to know about a configured model (passed as params)."""
+    """What analysis scripts need to know about a trained model and where its files are (params)."""
     spec = MODELS[name]
-    dataset = spec["dataset"]
-    twin = twin_name(name) if name in config["models"] else None
+    twin = twin_name(name)
     return {
         "name": name,
         "display_name": spec["display_name"],
-        "extract_dir": extract_dir(name),
+        "extract_dir": model_dir("extract", name),
         "num_blocks": spec["num_blocks"],
         "num_classes": spec["num_classes"],
         "class_token": spec["class_token"],
         "token_grid": spec["token_grid"],
         "block_group": spec["block_group"],
-        "stimuli": f"results/data/{dataset}/stimuli.parquet",
-        "token_labels": (
-            f"results/data/{dataset}/token_labels_g{spec['token_grid']}.parquet" if has_segmentation(dataset) else None
-        ),
+        "stimuli": stimuli_table(name),
+        "token_labels": token_labels_table(name),
         "checkpoint": checkpoint_path(name),
-        "random_twin": (
-            {"name": twin, "extract_dir": extract_dir(twin)} if twin in MODELS else None
-        ),
+        "random_twin": {"name": twin, "extract_dir": model_dir("extract", twin)} if twin in MODELS else None,
+        "memories": model_dir("memories", name),
+        "perturbation_dir": model_dir("perturbation", name),
+        "curves": f"{model_dir('explain', name)}/perturbation_curves.parquet",
+        "correct": f"{model_dir('explain', name)}/perturbation_correct.parquet",
     }
 
 
-def figure_models():
-    return [describe_model(name) for name in TRAINED_MODELS]
+# Built once: rules pass these dicts as params.
+MODEL_DESCRIPTIONS = {name: describe_model(name) for name in TRAINED_MODELS}
 
 
-def identifiability_inputs(kinds=("hs",), twins=True):
-    """Layer tables (and predictions) of every configured model, with its twin when asked."""
-    def inputs(wildcards):
-        files = []
-        for name in TRAINED_MODELS:
-            for model in [name, twin_name(name)] if twins else [name]:
-                if model in MODELS:
-                    files += layer_tables(model, kinds)
-                    files.append(f"{extract_dir(model)}/predictions.parquet")
-        return files
-
-    return inputs
+def descriptions(names):
+    return [MODEL_DESCRIPTIONS[name] for name in names]
 
 
-def final_outputs():
-    """Every figure and table of the configured models (rule all)."""
-    summaries = [
-        *IDENTIFIABILITY_TARGETS,
-        "tab_context_change_rate_diff",
-        "tab_attn_perturbation",
-        "tab_context_perturbation",
-        *MEMORY_TARGETS,
-    ]
-    targets = [
-        f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
-        for name in summaries
-    ]
-    targets += [f"results/figures/fig_class_building_{model}.pdf" for model in TRAINED_MODELS]
-    targets += [f"results/figures/fig_context_identifiability_{model}.pdf" for model in SEGMENTED_MODELS]
-    # The paper's numbers beside ours (rules/paper.smk), when the config gives them.
-    if config.get("paper_reference"):
-        targets.append("results/tables/tab_reproduction_vs_paper.csv")
-    # Linear probes (rules/probing.smk): per probed model.
-    targets += [f"results/figures/fig_probe_vs_projection_acc_{model}.pdf" for model in probe_models()]
-    targets += [
-        f"results/figures/{figure}_{model}.pdf"
-        for figure in ("fig_probe_perturbation", "fig_linear_probing_all")
-        for model in probe_perturbation_models()
-    ]
-    # Explanations and the perturbation test (rules/explain.smk).
-    if explain_models():
-        targets += ["results/figures/fig_explain_head.pdf", "results/figures/fig_explain_combined.pdf"]
-        targets += [f"results/figures/fig_explain_sum_{model}.pdf" for model in explain_models()]
-        targets += [f"results/explain/{model}/maps.parquet" for model in explain_models()]
-    if explain_perturbation_models():
-        targets += [
-            "results/figures/fig_perturbation_neg.pdf",
-            "results/figures/fig_perturbation_pos.pdf",
-            "results/tables/tab_explain_perturbation_auc.csv",
-        ]
-    # The tutorial notebook's figures (rules/tutorial.smk), when the config names a model.
-    if config["tutorial"]["model"] is not None:
-        targets += ["results/figures/fig_tutorial_cls_logits.pdf", "results/figures/fig_tutorial_heatmap.pdf"]
-    return targets
+# Model lists: which models each stage runs on. ---------------------------------------------------
 
 
 def configured_subset(key, names, allowed, what):
     """A config list of model names, each checked against the allowed ones."""
     for name in names:
         if name not in allowed:
-            raise WorkflowError(
-                f"invalid config: {key}: '{name}' is not {what} ({', '.join(allowed) or 'none'})."
-            )
+            raise WorkflowError(f"invalid config: {key}: '{name}' is not {what} ({', '.join(allowed) or 'none'}).")
     return list(names)
+
+
+def models_with_source(source):
+    return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
 
 
 def explain_models():
@@ -368,17 +400,17 @@ def explain_figure_model():
     """Model of fig_explain_head and fig_explain_combined: explainability.figures.model or the first explained one."""
     name = config["explainability"]["figures"]["model"]
     if name is None:
-        return explain_models()[0]
-    return configured_subset("explainability.figures.model", [name], explain_models(), "an explained model")[0]
+        return EXPLAIN_MODELS[0]
+    return configured_subset("explainability.figures.model", [name], EXPLAIN_MODELS, "an explained model")[0]
 
 
 def explain_perturbation_models():
     """Explained models that get the perturbation test: explainability.perturbation_models."""
     names = config["explainability"]["perturbation_models"]
     if names is None:
-        return explain_models()
+        return EXPLAIN_MODELS
     return configured_subset(
-        "explainability.perturbation_models", names, explain_models(), "an explained model (explainability.models)"
+        "explainability.perturbation_models", names, EXPLAIN_MODELS, "an explained model (explainability.models)"
     )
 
 
@@ -400,11 +432,6 @@ def probe_models():
     return list(names)
 
 
-def probe_perturbation_models():
-    """Probed models whose explainability perturbation curves exist (probe figures)."""
-    return [name for name in probe_models() if name in explain_perturbation_models()]
-
-
 def value_vector_models():
     """Models of tab_value_vector_classes: those memories.value_vectors.neurons names, else every
     trained model; a block index outside a listed model stops the dry run."""
@@ -424,29 +451,80 @@ def value_vector_models():
     return list(names)
 
 
-def memory_inputs(needs, names):
-    """What a target reads for the given models: the weight-derived cache (per class or per
-    memory), the activated memories of every attn/mlp sublayer with the predictions, the
-    stimulus categories."""
-    paths = {
-        "classes": [f"results/memories/{name}/class_memories.parquet" for name in names],
-        "memories": [f"results/memories/{name}/memory_classes.parquet" for name in names],
-        "extraction": [
-            path
-            for name in names
-            for path in layer_tables(name, ("attn", "mlp")) + [f"{extract_dir(name)}/predictions.parquet"]
-        ],
-        "stimuli": sorted({stimuli_table(name) for name in names}),
-    }
-    return [path for need in needs for path in paths[need]]
+# Trained models whose dataset has segmentations: the class/context analyses need token labels.
+SEGMENTED_MODELS = [name for name in TRAINED_MODELS if has_segmentation(model_dataset(name))]
+# Checkpoints given as a file: fine-tuned here when the path is null, else converted.
+FINETUNED_MODELS = [m for m in models_with_source("file") if MODELS[m]["weights"]["path"] is None]
+USER_CHECKPOINT_MODELS = [m for m in models_with_source("file") if m not in FINETUNED_MODELS]
+# Datasets of models fine-tuned here: a CIFAR-100 root you give must then hold the training split too.
+FINETUNED_DATASETS = sorted({model_dataset(m) for m in FINETUNED_MODELS})
+PERTURBATION_MODELS = [
+    m
+    for m in config["perturbation"]["models"] or SEGMENTED_MODELS
+    if m in SEGMENTED_MODELS and MODELS[m]["class_token"]
+]
+EXPLAIN_MODELS = explain_models()
+EXPLAIN_PERTURBATION_MODELS = explain_perturbation_models()
+EXPLAIN_FIGURE_MODEL = explain_figure_model() if EXPLAIN_MODELS else None
+PROBE_MODELS = probe_models()
+# Probed models whose explainability perturbation curves exist (probe figures).
+PROBE_PERTURBATION_MODELS = [name for name in PROBE_MODELS if name in EXPLAIN_PERTURBATION_MODELS]
+VALUE_VECTOR_MODELS = value_vector_models()
 
 
-def models_with_source(source):
-    return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
+# Named input functions: what a job of a {model} or {dataset} wildcard reads. ---------------------
 
 
-def stimuli_table(model):
-    return f"results/data/{model_dataset(model)}/stimuli.parquet"
+def model_spec(wildcards):
+    return MODELS[wildcards.model]
+
+
+def model_description(wildcards):
+    return MODEL_DESCRIPTIONS[wildcards.model]
+
+
+def model_checkpoint(wildcards):
+    return checkpoint_path(wildcards.model)
+
+
+def model_layer_tables(wildcards):
+    return layer_tables(wildcards.model)
+
+
+def model_hidden_state_tables(wildcards):
+    return layer_tables(wildcards.model, kinds=("hs",))
+
+
+def model_predictions(wildcards):
+    return predictions_table(wildcards.model)
+
+
+def model_token_labels(wildcards):
+    return token_labels_table(wildcards.model)
+
+
+def model_dataset_files(wildcards):
+    return dataset_files(model_dataset(wildcards.model))
+
+
+def model_weights(wildcards):
+    return MODELS[wildcards.model]["weights"]
+
+
+def demo_training_settings(wildcards):
+    """The demo_training config, overridden by the model's own weights settings."""
+    weights = model_weights(wildcards)
+    return {**config["demo_training"], **{k: v for k, v in weights.items() if k != "source"}}
+
+
+def checkpoint_source(wildcards):
+    """The downloaded release checkpoint, or the file you gave."""
+    weights = model_weights(wildcards)
+    return release_checkpoint_path(wildcards.model) if weights["source"] == "url" else weights["path"]
+
+
+def finetune_pickles(wildcards):
+    return f"{dataset_root(model_dataset(wildcards.model))}/cifar-100-python"
 
 
 def shard_dirs(model):
@@ -459,19 +537,121 @@ def shard_dirs(model):
 
         table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
         n_shards = -(-pyarrow.parquet.read_metadata(table).num_rows // shard_size)
-    return [f"{extract_dir(model)}/shards/{shard}" for shard in range(n_shards)]
+    return [f"{model_dir('extract', model)}/shards/{shard}" for shard in range(n_shards)]
 
 
-def figure_outputs(name, category="Identifiability"):
-    """A figure's PDF (in the report), its PNG and the plotted numbers; a table's CSV."""
-    caption = f"../report/{name}.rst"
-    if name.startswith("tab_"):
-        return {"csv": report(f"results/tables/{name}.csv", caption=caption, category=category)}
+def shard_inputs(model):
+    """Input function of a model's merge rule: its shard outputs."""
+
+    def inputs(wildcards):
+        return shard_dirs(model)
+
+    return inputs
+
+
+def model_weight_check(wildcards):
+    return weight_check_file(wildcards.model)
+
+
+def model_probe_ranks(wildcards):
+    """The linear-probe token ordering, for models with probes."""
+    return probe_ranks_table(wildcards.model) if wildcards.model in PROBE_MODELS else []
+
+
+def model_probe_stimuli(wildcards):
+    return probe_stimuli_table(model_dataset(wildcards.model))
+
+
+def dataset_inputs(wildcards):
+    return dataset_files(wildcards.dataset)
+
+
+def stimulus_run_inputs(model):
+    """What a job running a model on its stimuli reads: the dataset, the stimulus table, the checkpoint."""
     return {
-        "pdf": report(f"results/figures/{name}.pdf", caption=caption, category=category),
-        "png": f"results/figures/{name}.png",
-        "data": f"results/tables/{name}.csv",
+        **dataset_files(model_dataset(model)),
+        "stimuli": stimuli_table(model),
+        "checkpoint": checkpoint_path(model),
     }
+
+
+def model_stimulus_run_inputs(wildcards):
+    return stimulus_run_inputs(wildcards.model)
+
+
+def stimulus_run_params(**extra):
+    """Params of a job running a model on its stimuli: the model's spec and the extraction
+    settings (batch size, device, workers), and the extra ones given."""
+    return {"spec": model_spec, "extraction": config["extraction"], **extra}
+
+
+# Resources ---------------------------------------------------------------------------------------
+
+
+def per_attempt(amount):
+    """Memory or runtime that grows with each retry, so a job killed for running out gets more."""
+
+    def resource(wildcards, attempt):
+        return amount * attempt
+
+    return resource
+
+
+def gpu_job(mem_mb, runtime):
+    """Resources of a GPU job: one GPU, memory and runtime growing with the attempt. Such jobs
+    declare threads: 4, CPU threads of torch (or data loading on a GPU), capped by --cores."""
+    return {"gpu": 1, "mem_mb": per_attempt(mem_mb), "runtime": per_attempt(runtime)}
+
+
+# Figures and tables ------------------------------------------------------------------------------
+
+# Plotting and table jobs take seconds: on a cluster they are submitted in batches (group
+# "figures", batch size group-components in profiles/slurm) instead of one job each.
+FIGURE_GROUP = "figures"
+
+
+def figure_outputs(name, category="Identifiability", per_model=False):
+    """A figure's PDF (in the report), its PNG and the plotted numbers; a table's CSV. With
+    per_model, one of each per {model}, shown under the model in the report."""
+    caption = f"../report/{name}.rst"
+    if per_model:
+        stem = f"{name}_{{model}}"
+        subcategory = {"subcategory": "{model}"}
+    else:
+        stem, subcategory = name, {}
+    if name.startswith("tab_"):
+        return {"csv": report(f"results/tables/{stem}.csv", caption=caption, category=category, **subcategory)}
+    return {
+        "pdf": report(f"results/figures/{stem}.pdf", caption=caption, category=category, **subcategory),
+        "png": f"results/figures/{stem}.png",
+        "data": f"results/tables/{stem}.csv",
+    }
+
+
+def identifiability_inputs(twins):
+    """Hidden-state tables and predictions of every configured model, with its twin when asked."""
+    files = []
+    for name in TRAINED_MODELS:
+        for model in [name, twin_name(name)] if twins else [name]:
+            if model in MODELS:
+                files += layer_tables(model, ("hs",))
+                files.append(predictions_table(model))
+    return files
+
+
+def memory_inputs(needs, names):
+    """What a target reads for the given models: the weight-derived cache (per class or per
+    memory), the activated memories of every attn/mlp sublayer with the predictions, the
+    stimulus categories."""
+    paths = {
+        "classes": [f"{model_dir('memories', name)}/class_memories.parquet" for name in names],
+        "memories": [f"{model_dir('memories', name)}/memory_classes.parquet" for name in names],
+        "extraction": [
+            path for name in names for path in layer_tables(name, ("attn", "mlp")) + [predictions_table(name)]
+        ],
+        "stimuli": sorted({stimuli_table(name) for name in names}),
+    }
+    return [path for need in needs for path in paths[need]]
 
 
 # target name -> whether it compares with the random twins
@@ -483,6 +663,77 @@ IDENTIFIABILITY_TARGETS = {
     "fig_identifiability_mean_evolution": False,
     "fig_change_rate": False,
 }
+
+# target name -> (inputs, models, options passed to its function)
+MEMORY_TARGETS = {
+    "fig_class_value_agreement": (["classes"], TRAINED_MODELS, {}),
+    "fig_key_value_agreement_rate": (["classes", "memories", "extraction"], TRAINED_MODELS, {}),
+    "fig_agreement_accuracy_diff": (["classes", "memories", "extraction"], TRAINED_MODELS, {}),
+    "fig_memory_compositionality": (["memories", "extraction"], TRAINED_MODELS, {}),
+    "fig_memory_compare": (["classes", "memories", "extraction"], TRAINED_MODELS, {}),
+    "tab_value_vector_classes": (
+        ["memories", "stimuli"],
+        VALUE_VECTOR_MODELS,
+        config["memories"]["value_vectors"],  # block_index, layer_type, neurons
+    ),
+}
+
+# Figures and tables over several models, besides the identifiability and memory targets.
+# perturbation rule -> its output stem under results/perturbation/<model>/, its variants (by the
+# wildcard naming them), and whether it reads the token labels
+PERTURBATION_EXPERIMENTS = {
+    "attn_perturbation": {"stem": "attn_{type}", "variants": {"type": ("self_only", "no_cls")}, "token_labels": False},
+    "token_perturbation": {
+        "stem": "tokens_no_{mask}",
+        "variants": {"mask": ("context", "class_label")},
+        "token_labels": True,
+    },
+}
+
+
+def perturbation_outputs(rule):
+    """Per (model, variant): the rank of the correct class for every token of the last block, and
+    the predictions."""
+    stem = f"{model_dir('perturbation', '{model}')}/{PERTURBATION_EXPERIMENTS[rule]['stem']}"
+    return {"ranks": f"{stem}.parquet", "predictions": f"{stem}_predictions.parquet"}
+
+
+# table -> the perturbation rule whose outputs it compares with the extraction
+PERTURBATION_TABLES = {"tab_attn_perturbation": "attn_perturbation", "tab_context_perturbation": "token_perturbation"}
+EXPLAIN_HEATMAP_FIGURES = ("fig_explain_head", "fig_explain_combined")
+EXPLAIN_CURVE_TARGETS = ("fig_perturbation_neg", "fig_perturbation_pos", "tab_explain_perturbation_auc")
+# tutorial figure -> its part of the tutorial config
+TUTORIAL_FIGURES = {"fig_tutorial_cls_logits": "cls_logits", "fig_tutorial_heatmap": "heatmap"}
+
+
+def target_file(name):
+    return f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
+
+
+def per_model_targets(names, models):
+    return [f"results/figures/{name}_{model}.pdf" for name in names for model in models]
+
+
+def final_outputs():
+    """Every figure and table of the configured models (rule all)."""
+    summaries = [*IDENTIFIABILITY_TARGETS, "tab_context_change_rate_diff", *PERTURBATION_TABLES, *MEMORY_TARGETS]
+    # The paper's numbers beside ours (rules/paper.smk), when the config gives them.
+    if config.get("paper_reference"):
+        summaries.append("tab_reproduction_vs_paper")
+    if EXPLAIN_MODELS:
+        summaries += EXPLAIN_HEATMAP_FIGURES
+    if EXPLAIN_PERTURBATION_MODELS:
+        summaries += EXPLAIN_CURVE_TARGETS
+    if TUTORIAL_MODEL is not None:
+        summaries += TUTORIAL_FIGURES
+    targets = [target_file(name) for name in summaries]
+    targets += per_model_targets(["fig_class_building"], TRAINED_MODELS)
+    targets += per_model_targets(["fig_context_identifiability"], SEGMENTED_MODELS)
+    targets += per_model_targets(["fig_probe_vs_projection_acc"], PROBE_MODELS)
+    targets += per_model_targets(["fig_probe_perturbation", "fig_linear_probing_all"], PROBE_PERTURBATION_MODELS)
+    targets += per_model_targets(["fig_explain_sum"], EXPLAIN_MODELS)
+    targets += [f"{model_dir('explain', model)}/maps.parquet" for model in EXPLAIN_MODELS]
+    return targets
 
 
 # The SLURM executor shells out to SLURM's client commands; without them each job would fail on
@@ -524,23 +775,35 @@ def sample_image_inputs(name):
     if "stimulus" in spec:
         dataset = spec["stimulus"]["dataset"]
         return {"images": dataset_files(dataset)["images"], "stimuli": f"results/data/{dataset}/stimuli.parquet"}
-    return {"sample": f"results/data/samples/{name}" if "url" in spec else spec["path"]}
+    return {"sample": sample_path(name) if "url" in spec else spec["path"]}
 
 
-def weight_check_file(model):
-    """The weight check an extraction waits for, when the model declares expected values."""
-    return f"results/checks/weights_{model}.json" if model in EXPECTED_VALUES else []
+def sample_source(wildcards):
+    return SAMPLE_IMAGES[wildcards.sample]
+
+
+def expected_values(wildcards):
+    return EXPECTED_VALUES[wildcards.model]
+
+
+def weight_check_sample(wildcards):
+    """The sample image a model's weight check runs on."""
+    return SAMPLE_IMAGES[expected_values(wildcards)["image"]]
+
+
+def weight_check_sample_inputs(wildcards):
+    return sample_image_inputs(expected_values(wildcards)["image"])
 
 
 def preflight_inputs():
     """Every download, every checkpoint (the start of fine-tuning for models fine-tuned here,
-    FINETUNED_MODELS of rules/models.smk), the weight checks and the check of your paths;
-    nothing that reads the ImageNet images."""
-    files = [f"results/data/samples/{name}" for name in DOWNLOADED_SAMPLES]
+    FINETUNED_MODELS), the weight checks and the check of your paths; nothing that reads the
+    ImageNet images."""
+    files = [sample_path(name) for name in DOWNLOADED_SAMPLES]
     for dataset in config["datasets"]:
-        files += [f"results/data/downloads/{dataset}/{item}" for item in dataset_download_items(dataset)]
+        files += [download_path(dataset, item) for item in dataset_download_items(dataset)]
     for model in MODELS:
-        files.append(f"results/checkpoints/finetune_init/{model}.pt" if model in FINETUNED_MODELS else checkpoint_path(model))
+        files.append(finetune_init_path(model) if model in FINETUNED_MODELS else checkpoint_path(model))
     files += [weight_check_file(model) for model in EXPECTED_VALUES]
     files.append("results/checks/user_inputs.json")
     return files

@@ -5,12 +5,11 @@
 
 rule demo_dataset:
     output:
-        images=directory("results/data/{dataset}/ImageNetS919"),
-        categories="results/data/{dataset}/data/categories/ImageNetS_categories_im919.txt",
+        **prepared_dataset_outputs(),
     wildcard_constraints:
-        dataset=alternatives(d for d in config["datasets"] if is_generated(d)),
+        dataset=alternatives(datasets_of_kind("generate")),
     params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset]["generate"],
+        spec=generator_spec,
         seed=config["seed"],
     conda:
         "../envs/analysis.yaml"
@@ -22,13 +21,16 @@ rule demo_dataset:
         "../workflow_scripts/demo_dataset.py"
 
 
+# The URL and checksum are params, hence part of the key of Snakemake's between-workflow cache
+# (--cache): another checkout of the workflow reuses a download instead of fetching it again.
 rule download:
     output:
-        "results/data/downloads/{dataset}/{item}",
+        download_path("{dataset}", "{item}"),
     wildcard_constraints:
         item="segmentation|validation_names|validation_mapping|test_mapping|categories|cifar100",
     params:
-        source=lambda wildcards: dataset_download(wildcards.dataset, wildcards.item),
+        source=download_source,
+    cache: "omit-software"
     localrule: True  # compute nodes may be offline
     retries: 2
     conda:
@@ -41,19 +43,17 @@ rule download:
 
 rule prepare_imagenet_s:
     input:
-        imagenet_val=lambda wildcards: config["datasets"][wildcards.dataset]["imagenet_s"]["imagenet_val"],
-        segmentation="results/data/downloads/{dataset}/segmentation",
-        validation_names="results/data/downloads/{dataset}/validation_names",
-        validation_mapping="results/data/downloads/{dataset}/validation_mapping",
-        test_mapping="results/data/downloads/{dataset}/test_mapping",
-        categories="results/data/downloads/{dataset}/categories",
+        imagenet_val=imagenet_val_archive,
+        **{
+            item: download_path("{dataset}", item)
+            for item in ("segmentation", "validation_names", "validation_mapping", "test_mapping", "categories")
+        },
     output:
-        images=directory("results/data/{dataset}/ImageNetS919"),
-        categories="results/data/{dataset}/data/categories/ImageNetS_categories_im919.txt",
+        **prepared_dataset_outputs(),
     wildcard_constraints:
-        dataset=alternatives(d for d in config["datasets"] if dataset_kind(d) == "imagenet_s"),
+        dataset=alternatives(datasets_of_kind("imagenet_s")),
     params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset]["imagenet_s"],
+        spec=imagenet_s_spec,
     resources:
         mem_mb=4000,
         runtime=120,
@@ -69,14 +69,14 @@ rule prepare_imagenet_s:
 
 rule prepare_cifar100:
     input:
-        source=lambda wildcards: cifar_source(wildcards.dataset),
+        source=cifar_source,
     output:
-        images=directory("results/data/{dataset}/ImageNetS919"),
+        images=prepared_dataset_outputs()["images"],
         pickles=directory("results/data/{dataset}/cifar-100-python"),
     wildcard_constraints:
-        dataset=alternatives(d for d in config["datasets"] if dataset_kind(d) == "cifar100"),
+        dataset=alternatives(datasets_of_kind("cifar100")),
     params:
-        checksum=lambda wildcards: cifar_download_checksum(wildcards.dataset),
+        checksum=cifar_download_checksum,
     resources:
         mem_mb=4000,
         runtime=30,
@@ -92,12 +92,12 @@ rule prepare_cifar100:
 
 checkpoint stimuli:
     input:
-        unpack(lambda wildcards: dataset_files(wildcards.dataset)),
-        unpack(lambda wildcards: stimuli_csv(wildcards.dataset)),
+        unpack(dataset_inputs),
+        unpack(stimuli_csv),
     output:
         "results/data/{dataset}/stimuli.parquet",
     params:
-        kind=lambda wildcards: dataset_kind(wildcards.dataset),
+        kind=dataset_kind_of,
         images_per_class=config["stimuli"]["images_per_class"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
     conda:
@@ -110,8 +110,8 @@ checkpoint stimuli:
 
 rule token_labels:
     input:
-        unpack(lambda wildcards: dataset_files(wildcards.dataset)),
-        stimuli="results/data/{dataset}/stimuli.parquet",
+        unpack(dataset_inputs),
+        stimuli=rules.stimuli.output[0],
     output:
         "results/data/{dataset}/token_labels_g{grid}.parquet",
     wildcard_constraints:

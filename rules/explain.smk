@@ -6,37 +6,19 @@
 # (perturbation_curves.parquet, per-image perturbation_correct.parquet). The heat-map figures
 # compute their few panels from the checkpoint; the curves and the AUC table read the tables.
 
-EXPLAIN_MODELS = explain_models()
-EXPLAIN_PERTURBATION_MODELS = explain_perturbation_models()
-EXPLAIN_FIGURE_MODEL = explain_figure_model() if EXPLAIN_MODELS else None
-EXPLAIN_PERTURBATION_PARAMS = [
-    {
-        **describe_model(m),
-        "curves": f"results/explain/{m}/perturbation_curves.parquet",
-        "correct": f"results/explain/{m}/perturbation_correct.parquet",
-    }
-    for m in EXPLAIN_PERTURBATION_MODELS
-]
-
 
 rule explain_maps:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        unpack(model_stimulus_run_inputs),
     output:
-        "results/explain/{model}/maps.parquet",
+        f"{model_dir('explain', '{model}')}/maps.parquet",
     wildcard_constraints:
-        model=alternatives(EXPLAIN_MODELS) if EXPLAIN_MODELS else "^$",
+        model=alternatives(EXPLAIN_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        explainability=config["explainability"],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(explainability=config["explainability"]),
+    threads: 4
     resources:
-        gpu=1,
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        **gpu_job(mem_mb=8000, runtime=60),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -49,29 +31,21 @@ rule explain_maps:
 
 rule explain_perturbation:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
-        maps="results/explain/{model}/maps.parquet",
+        unpack(model_stimulus_run_inputs),
+        maps=rules.explain_maps.output[0],
         # The linear_probe ordering, for models with probes (rules/probing.smk).
-        probe_ranks=lambda wildcards: (
-            f"results/probes/{wildcards.model}/ranks.parquet" if wildcards.model in probe_models() else []
-        ),
+        probe_ranks=model_probe_ranks,
     output:
-        curves="results/explain/{model}/perturbation_curves.parquet",
-        correct="results/explain/{model}/perturbation_correct.parquet",
+        curves=f"{model_dir('explain', '{model}')}/perturbation_curves.parquet",
+        correct=f"{model_dir('explain', '{model}')}/perturbation_correct.parquet",
     wildcard_constraints:
-        model=alternatives(EXPLAIN_PERTURBATION_MODELS) if EXPLAIN_PERTURBATION_MODELS else "^$",
+        model=alternatives(EXPLAIN_PERTURBATION_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        explainability=config["explainability"],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(explainability=config["explainability"]),
+    threads: 4
     resources:
-        gpu=1,
         # Every preprocessed stimulus is held in memory (2.7 GB for 4550 images at 224²).
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        **gpu_job(mem_mb=16000, runtime=120),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -82,24 +56,20 @@ rule explain_perturbation:
         "../workflow_scripts/explain_curves.py"
 
 
-# Heat maps: a forward and a backward per panel image on the CPU (or GPU when visible).
-for _name, _model in [
-    ("fig_explain_head", EXPLAIN_FIGURE_MODEL),
-    ("fig_explain_combined", EXPLAIN_FIGURE_MODEL),
-]:
+# Heat maps: a forward and a backward per panel image on the CPU (or GPU when visible). Not in
+# the figure group: they load a checkpoint and run the model.
+for _name in EXPLAIN_HEATMAP_FIGURES:
 
     rule:
         name:
             _name
         input:
-            unpack(lambda wildcards, model=_model: dataset_files(model_dataset(model))),
-            stimuli=stimuli_table(_model) if _model else [],
-            checkpoint=checkpoint_path(_model) if _model else [],
+            **stimulus_run_inputs(EXPLAIN_FIGURE_MODEL) if EXPLAIN_FIGURE_MODEL else {},
         output:
             **figure_outputs(_name, "Explainability"),
         params:
-            model=describe_model(_model) if _model else None,
-            spec=MODELS[_model] if _model else None,
+            model=MODEL_DESCRIPTIONS.get(EXPLAIN_FIGURE_MODEL),
+            spec=MODELS.get(EXPLAIN_FIGURE_MODEL),
             explainability=config["explainability"],
         threads: 2
         conda:
@@ -112,23 +82,14 @@ for _name, _model in [
 
 rule fig_explain_sum:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        unpack(model_stimulus_run_inputs),
     output:
-        pdf=report(
-            "results/figures/fig_explain_sum_{model}.pdf",
-            caption="../report/fig_explain_sum.rst",
-            category="Explainability",
-            subcategory="{model}",
-        ),
-        png="results/figures/fig_explain_sum_{model}.png",
-        data="results/tables/fig_explain_sum_{model}.csv",
+        **figure_outputs("fig_explain_sum", "Explainability", per_model=True),
     wildcard_constraints:
-        model=alternatives(EXPLAIN_MODELS) if EXPLAIN_MODELS else "^$",
+        model=alternatives(EXPLAIN_MODELS),
     params:
-        model=lambda wildcards: describe_model(wildcards.model),
-        spec=lambda wildcards: MODELS[wildcards.model],
+        model=model_description,
+        spec=model_spec,
         explainability=config["explainability"],
     threads: 2
     conda:
@@ -139,20 +100,20 @@ rule fig_explain_sum:
         "../workflow_scripts/explain_figure.py"
 
 
-for _name in ("fig_perturbation_neg", "fig_perturbation_pos", "tab_explain_perturbation_auc"):
+for _name in EXPLAIN_CURVE_TARGETS:
 
     rule:
         name:
             _name
         input:
-            [p["curves"] for p in EXPLAIN_PERTURBATION_PARAMS],
-            [p["correct"] for p in EXPLAIN_PERTURBATION_PARAMS],
+            [model[table] for model in descriptions(EXPLAIN_PERTURBATION_MODELS) for table in ("curves", "correct")],
         output:
             **figure_outputs(_name, "Explainability"),
         params:
-            models=EXPLAIN_PERTURBATION_PARAMS,
+            models=descriptions(EXPLAIN_PERTURBATION_MODELS),
             seed=config["seed"],
             bootstrap=config["explainability"]["bootstrap"],
+        group: FIGURE_GROUP
         conda:
             "../envs/plotting.yaml"
         log:

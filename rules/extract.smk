@@ -4,21 +4,16 @@
 
 rule extract_shard:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        unpack(model_stimulus_run_inputs),
         # Known values on a sample image first, when the config gives them (rules/checks.smk).
-        weight_check=lambda wildcards: weight_check_file(wildcards.model),
+        weight_check=model_weight_check,
     output:
         temp(directory("results/extract/{model}/shards/{shard}")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        extraction=config["extraction"],
+        **stimulus_run_params(),
     threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
     resources:
-        gpu=1,
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        **gpu_job(mem_mb=8000, runtime=60),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -35,10 +30,10 @@ for merged_model in MODELS:
         name:
             f"merge_extraction_{merged_model}"
         input:
-            lambda wildcards, model=merged_model: shard_dirs(model),
+            shard_inputs(merged_model),
         output:
             layers=layer_tables(merged_model),
-            predictions=f"{extract_dir(merged_model)}/predictions.parquet",
+            predictions=predictions_table(merged_model),
         params:
             model=merged_model,
             layers=layer_names(merged_model),

@@ -13,8 +13,9 @@ for target, with_twins in IDENTIFIABILITY_TARGETS.items():
         output:
             **figure_outputs(target),
         params:
-            models=figure_models(),
+            models=descriptions(TRAINED_MODELS),
             seed=config["seed"],
+        group: FIGURE_GROUP
         conda:
             "../envs/plotting.yaml"
         log:

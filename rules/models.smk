@@ -4,23 +4,20 @@
 
 rule train_demo_model:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
+        unpack(model_dataset_files),
     output:
-        checkpoint="results/checkpoints/{model}.pt",
+        checkpoint=checkpoint_path("{model}"),
         report="results/checkpoints/{model}.training.json",
     wildcard_constraints:
         model=alternatives(models_with_source("demo_training")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        training=lambda wildcards: {
-            **config["demo_training"],
-            **{k: v for k, v in MODELS[wildcards.model]["weights"].items() if k != "source"},
-        },
+        spec=model_spec,
+        training=demo_training_settings,
         seed=config["seed"],
     threads: 8  # scaled down to --cores by Snakemake
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 30 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -33,11 +30,11 @@ rule train_demo_model:
 
 rule random_twin_checkpoint:
     output:
-        "results/checkpoints/{model}.pt",
+        checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("random_init")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
     conda:
         "../envs/extraction.yaml"
     log:
@@ -47,19 +44,18 @@ rule random_twin_checkpoint:
 
 
 # The paper's pretrained weights (config/paper.yaml). Fetching runs on the submitting machine
-# (localrule: compute nodes may be offline) and is retried; every converted checkpoint is a plain
-# state dict of the configured architecture that passes the lens audit before it is written.
-FINETUNED_MODELS = [m for m in models_with_source("file") if MODELS[m]["weights"]["path"] is None]
-USER_CHECKPOINT_MODELS = [m for m in models_with_source("file") if m not in FINETUNED_MODELS]
+# (localrule: compute nodes may be offline) and is retried; the download cache (weights_cache)
+# is under resources/, the converted checkpoints under results/: every converted checkpoint is a
+# plain state dict of the configured architecture that passes the lens audit before it is written.
 
 
 rule fetch_timm_weights:
     output:
-        "results/checkpoints/{model}.pt",
+        checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("timm")),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
         cache=config["weights_cache"],
     localrule: True
     retries: 2
@@ -71,38 +67,29 @@ rule fetch_timm_weights:
         "../workflow_scripts/fetch_timm_weights.py"
 
 
-rule download_checkpoint:
+# Fetched like a dataset's downloads (rule download: cached, local, retried).
+use rule download as download_checkpoint with:
     output:
-        f"{config['weights_cache']}/release/{{model}}.pth",
+        release_checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("url")),
     params:
-        source=lambda wildcards: MODELS[wildcards.model]["weights"],
-    localrule: True
-    retries: 2
-    conda:
-        "../envs/analysis.yaml"
+        source=model_weights,
     log:
         "results/logs/download_checkpoint/{model}.log",
-    script:
-        "../workflow_scripts/download_file.py"
 
 
 rule convert_checkpoint:
     input:
-        lambda wildcards: (
-            f"{config['weights_cache']}/release/{wildcards.model}.pth"
-            if MODELS[wildcards.model]["weights"]["source"] == "url"
-            else MODELS[wildcards.model]["weights"]["path"]
-        ),
+        checkpoint_source,
     output:
-        "results/checkpoints/{model}.pt",
+        checkpoint_path("{model}"),
     wildcard_constraints:
         model=alternatives(models_with_source("url") + USER_CHECKPOINT_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=per_attempt(8000),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -111,45 +98,39 @@ rule convert_checkpoint:
         "../workflow_scripts/convert_checkpoint.py"
 
 
-rule fetch_finetune_init:
+# The start of fine-tuning: the pretrained backbone with a new, seeded head.
+use rule fetch_timm_weights as fetch_finetune_init with:
     output:
-        "results/checkpoints/finetune_init/{model}.pt",
+        finetune_init_path("{model}"),
     wildcard_constraints:
         model=alternatives(FINETUNED_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
         cache=config["weights_cache"],
         seed=config["seed"],
-    localrule: True
-    retries: 2
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/fetch_finetune_init/{model}.log",
-    script:
-        "../workflow_scripts/fetch_timm_weights.py"
 
 
 # Deviation from the paper (README): without the authors' CIFAR-100 checkpoint the model is
-# fine-tuned here from the configured timm weights.
+# fine-tuned here from the configured timm weights. Hours of GPU time: protected (read-only),
+# so no rerun or --forcerun overwrites it by accident.
 rule finetune_cifar:
     input:
-        init="results/checkpoints/finetune_init/{model}.pt",
-        pickles=lambda wildcards: f"results/data/{model_dataset(wildcards.model)}/cifar-100-python",
+        init=rules.fetch_finetune_init.output[0],
+        pickles=finetune_pickles,
     output:
-        checkpoint="results/checkpoints/{model}.pt",
+        checkpoint=protected(checkpoint_path("{model}")),
         report="results/checkpoints/{model}.training.json",
     wildcard_constraints:
         model=alternatives(FINETUNED_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
+        spec=model_spec,
         seed=config["seed"],
         device=config["extraction"]["device"],
     threads: 4
     resources:
-        gpu=1,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 240 * attempt,
+        **gpu_job(mem_mb=16000, runtime=240),
     conda:
         "../envs/extraction.yaml"
     log:

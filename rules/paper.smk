@@ -4,12 +4,13 @@
 
 rule tab_reproduction_vs_paper:
     input:
-        rates="results/tables/tab_identifiability_rates.csv",
-        random="results/tables/tab_identifiability_random.csv",
+        rates=rules.tab_identifiability_rates.output.csv,
+        random=rules.tab_identifiability_random.output.csv,
     output:
         **figure_outputs("tab_reproduction_vs_paper", category="Reproduction"),
     params:
         reference=config.get("paper_reference", {}),
+    group: FIGURE_GROUP
     conda:
         "../envs/analysis.yaml"
     log:

@@ -4,42 +4,28 @@
 # the correct class for every token of the last block) and <name>_predictions.parquet; two tables
 # compare them with the unperturbed extraction.
 
-PERTURBATION_MODELS = [
-    m
-    for m in config["perturbation"]["models"] or SEGMENTED_MODELS
-    if m in SEGMENTED_MODELS and MODELS[m]["class_token"]
-]
-PERTURBATION_TABLE_MODELS = [
-    {**describe_model(m), "perturbation_dir": f"results/perturbation/{m}"}
-    for m in PERTURBATION_MODELS
-]
 # What the tables compare with: the last residual stream and predictions of the extraction.
 UNPERTURBED_LAST_BLOCKS = [
-    f"{extract_dir(m)}/{name}.parquet"
+    f"{model_dir('extract', m)}/{name}.parquet"
     for m in PERTURBATION_MODELS
     for name in (f"hs_{MODELS[m]['num_blocks'] - 1}", "predictions")
 ]
 
 
+# One rule per experiment (a script: directive in a loop would run the last loop value's script).
 rule attn_perturbation:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        unpack(model_stimulus_run_inputs),
     output:
-        ranks="results/perturbation/{model}/attn_{type}.parquet",
-        predictions="results/perturbation/{model}/attn_{type}_predictions.parquet",
+        **perturbation_outputs("attn_perturbation"),
     wildcard_constraints:
         model=alternatives(PERTURBATION_MODELS),
-        type="self_only|no_cls",
+        type=alternatives(PERTURBATION_EXPERIMENTS["attn_perturbation"]["variants"]["type"]),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(),
+    threads: 4
     resources:
-        gpu=1,
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        **gpu_job(mem_mb=8000, runtime=60),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -52,24 +38,18 @@ rule attn_perturbation:
 
 rule token_perturbation:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
-        token_labels=lambda wildcards: describe_model(wildcards.model)["token_labels"],
+        unpack(model_stimulus_run_inputs),
+        token_labels=model_token_labels,
     output:
-        ranks="results/perturbation/{model}/tokens_no_{mask}.parquet",
-        predictions="results/perturbation/{model}/tokens_no_{mask}_predictions.parquet",
+        **perturbation_outputs("token_perturbation"),
     wildcard_constraints:
         model=alternatives(PERTURBATION_MODELS),
-        mask="context|class_label",
+        mask=alternatives(PERTURBATION_EXPERIMENTS["token_perturbation"]["variants"]["mask"]),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(),
+    threads: 4
     resources:
-        gpu=1,
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        **gpu_job(mem_mb=8000, runtime=60),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -80,52 +60,25 @@ rule token_perturbation:
         "../workflow_scripts/token_perturbation.py"
 
 
-rule tab_attn_perturbation:
-    input:
-        [
-            f"results/perturbation/{m}/attn_{kind}{suffix}.parquet"
-            for m in PERTURBATION_MODELS
-            for kind in ("self_only", "no_cls")
-            for suffix in ("", "_predictions")
-        ],
-        UNPERTURBED_LAST_BLOCKS,
-    output:
-        csv=report(
-            "results/tables/tab_attn_perturbation.csv",
-            caption="../report/tab_attn_perturbation.rst",
-            category="Perturbation",
-        ),
-    params:
-        models=PERTURBATION_TABLE_MODELS,
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/tables/tab_attn_perturbation.log",
-    script:
-        "../workflow_scripts/perturbation_table.py"
+for _table, _experiment in PERTURBATION_TABLES.items():
+    _variants = PERTURBATION_EXPERIMENTS[_experiment]["variants"]
+    _token_labels = PERTURBATION_EXPERIMENTS[_experiment]["token_labels"]
 
-
-rule tab_context_perturbation:
-    input:
-        [
-            f"results/perturbation/{m}/tokens_no_{mask}{suffix}.parquet"
-            for m in PERTURBATION_MODELS
-            for mask in ("context", "class_label")
-            for suffix in ("", "_predictions")
-        ],
-        UNPERTURBED_LAST_BLOCKS,
-        [describe_model(m)["token_labels"] for m in PERTURBATION_MODELS],
-    output:
-        csv=report(
-            "results/tables/tab_context_perturbation.csv",
-            caption="../report/tab_context_perturbation.rst",
-            category="Perturbation",
-        ),
-    params:
-        models=PERTURBATION_TABLE_MODELS,
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/tables/tab_context_perturbation.log",
-    script:
-        "../workflow_scripts/perturbation_table.py"
+    rule:
+        name:
+            _table
+        input:
+            expand(getattr(rules, _experiment).output, model=PERTURBATION_MODELS, **_variants),
+            UNPERTURBED_LAST_BLOCKS,
+            [token_labels_table(m) for m in PERTURBATION_MODELS] if _token_labels else [],
+        output:
+            **figure_outputs(_table, "Perturbation"),
+        params:
+            models=descriptions(PERTURBATION_MODELS),
+        group: FIGURE_GROUP
+        conda:
+            "../envs/plotting.yaml"
+        log:
+            f"results/logs/tables/{_table}.log",
+        script:
+            "../workflow_scripts/perturbation_table.py"

@@ -5,15 +5,12 @@
 # statistics exceed probing.memory_gb); then per-model figures beside the class projection and
 # the perturbation test of EXPLAIN (results/explain/<model>/perturbation_curves.parquet).
 
-PROBE_MODELS = probe_models()
-PROBE_PERTURBATION_MODELS = probe_perturbation_models()
-
 
 rule probe_stimuli:
     input:
-        unpack(lambda wildcards: dataset_files(wildcards.dataset)),
+        unpack(dataset_inputs),
     output:
-        "results/data/{dataset}/probe_stimuli.parquet",
+        probe_stimuli_table("{dataset}"),
     params:
         probing=config["probing"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
@@ -27,25 +24,19 @@ rule probe_stimuli:
 
 rule linear_probes:
     input:
-        unpack(lambda wildcards: dataset_files(model_dataset(wildcards.model))),
-        probe_stimuli=lambda wildcards: f"results/data/{model_dataset(wildcards.model)}/probe_stimuli.parquet",
-        stimuli=lambda wildcards: stimuli_table(wildcards.model),
-        checkpoint=lambda wildcards: checkpoint_path(wildcards.model),
+        unpack(model_stimulus_run_inputs),
+        probe_stimuli=model_probe_stimuli,
     output:
-        ranks="results/probes/{model}/ranks.parquet",
-        accuracy="results/probes/{model}/accuracy.parquet",
+        ranks=probe_ranks_table("{model}"),
+        accuracy=f"{model_dir('probes', '{model}')}/accuracy.parquet",
     wildcard_constraints:
-        model=alternatives(PROBE_MODELS) if PROBE_MODELS else "^$",
+        model=alternatives(PROBE_MODELS),
     params:
-        spec=lambda wildcards: MODELS[wildcards.model],
-        probing=config["probing"],
-        extraction=config["extraction"],
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+        **stimulus_run_params(probing=config["probing"]),
+    threads: 4
     resources:
-        gpu=1,
         # Host memory holds the statistics too when the job runs on the CPU.
-        mem_mb=lambda wildcards, attempt: (8000 + int(1000 * config["probing"]["memory_gb"])) * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        **gpu_job(mem_mb=8000 + int(1000 * config["probing"]["memory_gb"]), runtime=60),
     conda:
         "../envs/extraction.yaml"
     log:
@@ -56,82 +47,49 @@ rule linear_probes:
         "../workflow_scripts/probe_fit.py"
 
 
-rule fig_probe_vs_projection_acc:
-    input:
-        probe_accuracy="results/probes/{model}/accuracy.parquet",
-        layers=lambda wildcards: layer_tables(wildcards.model),
-    output:
-        pdf=report(
-            "results/figures/fig_probe_vs_projection_acc_{model}.pdf",
-            caption="../report/fig_probe_vs_projection_acc.rst",
-            category="Linear probes",
-            subcategory="{model}",
-        ),
-        png="results/figures/fig_probe_vs_projection_acc_{model}.png",
-        data="results/tables/fig_probe_vs_projection_acc_{model}.csv",
-    wildcard_constraints:
-        model=alternatives(PROBE_MODELS) if PROBE_MODELS else "^$",
-    params:
-        model=lambda wildcards: describe_model(wildcards.model),
-        seed=config["seed"],
-        n_bootstrap=config["statistics"]["bootstrap"],
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/figures/fig_probe_vs_projection_acc_{model}.log",
-    script:
-        "../workflow_scripts/probe_figure.py"
+# probe figure -> (its models, its inputs, params besides the model's description)
+PROBE_FIGURES = {
+    "fig_probe_vs_projection_acc": (
+        PROBE_MODELS,
+        {"probe_accuracy": rules.linear_probes.output.accuracy, "layers": model_layer_tables},
+        {"seed": config["seed"], "n_bootstrap": config["statistics"]["bootstrap"]},
+    ),
+    "fig_probe_perturbation": (
+        PROBE_PERTURBATION_MODELS,
+        {"curves": rules.explain_perturbation.output.curves, "predictions": model_predictions},
+        {},
+    ),
+    "fig_linear_probing_all": (
+        PROBE_PERTURBATION_MODELS,
+        {
+            "probe_accuracy": rules.linear_probes.output.accuracy,
+            "layers": model_layer_tables,
+            "curves": rules.explain_perturbation.output.curves,
+            "predictions": model_predictions,
+        },
+        {"seed": config["seed"], "n_bootstrap": config["statistics"]["bootstrap"]},
+    ),
+}
 
 
-rule fig_probe_perturbation:
-    input:
-        curves="results/explain/{model}/perturbation_curves.parquet",
-        predictions=lambda wildcards: f"{extract_dir(wildcards.model)}/predictions.parquet",
-    output:
-        pdf=report(
-            "results/figures/fig_probe_perturbation_{model}.pdf",
-            caption="../report/fig_probe_perturbation.rst",
-            category="Linear probes",
-            subcategory="{model}",
-        ),
-        png="results/figures/fig_probe_perturbation_{model}.png",
-        data="results/tables/fig_probe_perturbation_{model}.csv",
-    wildcard_constraints:
-        model=alternatives(PROBE_PERTURBATION_MODELS) if PROBE_PERTURBATION_MODELS else "^$",
-    params:
-        model=lambda wildcards: describe_model(wildcards.model),
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/figures/fig_probe_perturbation_{model}.log",
-    script:
-        "../workflow_scripts/probe_figure.py"
+for _name, (_models, _inputs, _params) in PROBE_FIGURES.items():
 
-
-rule fig_linear_probing_all:
-    input:
-        probe_accuracy="results/probes/{model}/accuracy.parquet",
-        layers=lambda wildcards: layer_tables(wildcards.model),
-        curves="results/explain/{model}/perturbation_curves.parquet",
-        predictions=lambda wildcards: f"{extract_dir(wildcards.model)}/predictions.parquet",
-    output:
-        pdf=report(
-            "results/figures/fig_linear_probing_all_{model}.pdf",
-            caption="../report/fig_linear_probing_all.rst",
-            category="Linear probes",
-            subcategory="{model}",
-        ),
-        png="results/figures/fig_linear_probing_all_{model}.png",
-        data="results/tables/fig_linear_probing_all_{model}.csv",
-    wildcard_constraints:
-        model=alternatives(PROBE_PERTURBATION_MODELS) if PROBE_PERTURBATION_MODELS else "^$",
-    params:
-        model=lambda wildcards: describe_model(wildcards.model),
-        seed=config["seed"],
-        n_bootstrap=config["statistics"]["bootstrap"],
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/figures/fig_linear_probing_all_{model}.log",
-    script:
-        "../workflow_scripts/probe_figure.py"
+    rule:
+        name:
+            _name
+        input:
+            **_inputs,
+        output:
+            **figure_outputs(_name, "Linear probes", per_model=True),
+        wildcard_constraints:
+            model=alternatives(_models),
+        params:
+            model=model_description,
+            **_params,
+        group: FIGURE_GROUP
+        conda:
+            "../envs/plotting.yaml"
+        log:
+            f"results/logs/figures/{_name}_{{model}}.log",
+        script:
+            "../workflow_scripts/probe_figure.py"

@@ -15,13 +15,13 @@ if TUTORIAL_MODEL is not None:
     if TUTORIAL_BLOCK is None:
         TUTORIAL_BLOCK = MODELS[TUTORIAL_MODEL]["num_blocks"] - 2
 
-    for _name, _part in [("fig_tutorial_cls_logits", "cls_logits"), ("fig_tutorial_heatmap", "heatmap")]:
+    for _name, _part in TUTORIAL_FIGURES.items():
 
         rule:
             name:
                 _name
             input:
-                unpack(lambda wildcards, part=_part: sample_image_inputs(TUTORIAL[part]["image"])),
+                **sample_image_inputs(TUTORIAL[_part]["image"]),
                 checkpoint=checkpoint_path(TUTORIAL_MODEL),
                 weight_check=weight_check_file(TUTORIAL_MODEL),
             output:

@@ -117,7 +117,7 @@ def test_every_checkpoint_rule_refuses_a_file_that_runs_code(tmp_path):
     result = run_workflow(config, tmp_path / "work", "results/checkpoints/from_url.pt", "results/checkpoints/from_file.pt")
     assert result.returncode != 0
     logs = tmp_path / "work" / "results" / "logs" / "convert_checkpoint"
-    for name, source in (("from_url", "results/checkpoints/cache/release/from_url.pth"), ("from_file", str(given))):
+    for name, source in (("from_url", "resources/weights/release/from_url.pth"), ("from_file", str(given))):
         log = (logs / f"{name}.log").read_text()
         assert f"checkpoint {source} of model '{name}' holds {OPEN}" in log, log[-2000:]
         assert not (tmp_path / "work" / "results" / "checkpoints" / f"{name}.pt").exists()
@@ -176,7 +176,7 @@ def test_cifar_archive_with_a_wrong_checksum_is_never_unpickled(tmp_path):
     assert result.returncode != 0
     log = (tmp_path / "work" / "results" / "logs" / "download" / "cifar_cifar100.log").read_text()
     assert "md5 is" in log and "expected eb9058c3a382ffc7106e4002c42a8d85" in log
-    assert not (tmp_path / "work" / "results" / "data" / "downloads" / "cifar" / "cifar100").exists()
+    assert not (tmp_path / "work" / "resources" / "downloads" / "cifar" / "cifar100").exists()
     # The same archive put in the download's place by hand: the preparation checks it again.
     with pytest.raises(InputError, match="CIFAR-100 archive .*md5 is"):
         cifar.prepare_cifar100(archive, tmp_path / "out" / "ImageNetS919", tmp_path / "out" / "pickles", official)

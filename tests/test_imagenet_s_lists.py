@@ -40,7 +40,7 @@ SHORT_VALIDATION_CLASSES = ["n02113712", "n03933933", "n04525038", "n13133613"]
 
 @pytest.fixture(scope="module")
 def lists(tmp_path_factory) -> dict[str, Path]:
-    """The four lists, decompressed as rule download leaves them (results/data/downloads/<name>/<item>)."""
+    """The four lists, decompressed as rule download leaves them (resources/downloads/<name>/<item>)."""
     folder = tmp_path_factory.mktemp("downloads")
     paths = {}
     for item, (upstream, _) in UPSTREAM.items():

@@ -114,7 +114,7 @@ def test_paper_rules_run_end_to_end(paper_run):
     work, result, _ = paper_run
     assert result.returncode == 0, result.stderr[-4000:]
     results = work / "results"
-    assert (results / "data" / "downloads" / "imagenet" / "categories.sha256").read_text().startswith("sha256:")
+    assert (work / "resources" / "downloads" / "imagenet" / "categories.sha256").read_text().startswith("sha256:")
     stimuli = tables.read_table(results / "data" / "imagenet" / "stimuli.parquet").to_pydict()
     assert stimuli["wnid"] == ["n00000001"] * 2 + ["n00000002"] * 2 + ["n00000003"] * 2
     cifar_stimuli = tables.read_table(results / "data" / "cifar" / "stimuli.parquet").to_pydict()

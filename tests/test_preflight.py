@@ -3,10 +3,13 @@ check, and the check of your paths, but nothing that reads ImageNet or needs a G
 checks themselves on small fakes of each layout."""
 
 import pickle
+import re
 import tarfile
 
 import pytest
-from test_paper_config import dry_run, job_counts, paper_copy
+import yaml
+
+from test_paper_config import REPO, dry_run, job_counts, paper_copy
 
 from class_embedding.data import preflight
 from class_embedding.errors import InputError
@@ -30,7 +33,7 @@ def test_preflight_plans_downloads_checkpoints_and_checks_only(tmp_path):
     jobs = preflight_jobs(tmp_path)
     jobs.pop("total")
     assert set(jobs) == PREFLIGHT_RULES
-    assert jobs["download"] == 5  # the ImageNet-S files and the CIFAR-100 archive
+    assert jobs["download"] == 6  # the five ImageNet-S files and the CIFAR-100 archive
     assert jobs["download_sample_image"] == 2  # the beagle and the impala
     assert jobs["fetch_timm_weights"] == 5 and jobs["random_twin_checkpoint"] == 6
     assert jobs["download_checkpoint"] == 1 and jobs["convert_checkpoint"] == 1  # the DeiT release
@@ -55,6 +58,29 @@ def test_preflight_plans_no_gpu_resource(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "resources:" in output and "gpu=" not in output
+
+
+# Rules that fetch from the network, and where they write: under resources/, so deleting
+# results/ never deletes what took hours to download.
+FETCHED = {"download": 6, "download_sample_image": 2, "download_checkpoint": 1}
+
+
+@pytest.mark.workflow
+def test_downloads_go_to_resources_not_results(tmp_path):
+    result = dry_run(tmp_path, paper_copy(tmp_path), "preflight", quiet=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = {rule: [] for rule in FETCHED}
+    rule = None
+    for line in (result.stdout + result.stderr).splitlines():
+        if match := re.match(r"\s*(?:local)?rule (\w+):$", line):
+            rule = match.group(1)
+        elif (match := re.match(r"\s*output: (.*)$", line)) and rule in outputs:
+            outputs[rule] += match.group(1).split(", ")
+    assert {rule: len(paths) for rule, paths in outputs.items()} == FETCHED
+    for rule, paths in outputs.items():
+        assert all(path.startswith("resources/") for path in paths), (rule, paths)
+    assert "resources/weights/release/deit_ensemble_16.pth" in outputs["download_checkpoint"]
+    assert yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["weights_cache"] == "resources/weights"
 
 
 def imagenet_s_datasets(val):

@@ -128,9 +128,15 @@ def test_slurm_profile_polls_squeue_retries_and_routes_gpu_jobs():
     assert {limits["max_gpu"] > 0 for limits in partitions.values()} == {True, False}
     local = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
     assert local["resources"]["gpu"] == 1 and local["set-resource-scopes"]["gpu"] == "local"
-    # Every GPU rule asks for memory and runtime that grow with the attempt, so retries get more.
+    # Every GPU rule asks for memory and runtime that grow with the attempt, so retries get more:
+    # a GPU is asked for only through gpu_job() of rules/common.smk, which scales both.
+    common = (REPO / "rules/common.smk").read_text()
+    gpu_job = re.search(r"^def gpu_job\(.*?(?=^def |^# )", common, re.M | re.S).group(0)
+    assert re.search(r'"mem_mb": per_attempt\(mem_mb\), "runtime": per_attempt\(runtime\)', gpu_job)
+    assert re.search(r"def per_attempt\(amount\):.*return amount \* attempt", common, re.S)
+    gpu_rules = 0
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for rule in re.split(r"^(?=\s*(?:rule|checkpoint)\b[^\n]*:$)", smk.read_text(), flags=re.M):
-            if re.search(r"^\s+gpu=1,", rule, re.M):
-                for resource in ("mem_mb", "runtime"):
-                    assert re.search(rf"{resource}=lambda wildcards, attempt: .*attempt", rule), (smk.name, rule[:60])
+            assert not re.search(r"\bgpu\s*=", rule), (smk.name, rule[:60])
+            gpu_rules += len(re.findall(r"^\s+\*\*gpu_job\(", rule, re.M))
+    assert gpu_rules >= 6

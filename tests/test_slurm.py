@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,14 +61,20 @@ def documented_command() -> list[str]:
 
 
 def gpu_rules() -> set[str]:
-    """Rules that declare a GPU in rules/*.smk."""
-    names = set()
-    for smk in (REPO / "rules").glob("*.smk"):
-        blocks = re.split(r"^(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
-        for block in blocks:
-            match = re.match(r"(?:rule|checkpoint) (\w+):", block)
-            if match and re.search(r"^\s+gpu=1,", block, re.M):
-                names.add(match.group(1))
+    """Rules whose jobs ask for a GPU, as Snakemake plans them for the demo (rules declare it
+    through gpu_job() of rules/common.smk, some in loops, so the rule files are not parsed)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        plan = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+             "--configfile", str(REPO / "config.yaml"), "--directory", workdir],
+            capture_output=True, text=True, timeout=300, check=True,
+        )
+    names, rule = set(), None
+    for line in (plan.stdout + plan.stderr).splitlines():
+        if match := re.match(r"\s*(?:local)?(?:rule|checkpoint) (\w+):$", line):
+            rule = match.group(1)
+        elif rule and re.match(r"\s*resources: .*\bgpu=1\b", line):
+            names.add(rule)
     return names
 
 

@@ -65,7 +65,7 @@ def test_check_passes_and_tutorial_figures_are_built(setup):
     result = snakemake(config, work, *targets)
     assert result.returncode == 0, result.stderr[-4000:]
     results = work / "results"
-    assert (results / "data/samples/sample").read_bytes() == sample.path.read_bytes()
+    assert (work / "resources/samples/sample").read_bytes() == sample.path.read_bytes()
     report = json.loads((results / "checks/weights_tiny.json").read_text())
     assert len(report["compared"]) == 3 * 6 * 5 and all(entry["ok"] for entry in report["compared"])
     logits = pd.read_csv(results / "tables/fig_tutorial_cls_logits.csv")
