@@ -23,7 +23,6 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-
 report: "report/workflow.rst"
 
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
-from class_embedding.models import building
+from class_embedding.models import building  # noqa: E402 (after the path set-up above)
 
 
 def argument_parser(doc: str, name: str, quick_help: str, with_config: bool = True) -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def cpu_name() -> str:
 def machine_record(device: torch.device) -> dict:
     """When and where a benchmark ran: the facts a reader needs to compare two records."""
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,

@@ -84,7 +84,9 @@ def benchmark_model(
 
 
 def main() -> None:
-    args = benchmark_common.argument_parser(__doc__, "explain_perturbation_batching", "few images, one repetition: a smoke run").parse_args()
+    args = benchmark_common.argument_parser(
+        __doc__, "explain_perturbation_batching", "few images, one repetition: a smoke run"
+    ).parse_args()
     device = benchmark_common.prepare(args)
     config = yaml.safe_load(Path(args.config).read_text())
     explain = config.get("explainability") or {}

@@ -57,7 +57,9 @@ def compare(run, batch_size: int, repeats: int, device: torch.device) -> dict:
 
 
 def main() -> None:
-    args = benchmark_common.argument_parser(__doc__, "perturbation_batching", "few images, one repetition: a smoke run").parse_args()
+    args = benchmark_common.argument_parser(
+        __doc__, "perturbation_batching", "few images, one repetition: a smoke run"
+    ).parse_args()
     device = benchmark_common.prepare(args)
     n_images, repeats = SETTINGS["quick" if args.quick else "default"]
     config = yaml.safe_load(Path(args.config).read_text())

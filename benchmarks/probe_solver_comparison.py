@@ -159,9 +159,7 @@ def main() -> None:
 
     if not args.quick:
         n_images, n_tokens = len(targets), model.patch_embed.num_patches
-        orderings = {
-            solver: probe_ordering(ranks[solver], setup.images, n_images, n_tokens) for solver in ranks
-        }
+        orderings = {solver: probe_ordering(ranks[solver], setup.images, n_images, n_tokens) for solver in ranks}
         curves = [
             explain_perturbation.Curve(solver, 0, direction, ordering)
             for solver, ordering in orderings.items()
@@ -177,13 +175,16 @@ def main() -> None:
         for curve, hits in zip(curves, correct):
             curve_accuracy = hits.mean(axis=1)
             record["auc"][f"{curve.method}_{curve.direction}"] = {
-                kind: float(function(kept, curve_accuracy, n_tokens)) for kind, function in explain_auc.AUC_KINDS.items()
+                kind: float(function(kept, curve_accuracy, n_tokens))
+                for kind, function in explain_auc.AUC_KINDS.items()
             }
     record["seconds"] = time.perf_counter() - started
     record["load_average"] = os.getloadavg()[0]
     benchmark_common.write_record(record, args.output)
     summary = {k: v for k, v in record["accuracy"].items() if k != "image_token_mean_per_layer"}
-    print(json.dumps({**{k: v for k, v in record.items() if k != "accuracy"}, "accuracy": summary}, indent=1, default=str))
+    print(
+        json.dumps({**{k: v for k, v in record.items() if k != "accuracy"}, "accuracy": summary}, indent=1, default=str)
+    )
 
 
 if __name__ == "__main__":

@@ -34,31 +34,45 @@ def extraction_rows(record: dict) -> list[tuple[str, str, str]]:
     rows = []
     for name, model in record["models"].items():
         batch = model["batch"]
-        rows.append((
-            f"extraction with the lens / bare forward, {name} (batch {batch}, {record['device']})",
-            f"{model['ratio']:.2f}×; {batch / model['lens_median_s']:.0f} vs {batch / model['bare_median_s']:.0f} images/s",
-            f"≤ {record['goals']['ratio_max']}×",
-        ))
-        rows.append((f"stored bytes per image, {name}", f"{model['bytes_per_image'] / 1000:.1f} KB",
-                     f"≤ {record['goals']['vit_b16_bytes_per_image_max'] / 1000:.0f} KB (ViT-B/16)"))
+        rows.append(
+            (
+                f"extraction with the lens / bare forward, {name} (batch {batch}, {record['device']})",
+                f"{model['ratio']:.2f}×; {batch / model['lens_median_s']:.0f} vs {batch / model['bare_median_s']:.0f} images/s",
+                f"≤ {record['goals']['ratio_max']}×",
+            )
+        )
+        rows.append(
+            (
+                f"stored bytes per image, {name}",
+                f"{model['bytes_per_image'] / 1000:.1f} KB",
+                f"≤ {record['goals']['vit_b16_bytes_per_image_max'] / 1000:.0f} KB (ViT-B/16)",
+            )
+        )
     return rows
 
 
 def perturbation_rows(record: dict) -> list[tuple[str, str, str]]:
     ratios = [r["ratio"] for r in record["results"] if r["perturbation"] != "bare_forward"]
     ceiling = [r["ratio"] for r in record["results"] if r["perturbation"] == "bare_forward"]
-    return [(
-        f"batched / one-at-a-time attention and token perturbations ({record['device']})",
-        f"{min(ratios):.1f}–{max(ratios):.1f}× (bare forward: {min(ceiling):.1f}–{max(ceiling):.1f}×)",
-        f"≥ {record['ratio_goal']:.0f}×",
-    )]
+    return [
+        (
+            f"batched / one-at-a-time attention and token perturbations ({record['device']})",
+            f"{min(ratios):.1f}–{max(ratios):.1f}× (bare forward: {min(ceiling):.1f}–{max(ceiling):.1f}×)",
+            f"≥ {record['ratio_goal']:.0f}×",
+        )
+    ]
 
 
 def lens_profile_rows(record: dict) -> list[tuple[str, str, str]]:
     steps = {k: v for k, v in record["steps_s_per_forward"].items() if not k.startswith("(")}
     step, seconds = max(steps.items(), key=lambda kv: kv[1])
-    return [(f"largest lens step, {record['arch']} (batch {record['batch']})",
-             f"{step}: {100 * seconds / record['bare_median_s']:.0f}% of the bare forward", "profile")]
+    return [
+        (
+            f"largest lens step, {record['arch']} (batch {record['batch']})",
+            f"{step}: {100 * seconds / record['bare_median_s']:.0f}% of the bare forward",
+            "profile",
+        )
+    ]
 
 
 def generic_rows(record: dict) -> list[tuple[str, str, str]]:
@@ -96,8 +110,11 @@ def time_demo(cores: int) -> tuple[str, str, str]:
         if run.returncode:
             sys.exit(f"the demo failed:\n{run.stderr[-3000:]}")
         jobs = re.findall(r"(\d+) of \1 steps \(100%\) done", run.stdout + run.stderr)
-    return (f"embedded demo from scratch, {cores} cores", f"{wall / 60:.0f} min {wall % 60:.0f} s"
-            + (f" ({jobs[-1]} jobs)" if jobs else ""), "< 15 min")
+    return (
+        f"embedded demo from scratch, {cores} cores",
+        f"{wall / 60:.0f} min {wall % 60:.0f} s" + (f" ({jobs[-1]} jobs)" if jobs else ""),
+        "< 15 min",
+    )
 
 
 def markdown(rows: list[tuple[str, str, str]]) -> str:
@@ -137,14 +154,18 @@ def main() -> None:
         rows.append(time_demo(args.cores))
 
     load = os.getloadavg()[0]
-    stamp = (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `python benchmarks/run_all.py"
-             f"{' --quick' if args.quick else ''}{' --demo' if args.demo else ''}` on {os.cpu_count()} CPU cores"
-             f" (load average {load:.1f} at the end); every ratio within one run.")
+    stamp = (
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `python benchmarks/run_all.py"
+        f"{' --quick' if args.quick else ''}{' --demo' if args.demo else ''}` on {os.cpu_count()} CPU cores"
+        f" (load average {load:.1f} at the end); every ratio within one run."
+    )
     table = markdown(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(f"{stamp}\n\n{table}")
-    (RESULTS / "summary.json").write_text(json.dumps(
-        {"stamp": stamp, "rows": [dict(zip(("metric", "measured", "goal"), row)) for row in rows]}, indent=2) + "\n")
+    (RESULTS / "summary.json").write_text(
+        json.dumps({"stamp": stamp, "rows": [dict(zip(("metric", "measured", "goal"), row)) for row in rows]}, indent=2)
+        + "\n"
+    )
     print(stamp, table, sep="\n\n")
     if args.readme:
         update_readme(table, stamp)

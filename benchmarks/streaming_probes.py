@@ -49,7 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser = benchmark_common.argument_parser(
         __doc__, "streaming_probes", "demo-sized model, few images: a smoke run", with_config=False
     )
-    parser.add_argument("--model", choices=sorted(SHAPES), help="model shape (default: vit_b_32, demo_vit_g7 with --quick)")
+    parser.add_argument(
+        "--model", choices=sorted(SHAPES), help="model shape (default: vit_b_32, demo_vit_g7 with --quick)"
+    )
     parser.add_argument("--probe-images", type=int, help="probe training images")
     parser.add_argument("--stimuli", type=int, help="scored images")
     parser.add_argument("--pairs", type=int, help="(layer, token) pairs of the original loop to time")
@@ -134,7 +136,15 @@ def main() -> None:
     for name, token in pairs:
         seconds, ranks = benchmark_common.timed(
             lambda: original_pair(
-                model, name, token, probe_data, stimulus_data, probe_labels.numpy(), stimulus_labels.numpy(), num_classes, device
+                model,
+                name,
+                token,
+                probe_data,
+                stimulus_data,
+                probe_labels.numpy(),
+                stimulus_labels.numpy(),
+                num_classes,
+                device,
             ),
             device,
         )
@@ -142,8 +152,10 @@ def main() -> None:
         streamed = result.ranks[name][:, token]
         agreement.append(
             {
-                "layer": name, "token": token,
-                "top1_original": float(np.mean(ranks == 0)), "top1_streaming": float(np.mean(streamed == 0)),
+                "layer": name,
+                "token": token,
+                "top1_original": float(np.mean(ranks == 0)),
+                "top1_streaming": float(np.mean(streamed == 0)),
                 "ranks_equal": float(np.mean(ranks == streamed)),
                 "max_rank_difference": int(np.max(np.abs(ranks.astype(int) - streamed.astype(int)))),
             }

@@ -9,12 +9,12 @@
 use rule download as download_sample_image with:
     output:
         sample_path("{sample}"),
+    log:
+        "results/logs/download_sample_image/{sample}.log",
     wildcard_constraints:
         sample=alternatives(DOWNLOADED_SAMPLES),
     params:
         source=sample_source,
-    log:
-        "results/logs/download_sample_image/{sample}.log",
 
 
 rule weight_check:
@@ -23,19 +23,19 @@ rule weight_check:
         checkpoint=model_checkpoint,
     output:
         "results/checks/weights_{model}.json",
+    log:
+        "results/logs/weight_check/{model}.log",
     wildcard_constraints:
         model=alternatives(EXPECTED_VALUES),
+    # One image on the CPU (seconds): answers on the submitting machine, before GPU jobs start.
+    localrule: True
+    conda:
+        "../envs/extraction.yaml"
+    threads: 2
     params:
         spec=model_spec,
         expected=expected_values,
         sample=weight_check_sample,
-    # One image on the CPU (seconds): answers on the submitting machine, before GPU jobs start.
-    localrule: True
-    threads: 2
-    conda:
-        "../envs/extraction.yaml"
-    log:
-        "results/logs/weight_check/{model}.log",
     script:
         "../workflow_scripts/weight_check.py"
 
@@ -43,14 +43,14 @@ rule weight_check:
 rule check_user_inputs:
     output:
         "results/checks/user_inputs.json",
-    params:
-        datasets=config["datasets"],
-        finetuned_datasets=FINETUNED_DATASETS,
+    log:
+        "results/logs/check_user_inputs.log",
     localrule: True
     conda:
         "../envs/extraction.yaml"
-    log:
-        "results/logs/check_user_inputs.log",
+    params:
+        datasets=config["datasets"],
+        finetuned_datasets=FINETUNED_DATASETS,
     script:
         "../workflow_scripts/check_user_inputs.py"
 
@@ -60,10 +60,10 @@ rule preflight:
         preflight_inputs(),
     output:
         "results/checks/preflight.json",
+    log:
+        "results/logs/preflight.log",
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    log:
-        "results/logs/preflight.log",
     script:
         "../workflow_scripts/preflight.py"

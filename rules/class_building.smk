@@ -1,9 +1,9 @@
-# How blocks build the class representation (notebook 2, METHOD §4.5–§4.8): per-model figures of
+# How blocks build the class representation (notebook 2, docs/method.md §4.5–§4.8): per-model figures of
 # the sublayer change rates and residual composition, and of class- vs context-labelled tokens,
 # and one table over all trained models. Functions in class_embedding.class_building_figures are
 # named like their rules; captions (report/<rule>.rst) say which paper figure each reproduces.
 
-# Permutations of the class/context tests, as in the paper (METHOD §4.7).
+# Permutations of the class/context tests, as in the paper (docs/method.md §4.7).
 CONTEXT_PERMUTATIONS = config["statistics"]["permutations"]
 
 
@@ -12,16 +12,17 @@ rule fig_class_building:
         model_layer_tables,
     output:
         **figure_outputs("fig_class_building", "Class building", per_model=True),
+    log:
+        "results/logs/figures/fig_class_building_{model}.log",
     wildcard_constraints:
         model=alternatives(TRAINED_MODELS),
+    group:
+        FIGURE_GROUP
+    conda:
+        "../envs/plotting.yaml"
     params:
         model=model_description,
         seed=config["seed"],
-    group: FIGURE_GROUP
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/figures/fig_class_building_{model}.log",
     script:
         "../workflow_scripts/class_building_figure.py"
 
@@ -32,17 +33,18 @@ rule fig_context_identifiability:
         token_labels=model_token_labels,
     output:
         **figure_outputs("fig_context_identifiability", "Class building", per_model=True),
+    log:
+        "results/logs/figures/fig_context_identifiability_{model}.log",
     wildcard_constraints:
         model=alternatives(SEGMENTED_MODELS),
+    group:
+        FIGURE_GROUP
+    conda:
+        "../envs/plotting.yaml"
     params:
         model=model_description,
         seed=config["seed"],
         n_permutations=CONTEXT_PERMUTATIONS,
-    group: FIGURE_GROUP
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/figures/fig_context_identifiability_{model}.log",
     script:
         "../workflow_scripts/class_building_figure.py"
 
@@ -53,14 +55,15 @@ rule tab_context_change_rate_diff:
         token_labels=sorted({token_labels_table(m) for m in SEGMENTED_MODELS}),
     output:
         **figure_outputs("tab_context_change_rate_diff", "Class building"),
+    log:
+        "results/logs/figures/tab_context_change_rate_diff.log",
+    group:
+        FIGURE_GROUP
+    conda:
+        "../envs/plotting.yaml"
     params:
         models=descriptions(SEGMENTED_MODELS),
         seed=config["seed"],
         n_permutations=CONTEXT_PERMUTATIONS,
-    group: FIGURE_GROUP
-    conda:
-        "../envs/plotting.yaml"
-    log:
-        "results/logs/figures/tab_context_change_rate_diff.log",
     script:
         "../workflow_scripts/class_building_figure.py"

@@ -13,7 +13,6 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
 
 
@@ -25,9 +24,7 @@ def validate_config(config):
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise WorkflowError(
-            f"invalid config: {key}: {error.message}. Fix it; config/schema.yaml documents every key."
-        )
+        raise WorkflowError(f"invalid config: {key}: {error.message}. Fix it; config/schema.yaml documents every key.")
     validate(config, SCHEMA, set_default=True)
     for name, spec in config["models"].items():
         if spec["dataset"] not in config["datasets"]:
@@ -50,7 +47,7 @@ def validate_config(config):
         if not os.path.isdir(dataset["root"]):
             raise WorkflowError(
                 f"datasets.{name}.root: '{dataset['root']}' does not exist. Point it at the directory "
-                f"holding ImageNetS919/ (see the README for how to obtain ImageNet-S)."
+                f"holding ImageNetS919/ (docs/paper.md says how to obtain ImageNet-S)."
             )
 
 
@@ -83,7 +80,7 @@ def check_paper_inputs(name, dataset):
         if path is not None and not os.path.exists(path):
             raise WorkflowError(
                 f"datasets.{name}.{key}: '{path}' does not exist. Fix the path in the config "
-                f"(README, 'Running the paper', says where to get the data)."
+                f"(docs/paper.md says where to get the data)."
             )
 
 
@@ -105,7 +102,7 @@ def check_weights(config):
             if path is not None and not os.path.isfile(path):
                 raise WorkflowError(
                     f"models.{name}.weights.path: checkpoint '{path}' does not exist. Fix the path, or set it "
-                    f"to null to fine-tune the model instead (README, 'Running the paper')."
+                    f"to null to fine-tune the model instead (docs/paper.md)."
                 )
         baseline = spec.get("random_baseline")
         if baseline is not None and not config["models"].get(baseline, {}).get("random_twin", True):
@@ -154,7 +151,6 @@ def alternatives(names):
     (an empty constraint would match anything)."""
     names = sorted(names, key=len, reverse=True)
     return "|".join(names) if names else "(?!)"
-
 
 
 # Datasets ---------------------------------------------------------------------------------------
@@ -211,7 +207,6 @@ def dataset_download_items(dataset):
     return []
 
 
-
 def generator_spec(wildcards):
     return config["datasets"][wildcards.dataset]["generate"]
 
@@ -253,6 +248,7 @@ def stimuli_csv(wildcards):
     """The authors' stimulus table when the config names one (ImageNet-S datasets)."""
     path = config["datasets"][wildcards.dataset].get("imagenet_s", {}).get("stimuli_csv")
     return {"csv": path} if path else {}
+
 
 # Paths. Inputs fetched from elsewhere (dataset downloads, sample images, the weight cache) live
 # under resources/, so that deleting results/ never throws away what took hours to download.

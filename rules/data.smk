@@ -6,17 +6,17 @@
 rule demo_dataset:
     output:
         **prepared_dataset_outputs(),
-    wildcard_constraints:
-        dataset=alternatives(datasets_of_kind("generate")),
-    params:
-        spec=generator_spec,
-        seed=config["seed"],
-    conda:
-        "../envs/analysis.yaml"
     log:
         "results/logs/demo_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/demo_dataset/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(datasets_of_kind("generate")),
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=generator_spec,
+        seed=config["seed"],
     script:
         "../workflow_scripts/demo_dataset.py"
 
@@ -26,43 +26,43 @@ rule demo_dataset:
 rule download:
     output:
         download_path("{dataset}", "{item}"),
-    wildcard_constraints:
-        item="segmentation|validation_names|validation_mapping|test_mapping|categories|cifar100",
-    params:
-        source=download_source,
-    cache: "omit-software"
-    localrule: True  # compute nodes may be offline
-    retries: 2
-    conda:
-        "../envs/analysis.yaml"
     log:
         "results/logs/download/{dataset}_{item}.log",
+    wildcard_constraints:
+        item="segmentation|validation_names|validation_mapping|test_mapping|categories|cifar100",
+    cache: "omit-software"
+    retries: 2
+    localrule: True  # compute nodes may be offline
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        source=download_source,
     script:
         "../workflow_scripts/download_file.py"
 
 
 rule prepare_imagenet_s:
     input:
-        imagenet_val=imagenet_val_archive,
         **{
             item: download_path("{dataset}", item)
             for item in ("segmentation", "validation_names", "validation_mapping", "test_mapping", "categories")
         },
+        imagenet_val=imagenet_val_archive,
     output:
         **prepared_dataset_outputs(),
-    wildcard_constraints:
-        dataset=alternatives(datasets_of_kind("imagenet_s")),
-    params:
-        spec=imagenet_s_spec,
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/prepare_imagenet_s/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_imagenet_s/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(datasets_of_kind("imagenet_s")),
+    conda:
+        "../envs/extraction.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        spec=imagenet_s_spec,
     script:
         "../workflow_scripts/prepare_imagenet_s.py"
 
@@ -73,19 +73,19 @@ rule prepare_cifar100:
     output:
         images=prepared_dataset_outputs()["images"],
         pickles=directory("results/data/{dataset}/cifar-100-python"),
-    wildcard_constraints:
-        dataset=alternatives(datasets_of_kind("cifar100")),
-    params:
-        checksum=cifar_download_checksum,
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/prepare_cifar100/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_cifar100/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(datasets_of_kind("cifar100")),
+    conda:
+        "../envs/extraction.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        checksum=cifar_download_checksum,
     script:
         "../workflow_scripts/prepare_cifar100.py"
 
@@ -96,14 +96,14 @@ checkpoint stimuli:
         unpack(stimuli_csv),
     output:
         "results/data/{dataset}/stimuli.parquet",
+    log:
+        "results/logs/stimuli/{dataset}.log",
+    conda:
+        "../envs/extraction.yaml"
     params:
         kind=dataset_kind_of,
         images_per_class=config["stimuli"]["images_per_class"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
-    conda:
-        "../envs/extraction.yaml"
-    log:
-        "results/logs/stimuli/{dataset}.log",
     script:
         "../workflow_scripts/stimuli.py"
 
@@ -114,11 +114,11 @@ rule token_labels:
         stimuli=rules.stimuli.output[0],
     output:
         "results/data/{dataset}/token_labels_g{grid}.parquet",
+    log:
+        "results/logs/token_labels/{dataset}_g{grid}.log",
     wildcard_constraints:
         dataset=alternatives(d for d in config["datasets"] if has_segmentation(d)),
     conda:
         "../envs/analysis.yaml"
-    log:
-        "results/logs/token_labels/{dataset}_g{grid}.log",
     script:
         "../workflow_scripts/token_labels.py"

@@ -1,4 +1,4 @@
-# Explanations from the class embedding space (notebook 3, METHOD §4.12, §4.13) for the trained
+# Explanations from the class embedding space (notebook 3, docs/method.md §4.12, §4.13) for the trained
 # [CLS] models of explainability.models: one GPU job per model computes every stimulus's summed
 # gradient map and Chefer relevance for its true class (results/explain/<model>/maps.parquet);
 # one GPU job per perturbation model keeps the most or least important image tokens of every
@@ -12,19 +12,19 @@ rule explain_maps:
         unpack(model_stimulus_run_inputs),
     output:
         f"{model_dir('explain', '{model}')}/maps.parquet",
-    wildcard_constraints:
-        model=alternatives(EXPLAIN_MODELS),
-    params:
-        **stimulus_run_params(explainability=config["explainability"]),
-    threads: 4
-    resources:
-        **gpu_job(mem_mb=8000, runtime=60),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/explain_maps/{model}.log",
     benchmark:
         "results/benchmarks/explain_maps/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(EXPLAIN_MODELS),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4
+    resources:
+        **gpu_job(mem_mb=8000, runtime=60),
+    params:
+        **stimulus_run_params(explainability=config["explainability"]),
     script:
         "../workflow_scripts/explain_maps.py"
 
@@ -38,20 +38,20 @@ rule explain_perturbation:
     output:
         curves=f"{model_dir('explain', '{model}')}/perturbation_curves.parquet",
         correct=f"{model_dir('explain', '{model}')}/perturbation_correct.parquet",
-    wildcard_constraints:
-        model=alternatives(EXPLAIN_PERTURBATION_MODELS),
-    params:
-        **stimulus_run_params(explainability=config["explainability"]),
-    threads: 4
-    resources:
-        # Every preprocessed stimulus is held in memory (2.7 GB for 4550 images at 224²).
-        **gpu_job(mem_mb=16000, runtime=120),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/explain_perturbation/{model}.log",
     benchmark:
         "results/benchmarks/explain_perturbation/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(EXPLAIN_PERTURBATION_MODELS),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4
+    resources:
+        # Every preprocessed stimulus is held in memory (2.7 GB for 4550 images at 224²).
+        **gpu_job(mem_mb=16000, runtime=120),
+    params:
+        **stimulus_run_params(explainability=config["explainability"]),
     script:
         "../workflow_scripts/explain_curves.py"
 
@@ -67,15 +67,15 @@ for _name in EXPLAIN_HEATMAP_FIGURES:
             **stimulus_run_inputs(EXPLAIN_FIGURE_MODEL) if EXPLAIN_FIGURE_MODEL else {},
         output:
             **figure_outputs(_name, "Explainability"),
+        log:
+            f"results/logs/figures/{_name}.log",
+        conda:
+            "../envs/explain.yaml"
+        threads: 2
         params:
             model=MODEL_DESCRIPTIONS.get(EXPLAIN_FIGURE_MODEL),
             spec=MODELS.get(EXPLAIN_FIGURE_MODEL),
             explainability=config["explainability"],
-        threads: 2
-        conda:
-            "../envs/explain.yaml"
-        log:
-            f"results/logs/figures/{_name}.log",
         script:
             "../workflow_scripts/explain_figure.py"
 
@@ -85,17 +85,17 @@ rule fig_explain_sum:
         unpack(model_stimulus_run_inputs),
     output:
         **figure_outputs("fig_explain_sum", "Explainability", per_model=True),
+    log:
+        "results/logs/figures/fig_explain_sum_{model}.log",
     wildcard_constraints:
         model=alternatives(EXPLAIN_MODELS),
+    conda:
+        "../envs/explain.yaml"
+    threads: 2
     params:
         model=model_description,
         spec=model_spec,
         explainability=config["explainability"],
-    threads: 2
-    conda:
-        "../envs/explain.yaml"
-    log:
-        "results/logs/figures/fig_explain_sum_{model}.log",
     script:
         "../workflow_scripts/explain_figure.py"
 
@@ -109,14 +109,15 @@ for _name in EXPLAIN_CURVE_TARGETS:
             [model[table] for model in descriptions(EXPLAIN_PERTURBATION_MODELS) for table in ("curves", "correct")],
         output:
             **figure_outputs(_name, "Explainability"),
+        log:
+            f"results/logs/figures/{_name}.log",
+        group:
+            FIGURE_GROUP
+        conda:
+            "../envs/plotting.yaml"
         params:
             models=descriptions(EXPLAIN_PERTURBATION_MODELS),
             seed=config["seed"],
             bootstrap=config["explainability"]["bootstrap"],
-        group: FIGURE_GROUP
-        conda:
-            "../envs/plotting.yaml"
-        log:
-            f"results/logs/figures/{_name}.log",
         script:
             "../workflow_scripts/explain_curve_figure.py"

@@ -9,17 +9,17 @@ rule extract_shard:
         weight_check=model_weight_check,
     output:
         temp(directory("results/extract/{model}/shards/{shard}")),
-    params:
-        **stimulus_run_params(),
-    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
-    resources:
-        **gpu_job(mem_mb=8000, runtime=60),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/extract_shard/{model}_{shard}.log",
     benchmark:
         "results/benchmarks/extract_shard/{model}_{shard}.tsv"
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4  # CPU threads of torch (or data loading on a GPU); capped by --cores
+    resources:
+        **gpu_job(mem_mb=8000, runtime=60),
+    params:
+        **stimulus_run_params(),
     script:
         "../workflow_scripts/extract_shard.py"
 
@@ -34,12 +34,12 @@ for merged_model in MODELS:
         output:
             layers=layer_tables(merged_model),
             predictions=predictions_table(merged_model),
+        log:
+            f"results/logs/merge_extraction/{merged_model}.log",
+        conda:
+            "../envs/extraction.yaml"
         params:
             model=merged_model,
             layers=layer_names(merged_model),
-        conda:
-            "../envs/extraction.yaml"
-        log:
-            f"results/logs/merge_extraction/{merged_model}.log",
         script:
             "../workflow_scripts/merge_extraction.py"

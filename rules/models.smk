@@ -8,22 +8,22 @@ rule train_demo_model:
     output:
         checkpoint=checkpoint_path("{model}"),
         report="results/checkpoints/{model}.training.json",
-    wildcard_constraints:
-        model=alternatives(models_with_source("demo_training")),
-    params:
-        spec=model_spec,
-        training=demo_training_settings,
-        seed=config["seed"],
-    threads: 8  # scaled down to --cores by Snakemake
-    resources:
-        mem_mb=per_attempt(4000),
-        runtime=per_attempt(30),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/train_demo_model/{model}.log",
     benchmark:
         "results/benchmarks/train_demo_model/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(models_with_source("demo_training")),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 8  # scaled down to --cores by Snakemake
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
+    params:
+        spec=model_spec,
+        training=demo_training_settings,
+        seed=config["seed"],
     script:
         "../workflow_scripts/train_demo_model.py"
 
@@ -31,14 +31,14 @@ rule train_demo_model:
 rule random_twin_checkpoint:
     output:
         checkpoint_path("{model}"),
-    wildcard_constraints:
-        model=alternatives(models_with_source("random_init")),
-    params:
-        spec=model_spec,
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/random_twin_checkpoint/{model}.log",
+    wildcard_constraints:
+        model=alternatives(models_with_source("random_init")),
+    conda:
+        "../envs/extraction.yaml"
+    params:
+        spec=model_spec,
     script:
         "../workflow_scripts/random_twin_checkpoint.py"
 
@@ -52,17 +52,17 @@ rule random_twin_checkpoint:
 rule fetch_timm_weights:
     output:
         checkpoint_path("{model}"),
+    log:
+        "results/logs/fetch_timm_weights/{model}.log",
     wildcard_constraints:
         model=alternatives(models_with_source("timm")),
+    retries: 2
+    localrule: True
+    conda:
+        "../envs/extraction.yaml"
     params:
         spec=model_spec,
         cache=config["weights_cache"],
-    localrule: True
-    retries: 2
-    conda:
-        "../envs/extraction.yaml"
-    log:
-        "results/logs/fetch_timm_weights/{model}.log",
     script:
         "../workflow_scripts/fetch_timm_weights.py"
 
@@ -71,12 +71,12 @@ rule fetch_timm_weights:
 use rule download as download_checkpoint with:
     output:
         release_checkpoint_path("{model}"),
+    log:
+        "results/logs/download_checkpoint/{model}.log",
     wildcard_constraints:
         model=alternatives(models_with_source("url")),
     params:
         source=model_weights,
-    log:
-        "results/logs/download_checkpoint/{model}.log",
 
 
 rule convert_checkpoint:
@@ -84,16 +84,16 @@ rule convert_checkpoint:
         checkpoint_source,
     output:
         checkpoint_path("{model}"),
-    wildcard_constraints:
-        model=alternatives(models_with_source("url") + USER_CHECKPOINT_MODELS),
-    params:
-        spec=model_spec,
-    resources:
-        mem_mb=per_attempt(8000),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/convert_checkpoint/{model}.log",
+    wildcard_constraints:
+        model=alternatives(models_with_source("url") + USER_CHECKPOINT_MODELS),
+    conda:
+        "../envs/extraction.yaml"
+    resources:
+        mem_mb=per_attempt(8000),
+    params:
+        spec=model_spec,
     script:
         "../workflow_scripts/convert_checkpoint.py"
 
@@ -102,17 +102,17 @@ rule convert_checkpoint:
 use rule fetch_timm_weights as fetch_finetune_init with:
     output:
         finetune_init_path("{model}"),
+    log:
+        "results/logs/fetch_finetune_init/{model}.log",
     wildcard_constraints:
         model=alternatives(FINETUNED_MODELS),
     params:
         spec=model_spec,
         cache=config["weights_cache"],
         seed=config["seed"],
-    log:
-        "results/logs/fetch_finetune_init/{model}.log",
 
 
-# Deviation from the paper (README): without the authors' CIFAR-100 checkpoint the model is
+# Deviation from the paper (docs/paper.md): without the authors' CIFAR-100 checkpoint the model is
 # fine-tuned here from the configured timm weights. Hours of GPU time: protected (read-only),
 # so no rerun or --forcerun overwrites it by accident.
 rule finetune_cifar:
@@ -122,20 +122,20 @@ rule finetune_cifar:
     output:
         checkpoint=protected(checkpoint_path("{model}")),
         report="results/checkpoints/{model}.training.json",
-    wildcard_constraints:
-        model=alternatives(FINETUNED_MODELS),
-    params:
-        spec=model_spec,
-        seed=config["seed"],
-        device=config["extraction"]["device"],
-    threads: 4
-    resources:
-        **gpu_job(mem_mb=16000, runtime=240),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/finetune_cifar/{model}.log",
     benchmark:
         "results/benchmarks/finetune_cifar/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(FINETUNED_MODELS),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4
+    resources:
+        **gpu_job(mem_mb=16000, runtime=240),
+    params:
+        spec=model_spec,
+        seed=config["seed"],
+        device=config["extraction"]["device"],
     script:
         "../workflow_scripts/finetune_cifar.py"

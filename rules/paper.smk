@@ -1,5 +1,5 @@
 # The paper run's summary: our identifiability rates and accuracies beside the paper's numbers
-# (config paper_reference, METHOD §5). In rule all only when the config gives those numbers.
+# (config paper_reference, docs/method.md §5). In rule all only when the config gives those numbers.
 
 
 rule tab_reproduction_vs_paper:
@@ -8,12 +8,13 @@ rule tab_reproduction_vs_paper:
         random=rules.tab_identifiability_random.output.csv,
     output:
         **figure_outputs("tab_reproduction_vs_paper", category="Reproduction"),
-    params:
-        reference=config.get("paper_reference", {}),
-    group: FIGURE_GROUP
-    conda:
-        "../envs/analysis.yaml"
     log:
         "results/logs/tables/tab_reproduction_vs_paper.log",
+    group:
+        FIGURE_GROUP
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        reference=config.get("paper_reference", {}),
     script:
         "../workflow_scripts/reproduction_table.py"

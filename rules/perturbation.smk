@@ -1,4 +1,4 @@
-# Perturbation experiments on the trained [CLS] models (METHOD §4.9, §4.10): attention perturbed in
+# Perturbation experiments on the trained [CLS] models (docs/method.md §4.9, §4.10): attention perturbed in
 # every block, and only [CLS] plus class- or context-labelled tokens entering the first block.
 # One GPU job per (model, perturbation) writes results/perturbation/<model>/<name>.parquet (rank of
 # the correct class for every token of the last block) and <name>_predictions.parquet; two tables
@@ -18,20 +18,20 @@ rule attn_perturbation:
         unpack(model_stimulus_run_inputs),
     output:
         **perturbation_outputs("attn_perturbation"),
-    wildcard_constraints:
-        model=alternatives(PERTURBATION_MODELS),
-        type=alternatives(PERTURBATION_EXPERIMENTS["attn_perturbation"]["variants"]["type"]),
-    params:
-        **stimulus_run_params(),
-    threads: 4
-    resources:
-        **gpu_job(mem_mb=8000, runtime=60),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/attn_perturbation/{model}_{type}.log",
     benchmark:
         "results/benchmarks/attn_perturbation/{model}_{type}.tsv"
+    wildcard_constraints:
+        model=alternatives(PERTURBATION_MODELS),
+        type=alternatives(PERTURBATION_EXPERIMENTS["attn_perturbation"]["variants"]["type"]),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4
+    resources:
+        **gpu_job(mem_mb=8000, runtime=60),
+    params:
+        **stimulus_run_params(),
     script:
         "../workflow_scripts/attn_perturbation.py"
 
@@ -42,20 +42,20 @@ rule token_perturbation:
         token_labels=model_token_labels,
     output:
         **perturbation_outputs("token_perturbation"),
-    wildcard_constraints:
-        model=alternatives(PERTURBATION_MODELS),
-        mask=alternatives(PERTURBATION_EXPERIMENTS["token_perturbation"]["variants"]["mask"]),
-    params:
-        **stimulus_run_params(),
-    threads: 4
-    resources:
-        **gpu_job(mem_mb=8000, runtime=60),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/token_perturbation/{model}_{mask}.log",
     benchmark:
         "results/benchmarks/token_perturbation/{model}_{mask}.tsv"
+    wildcard_constraints:
+        model=alternatives(PERTURBATION_MODELS),
+        mask=alternatives(PERTURBATION_EXPERIMENTS["token_perturbation"]["variants"]["mask"]),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4
+    resources:
+        **gpu_job(mem_mb=8000, runtime=60),
+    params:
+        **stimulus_run_params(),
     script:
         "../workflow_scripts/token_perturbation.py"
 
@@ -73,12 +73,13 @@ for _table, _experiment in PERTURBATION_TABLES.items():
             [token_labels_table(m) for m in PERTURBATION_MODELS] if _token_labels else [],
         output:
             **figure_outputs(_table, "Perturbation"),
-        params:
-            models=descriptions(PERTURBATION_MODELS),
-        group: FIGURE_GROUP
-        conda:
-            "../envs/plotting.yaml"
         log:
             f"results/logs/tables/{_table}.log",
+        group:
+            FIGURE_GROUP
+        conda:
+            "../envs/plotting.yaml"
+        params:
+            models=descriptions(PERTURBATION_MODELS),
         script:
             "../workflow_scripts/perturbation_table.py"

@@ -1,4 +1,4 @@
-# Linear probes (notebook 4, METHOD §4.14): ridge probes for every layer kind, block and token,
+# Linear probes (notebook 4, docs/method.md §4.14): ridge probes for every layer kind, block and token,
 # trained on the probe split (the dataset's test split, probing.images_per_class per class) and
 # scored on the stimuli. One GPU job per model fits all probes in one streaming pass over the
 # probe images and scores them in one pass over the stimuli (chunked by blocks when the
@@ -11,13 +11,13 @@ rule probe_stimuli:
         unpack(dataset_inputs),
     output:
         probe_stimuli_table("{dataset}"),
+    log:
+        "results/logs/probe_stimuli/{dataset}.log",
+    conda:
+        "../envs/extraction.yaml"
     params:
         probing=config["probing"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
-    conda:
-        "../envs/extraction.yaml"
-    log:
-        "results/logs/probe_stimuli/{dataset}.log",
     script:
         "../workflow_scripts/probe_stimuli.py"
 
@@ -29,20 +29,20 @@ rule linear_probes:
     output:
         ranks=probe_ranks_table("{model}"),
         accuracy=f"{model_dir('probes', '{model}')}/accuracy.parquet",
-    wildcard_constraints:
-        model=alternatives(PROBE_MODELS),
-    params:
-        **stimulus_run_params(probing=config["probing"]),
-    threads: 4
-    resources:
-        # Host memory holds the statistics too when the job runs on the CPU.
-        **gpu_job(mem_mb=8000 + int(1000 * config["probing"]["memory_gb"]), runtime=60),
-    conda:
-        "../envs/extraction.yaml"
     log:
         "results/logs/linear_probes/{model}.log",
     benchmark:
         "results/benchmarks/linear_probes/{model}.tsv"
+    wildcard_constraints:
+        model=alternatives(PROBE_MODELS),
+    conda:
+        "../envs/extraction.yaml"
+    threads: 4
+    resources:
+        # Host memory holds the statistics too when the job runs on the CPU.
+        **gpu_job(mem_mb=8000 + int(1000 * config["probing"]["memory_gb"]), runtime=60),
+    params:
+        **stimulus_run_params(probing=config["probing"]),
     script:
         "../workflow_scripts/probe_fit.py"
 
@@ -81,15 +81,16 @@ for _name, (_models, _inputs, _params) in PROBE_FIGURES.items():
             **_inputs,
         output:
             **figure_outputs(_name, "Linear probes", per_model=True),
-        wildcard_constraints:
-            model=alternatives(_models),
-        params:
-            model=model_description,
-            **_params,
-        group: FIGURE_GROUP
-        conda:
-            "../envs/plotting.yaml"
         log:
             f"results/logs/figures/{_name}_{{model}}.log",
+        wildcard_constraints:
+            model=alternatives(_models),
+        group:
+            FIGURE_GROUP
+        conda:
+            "../envs/plotting.yaml"
+        params:
+            **_params,
+            model=model_description,
         script:
             "../workflow_scripts/probe_figure.py"

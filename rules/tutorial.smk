@@ -1,4 +1,4 @@
-# The tutorial notebook's two figures (METHOD §5) for tutorial.model: the class logits of one
+# The tutorial notebook's two figures (docs/method.md §5) for tutorial.model: the class logits of one
 # block's [CLS] projection and the summed-gradient heat map, each of one sample image. A forward
 # (and a backward) of one image on the CPU; they wait for the model's weight check when it has one.
 
@@ -26,6 +26,11 @@ if TUTORIAL_MODEL is not None:
                 weight_check=weight_check_file(TUTORIAL_MODEL),
             output:
                 **figure_outputs(_name, "Tutorial"),
+            log:
+                f"results/logs/figures/{_name}.log",
+            conda:
+                "../envs/explain.yaml"
+            threads: 2
             params:
                 model=TUTORIAL_MODEL,
                 spec=MODELS[TUTORIAL_MODEL],
@@ -34,10 +39,5 @@ if TUTORIAL_MODEL is not None:
                 x_label=TUTORIAL_X_LABEL,
                 loss=config["explainability"]["loss"],
                 swap_red_blue=config["explainability"]["figures"]["swap_red_blue"],
-            threads: 2
-            conda:
-                "../envs/explain.yaml"
-            log:
-                f"results/logs/figures/{_name}.log",
             script:
                 "../workflow_scripts/tutorial_figure.py"

@@ -38,10 +38,20 @@ class CreatesMarker:
 
 
 def tiny_spec(arch="deit_base_patch16_224"):
-    return {"display_name": arch, "dataset": "micro", "arch": arch, "kwargs": dict(TINY), "num_blocks": 2,
-            "token_grid": 4, "class_token": True, "num_classes": 7, "final_norm": "norm",
-            "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, "random_twin": False,
-            "weights": {"source": "demo_training"}}
+    return {
+        "display_name": arch,
+        "dataset": "micro",
+        "arch": arch,
+        "kwargs": dict(TINY),
+        "num_blocks": 2,
+        "token_grid": 4,
+        "class_token": True,
+        "num_classes": 7,
+        "final_norm": "norm",
+        "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+        "random_twin": False,
+        "weights": {"source": "demo_training"},
+    }
 
 
 def malicious_checkpoint(path: Path, marker: Path) -> Path:
@@ -62,7 +72,9 @@ def test_the_payload_runs_when_unpickled_in_full(tmp_path):
 def test_reading_a_checkpoint_that_runs_code_is_refused(tmp_path, legacy_format):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {}, "args": CreatesMarker(marker)}, path, _use_new_zipfile_serialization=not legacy_format)
+    torch.save(
+        {"state_dict": {}, "args": CreatesMarker(marker)}, path, _use_new_zipfile_serialization=not legacy_format
+    )
     with pytest.raises(InputError) as refused:
         checkpoints.read_state_dict(path, "deit", state_dict_key="state_dict")
     message = str(refused.value)
@@ -80,7 +92,9 @@ def test_timm_loading_of_a_file_that_runs_code_is_refused(tmp_path):
     torch.save({"payload": CreatesMarker(marker)}, path)
     spec = {**tiny_spec("vit_base_patch16_224"), "kwargs": {**TINY, "num_classes": 1000}, "num_classes": 1000}
     with pytest.raises(InputError, match=f"{path}.*{OPEN}"):
-        building.timm_pretrained(spec, "vit", "vit_base_patch16_224.augreg_in21k_ft_in1k", tmp_path / "cache", file=path)
+        building.timm_pretrained(
+            spec, "vit", "vit_base_patch16_224.augreg_in21k_ft_in1k", tmp_path / "cache", file=path
+        )
     assert not marker.exists()
 
 
@@ -89,9 +103,24 @@ def run_workflow(config: dict, work: Path, *targets: str) -> subprocess.Complete
     work.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(config))
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--keep-going", "--snakefile", str(REPO / "Snakefile"),
-         "--configfile", str(config_file), "--directory", str(work), *targets],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--keep-going",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(config_file),
+            "--directory",
+            str(work),
+            *targets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -107,14 +136,23 @@ def test_every_checkpoint_rule_refuses_a_file_that_runs_code(tmp_path):
     (tmp_path / "release").mkdir()
     release = malicious_checkpoint(tmp_path / "release" / "deit_base_trm.pth", marker)
     given = malicious_checkpoint(tmp_path / "given.pt", marker)
-    config = micro_config({
-        # A release fetched by URL (no checksum: the first download is unverified) ...
-        "from_url": {**tiny_spec(), "weights": {"source": "url", "url": release.as_uri(), "checksum": None,
-                                                "state_dict_key": "state_dict"}},
-        # ... and a checkpoint the user gives by path.
-        "from_file": {**tiny_spec(), "weights": {"source": "file", "path": str(given), "state_dict_key": "state_dict"}},
-    })
-    result = run_workflow(config, tmp_path / "work", "results/checkpoints/from_url.pt", "results/checkpoints/from_file.pt")
+    config = micro_config(
+        {
+            # A release fetched by URL (no checksum: the first download is unverified) ...
+            "from_url": {
+                **tiny_spec(),
+                "weights": {"source": "url", "url": release.as_uri(), "checksum": None, "state_dict_key": "state_dict"},
+            },
+            # ... and a checkpoint the user gives by path.
+            "from_file": {
+                **tiny_spec(),
+                "weights": {"source": "file", "path": str(given), "state_dict_key": "state_dict"},
+            },
+        }
+    )
+    result = run_workflow(
+        config, tmp_path / "work", "results/checkpoints/from_url.pt", "results/checkpoints/from_file.pt"
+    )
     assert result.returncode != 0
     logs = tmp_path / "work" / "results" / "logs" / "convert_checkpoint"
     for name, source in (("from_url", "resources/weights/release/from_url.pth"), ("from_file", str(given))):
@@ -171,7 +209,9 @@ def test_cifar_archive_with_a_wrong_checksum_is_never_unpickled(tmp_path):
     official = "md5:eb9058c3a382ffc7106e4002c42a8d85"
     # Through the workflow: the download rule refuses it and keeps nothing.
     config = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
-    config["datasets"]["cifar"] = {"cifar100": {"root": None, "download": {"url": archive.as_uri(), "checksum": official}}}
+    config["datasets"]["cifar"] = {
+        "cifar100": {"root": None, "download": {"url": archive.as_uri(), "checksum": official}}
+    }
     result = run_workflow(config, tmp_path / "work", "results/data/cifar/stimuli.parquet")
     assert result.returncode != 0
     log = (tmp_path / "work" / "results" / "logs" / "download" / "cifar_cifar100.log").read_text()

@@ -21,7 +21,9 @@ def spec(arch, num_classes=10, **extra):
         "token_grid": 4,
         "class_token": arch != "vit_base_patch16_rpn_224",
         "num_classes": num_classes,
-        "display_name": "Tiny", "dataset": "micro", "weights": {"source": "demo_training"},
+        "display_name": "Tiny",
+        "dataset": "micro",
+        "weights": {"source": "demo_training"},
         "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
         **extra,
     }
@@ -92,7 +94,9 @@ def test_deit_release_with_intermediate_heads(tmp_path):
     del state["blocks.1.mlp.fc2.weight"], state["norm.bias"]
     torch.save({"model": state}, path)
     raw = checkpoints.read_state_dict(path, "deit", state_dict_key="model")
-    with pytest.raises(InputError, match=r"lacks 2 weights of model 'deit' \(blocks\.1\.mlp\.fc2\.weight, norm\.bias\)"):
+    with pytest.raises(
+        InputError, match=r"lacks 2 weights of model 'deit' \(blocks\.1\.mlp\.fc2\.weight, norm\.bias\)"
+    ):
         checkpoints.load_backbone(building.build_model(model_spec, "deit"), raw, "deit", str(path))
     with pytest.raises(InputError, match="no 'state_dict' entry .*model"):
         checkpoints.read_state_dict(path, "deit", state_dict_key="state_dict")
@@ -146,7 +150,9 @@ def test_cifar_fine_tuning_fallback_is_seeded_and_trains(tmp_path):
     runs = []
     for _ in range(2):
         start = building.random_model(model_spec, "cifar", seed=0)
-        runs.append(cifar.finetune(start, tmp_path / "cifar-100-python", prep, settings, seed=4, device=torch.device("cpu")))
+        runs.append(
+            cifar.finetune(start, tmp_path / "cifar-100-python", prep, settings, seed=4, device=torch.device("cpu"))
+        )
     untouched = building.random_model(model_spec, "cifar", seed=0)
     assert not torch.equal(runs[0].head.weight, untouched.head.weight)
     assert all(torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()))

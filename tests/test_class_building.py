@@ -248,11 +248,21 @@ def models(tmp_path_factory):
     common = {"num_classes": C, "token_grid": 2, "token_labels": str(root / "token_labels_g2.parquet")}
     result = []
     for name, layers, class_token in (("cls_model", CLS_LAYERS, True), ("gap_model", GAP_LAYERS, False)):
-        layers = {kind: {b: tuple(None if v is None else np.asarray(v) for v in entry) for b, entry in blocks.items()}
-                  for kind, blocks in layers.items()}
+        layers = {
+            kind: {b: tuple(None if v is None else np.asarray(v) for v in entry) for b, entry in blocks.items()}
+            for kind, blocks in layers.items()
+        }
         write_model(root / name, layers["hs"], layers["attn"], layers["mlp"])
-        result.append({**common, "name": name, "display_name": name.upper(), "class_token": class_token,
-                       "num_blocks": len(layers["hs"]), "extract_dir": str(root / name)})
+        result.append(
+            {
+                **common,
+                "name": name,
+                "display_name": name.upper(),
+                "class_token": class_token,
+                "num_blocks": len(layers["hs"]),
+                "extract_dir": str(root / name),
+            }
+        )
     return result
 
 
@@ -295,8 +305,9 @@ def test_fig_context_identifiability(models, tmp_path):
     is_class = LABELS.ravel() == "class"
     # The same relabellings as a direct call with the target's generator; rows: blocks 1 to 3.
     values = np.array([np.where(is_class, 1.0, 0.25), np.full(8, 0.5), np.where(is_class, 0.25, 1.0)])
-    direct = statistics.permutation_test(values, is_class, 50,
-                                 statistics.permutation_rng(0, "cls_model", "context_identifiability"))
+    direct = statistics.permutation_test(
+        values, is_class, 50, statistics.permutation_rng(0, "cls_model", "context_identifiability")
+    )
     # Block 1: class CI 1, context CI 0.25 -> diff 0.75, never beaten by a relabelling; the
     # relabellings that redraw the observed split (1 in 70) tie, which only the corrected p counts.
     assert per_block.loc[1, "diff"] == pytest.approx(0.75)
@@ -342,5 +353,6 @@ def test_mismatched_token_labels_name_the_file(models, tmp_path):
     model = {**models[0], "token_grid": 3}
     write_layer(tmp_path, "hs_0", np.zeros((2, 10)))  # 9 image tokens but a 2 x 2 label grid
     with pytest.raises(InputError, match="token_labels_g2.parquet"):
-        class_building_figures.fig_context_identifiability({**model, "extract_dir": str(tmp_path), "num_blocks": 1},
-                                        SimpleNamespace(), seed=0, n_permutations=5)
+        class_building_figures.fig_context_identifiability(
+            {**model, "extract_dir": str(tmp_path), "num_blocks": 1}, SimpleNamespace(), seed=0, n_permutations=5
+        )

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.workflow
 
 def fake_release(path: Path, drop: str | None = None, key_prefix: str = "") -> dict:
     generator = torch.Generator().manual_seed(0)
-    weights = {name: 0.02 * torch.randn(shape, generator=generator) for name, shape in LAYOUT["state_dict_shapes"].items()}
+    weights = {
+        name: 0.02 * torch.randn(shape, generator=generator) for name, shape in LAYOUT["state_dict_shapes"].items()
+    }
     weights = {name: (value.abs() if "running_var" in name else value) for name, value in weights.items()}
     weights["transformerheads.0.bn.num_batches_tracked"] = torch.tensor(5005)
     state = {f"{key_prefix}{k}": v for k, v in weights.items() if k != drop}
@@ -32,8 +34,13 @@ def fake_release(path: Path, drop: str | None = None, key_prefix: str = "") -> d
     optimizer = torch.optim.SGD(momentum, lr=0.01, momentum=0.9, weight_decay=1e-4)
     sum(p.sum() for p in momentum).backward()
     optimizer.step()
-    checkpoint = {"epoch": 20, "arch": "deit_base_patch16_224", "state_dict": state,
-                  "best_acc1": torch.tensor(81.2), "optimizer": optimizer.state_dict()}
+    checkpoint = {
+        "epoch": 20,
+        "arch": "deit_base_patch16_224",
+        "state_dict": state,
+        "best_acc1": torch.tensor(81.2),
+        "optimizer": optimizer.state_dict(),
+    }
     assert list(checkpoint) == LAYOUT["top_level_keys"]
     torch.save(checkpoint, path)
     return weights
@@ -41,8 +48,7 @@ def fake_release(path: Path, drop: str | None = None, key_prefix: str = "") -> d
 
 def deit_entry(url: str) -> dict:
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["models"]["deit_ensemble_16"]
-    return {**paper, "dataset": "micro", "random_twin": False,
-            "weights": {**paper["weights"], "url": url}}
+    return {**paper, "dataset": "micro", "random_twin": False, "weights": {**paper["weights"], "url": url}}
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +59,32 @@ def converted(tmp_path_factory):
     fake_release(root / "ddp.pth", key_prefix="module.")
     config = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
     config.pop("probing", None)
-    config["models"] = {name: deit_entry((root / file).as_uri())
-                        for name, file in (("deit", "deit_base_trm.pth"), ("deit_missing", "missing.pth"), ("deit_ddp", "ddp.pth"))}
+    config["models"] = {
+        name: deit_entry((root / file).as_uri())
+        for name, file in (("deit", "deit_base_trm.pth"), ("deit_missing", "missing.pth"), ("deit_ddp", "ddp.pth"))
+    }
     work = root / "work"
     work.mkdir()
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--keep-going", "--snakefile", str(REPO / "Snakefile"),
-         "--configfile", str(work / "config.yaml"), "--directory", str(work),
-         *(f"results/checkpoints/{name}.pt" for name in config["models"])],
-        capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--keep-going",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(work / "config.yaml"),
+            "--directory",
+            str(work),
+            *(f"results/checkpoints/{name}.pt" for name in config["models"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     return work / "results", result, weights
 

@@ -41,11 +41,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def _files(images: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(images)): path.read_bytes()
-        for path in sorted(images.rglob("*"))
-        if path.is_file()
-    }
+    return {str(path.relative_to(images)): path.read_bytes() for path in sorted(images.rglob("*")) if path.is_file()}
 
 
 # ---------------------------------------------------------------- segmentation encoding
@@ -166,10 +162,7 @@ def test_split_counts_names_and_sizes(small):
         assert [p.stem for p in masks] == [p.stem for p in validation]
         assert len(list((images / "test" / wnid).iterdir())) == per_class["test"]
 
-    held_out = {
-        split: [p.name for p in (images / split).rglob("*.JPEG")]
-        for split in ("validation", "test")
-    }
+    held_out = {split: [p.name for p in (images / split).rglob("*.JPEG")] for split in ("validation", "test")}
     names = held_out["validation"] + held_out["test"]
     assert all(re.fullmatch(r"ILSVRC2012_val_\d{8}\.JPEG", name) for name in names)
     assert len(set(names)) == len(names)  # validation and test are disjoint
@@ -182,8 +175,7 @@ def test_split_counts_names_and_sizes(small):
     expected_counts = {
         "train": len(annotated) * per_class["train"],
         "validation": sum(
-            demo_dataset.SHORT_VALIDATION_COUNT if w in short else per_class["validation"]
-            for w in annotated
+            demo_dataset.SHORT_VALIDATION_COUNT if w in short else per_class["validation"] for w in annotated
         ),
         "test": len(annotated) * per_class["test"],
     }
@@ -202,10 +194,7 @@ def test_split_counts_names_and_sizes(small):
 
 def test_default_plan_counts():
     plan = demo_dataset.plan_dataset()
-    counts = {
-        split: sum(image.split == split for image in plan.images)
-        for split in ("train", "validation", "test")
-    }
+    counts = {split: sum(image.split == split for image in plan.images) for split in ("train", "validation", "test")}
     assert counts == {"train": 32 * 120, "validation": 31 * 8 + 3, "test": 32 * 12}
 
 
@@ -214,12 +203,21 @@ def test_rewrite_replaces_output_and_cleans_stale_partial(tmp_path):
     stale = tmp_path / ".ImageNetS919.partial"
     (stale / "train" / "n00000000").mkdir(parents=True)
     (images / "leftover").mkdir(parents=True)
-    _write(tmp_path, num_classes=2, num_unannotated_classes=0, short_validation_classes=0,
-           images_per_class={"train": 1, "validation": 1, "test": 1})
+    _write(
+        tmp_path,
+        num_classes=2,
+        num_unannotated_classes=0,
+        short_validation_classes=0,
+        images_per_class={"train": 1, "validation": 1, "test": 1},
+    )
     assert not stale.exists()
     assert not (images / "leftover").exists()
     assert sorted(p.name for p in images.iterdir()) == [
-        "LOC_synset_mapping.txt", "test", "train", "validation", "validation-segmentation",
+        "LOC_synset_mapping.txt",
+        "test",
+        "train",
+        "validation",
+        "validation-segmentation",
     ]
 
 
@@ -255,12 +253,12 @@ def _features(pixels: np.ndarray) -> np.ndarray:
 
 def _ridge_accuracy(plan, draw_objects: bool) -> float:
     """Ridge regression onto one-hot labels: train split -> validation accuracy."""
+
     def dataset(split):
         rows = [image for image in plan.images if image.split == split]
-        x = np.stack([
-            _features(demo_dataset.render_sample(plan, image, draw_objects=draw_objects).image)
-            for image in rows
-        ])
+        x = np.stack(
+            [_features(demo_dataset.render_sample(plan, image, draw_objects=draw_objects).image) for image in rows]
+        )
         return x, np.array([image.class_index for image in rows])
 
     x_train, y_train = dataset("train")
@@ -270,8 +268,7 @@ def _ridge_accuracy(plan, draw_objects: bool) -> float:
     x_train = np.hstack([x_train, np.ones((len(x_train), 1))])
     x_val = np.hstack([x_val, np.ones((len(x_val), 1))])
     targets = np.eye(len(plan.classes))[y_train]
-    weights = np.linalg.solve(x_train.T @ x_train + 10.0 * np.eye(x_train.shape[1]),
-                              x_train.T @ targets)
+    weights = np.linalg.solve(x_train.T @ x_train + 10.0 * np.eye(x_train.shape[1]), x_train.T @ targets)
     return float(((x_val @ weights).argmax(1) == y_val).mean())
 
 
@@ -334,11 +331,7 @@ def test_spec_entry_accepts_config_values_and_rejects_unknown_keys(tmp_path):
         "image_size": [20, 24],  # YAML gives lists
         "context_correlation": 0.5,
     }
-    summary = demo_dataset.write_from_spec(
-        tmp_path / "ImageNetS919", tmp_path / "categories.txt", spec, seed=1
-    )
+    summary = demo_dataset.write_from_spec(tmp_path / "ImageNetS919", tmp_path / "categories.txt", spec, seed=1)
     assert summary["counts"] == {"train": 2, "validation": 3, "test": 2}
     with pytest.raises(InputError, match="num_clases"):
-        demo_dataset.write_from_spec(
-            tmp_path / "ImageNetS919", tmp_path / "categories.txt", {"num_clases": 3}, seed=1
-        )
+        demo_dataset.write_from_spec(tmp_path / "ImageNetS919", tmp_path / "categories.txt", {"num_clases": 3}, seed=1)

@@ -4,8 +4,6 @@ docs/ stands on its own (no reference to documents outside the repository)."""
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = ROOT / "docs" / "method.md"
 # Where citations live: code, rules, report captions, config comments, tests, README and the docs
@@ -130,7 +128,6 @@ def test_links_between_docs_reach_a_file_and_heading():
     assert not broken, f"links to missing files or headings: {broken}"
 
 
-@pytest.mark.xfail(strict=False, reason="code still cites 'METHOD §' / 'DESIGN §'; flip to a plain test once rewritten")
 def test_code_cites_docs_method_md():
     legacy = [
         f"{path.relative_to(ROOT)}:{number}"

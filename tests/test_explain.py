@@ -211,7 +211,7 @@ def test_batched_evaluation_equals_one_image_at_a_time(model, images):
     # Not trivially constant: some curves and counts differ, and all kept = the plain model.
     assert batched.any() and not batched.all()
     with torch.no_grad():
-        plain = (model(images).argmax(-1).numpy() == targets)
+        plain = model(images).argmax(-1).numpy() == targets
     np.testing.assert_array_equal(batched[:, -1], np.broadcast_to(plain, batched[:, -1].shape))
 
 

@@ -210,9 +210,7 @@ def models(tmp_path_factory):
 
 
 def figure_output(tmp_path, name):
-    return SimpleNamespace(
-        pdf=tmp_path / f"{name}.pdf", png=tmp_path / f"{name}.png", data=tmp_path / f"{name}.csv"
-    )
+    return SimpleNamespace(pdf=tmp_path / f"{name}.pdf", png=tmp_path / f"{name}.png", data=tmp_path / f"{name}.csv")
 
 
 def run_figure(function, models, tmp_path):

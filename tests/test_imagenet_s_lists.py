@@ -25,14 +25,22 @@ COMMIT = "eaf791791e703ccbfe32c18ab066215a97ae30a5"
 
 # Upstream path and sha256 of the uncompressed file (shared/paper-artefacts/README.md).
 UPSTREAM = {
-    "validation_names": ("data/names/ImageNetS_im919_validation.txt",
-                         "76b5e5ca74b4270568d8197a6aa7bf1c658859da84966d9308d11263fda9a83c"),
-    "validation_mapping": ("data/mapping/ImageNetS_im919_mapping_validation.txt",
-                           "52de0512c75cd04289f1b5be7fe2aad932a6f6e47288947d63e724985c5904b3"),
-    "test_mapping": ("data/mapping/ImageNetS_im919_mapping_test.txt",
-                     "b2e60b72dafe47c71ba3d912d912dce5d4b612aae60ee6dfbdd95d780133dd61"),
-    "categories": ("data/categories/ImageNetS_categories_im919.txt",
-                   "b2ee89cf2d5def583dcea806b8cc99def3d9bb7355ae981fc4c986c6d8dec1da"),
+    "validation_names": (
+        "data/names/ImageNetS_im919_validation.txt",
+        "76b5e5ca74b4270568d8197a6aa7bf1c658859da84966d9308d11263fda9a83c",
+    ),
+    "validation_mapping": (
+        "data/mapping/ImageNetS_im919_mapping_validation.txt",
+        "52de0512c75cd04289f1b5be7fe2aad932a6f6e47288947d63e724985c5904b3",
+    ),
+    "test_mapping": (
+        "data/mapping/ImageNetS_im919_mapping_test.txt",
+        "b2e60b72dafe47c71ba3d912d912dce5d4b612aae60ee6dfbdd95d780133dd61",
+    ),
+    "categories": (
+        "data/categories/ImageNetS_categories_im919.txt",
+        "b2ee89cf2d5def583dcea806b8cc99def3d9bb7355ae981fc4c986c6d8dec1da",
+    ),
 }
 # Where ImageNet-S skips classes the paper keeps: fewer than 5 validation images.
 SHORT_VALIDATION_CLASSES = ["n02113712", "n03933933", "n04525038", "n13133613"]
@@ -115,7 +123,10 @@ def per_class(table) -> dict[str, int]:
 def test_paper_stimuli_are_910_classes_of_5(prepared):
     stimuli = PAPER["stimuli"]
     table = imagenet_s.select_stimuli(
-        prepared / "validation", prepared / "LOC_synset_mapping.txt", stimuli["images_per_class"], stimuli["exclude_wnids"]
+        prepared / "validation",
+        prepared / "LOC_synset_mapping.txt",
+        stimuli["images_per_class"],
+        stimuli["exclude_wnids"],
     )
     counts = per_class(table)
     assert len(counts) == 910 and set(counts.values()) == {5}

@@ -71,7 +71,9 @@ def test_reductions_equal_full_sort(arch, scrambled_vit):
         expected_rank = (order == targets[:, None, None]).float().argmax(-1)
         got = record.layers[name]
         assert torch.equal(got.rank.long(), expected_rank), name
-        assert torch.allclose(got.logit, logits.gather(-1, targets[:, None, None].expand(-1, logits.shape[1], 1)).squeeze(-1), atol=1e-4)
+        assert torch.allclose(
+            got.logit, logits.gather(-1, targets[:, None, None].expand(-1, logits.shape[1], 1)).squeeze(-1), atol=1e-4
+        )
         assert torch.equal(got.top5.long(), order[..., :5]), name
         if name.startswith(("attn", "mlp")):
             expected_memories = memories[name].argsort(dim=-1, descending=True, stable=True)[..., :5]

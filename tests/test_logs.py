@@ -19,7 +19,10 @@ def test_input_error_is_reported_on_console_and_in_log(tmp_path, capsys):
             raise InputError("image folder /data/validation not found: point the dataset root at it.")
     assert exit_info.value.code == 1
     console = capsys.readouterr().err
-    assert console.strip() == "Error in rule stimuli: image folder /data/validation not found: point the dataset root at it."
+    assert (
+        console.strip()
+        == "Error in rule stimuli: image folder /data/validation not found: point the dataset root at it."
+    )
     log_text = (tmp_path / "stimuli.log").read_text()
     assert "selecting stimuli" in log_text and "progress" in log_text
     assert "Error in rule stimuli: image folder /data/validation not found" in log_text
@@ -29,6 +32,6 @@ def test_other_errors_keep_their_traceback(tmp_path):
     smk = SimpleNamespace(rule="extract_shard", log=[str(tmp_path / "x.log")])
     with pytest.raises(ZeroDivisionError):
         with logs.logged(smk):
-            1 / 0
+            _ = 1 / 0
     assert "ZeroDivisionError" in (tmp_path / "x.log").read_text()
     assert not getattr(sys.stderr, "closed", False)

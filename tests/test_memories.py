@@ -19,10 +19,20 @@ from class_embedding.tables import write_table
 KWARGS = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2, "num_classes": 7}
 # Fields every config entry has, beside the architecture.
 ENTRY = {
-    "display_name": "Tiny", "token_grid": 2, "dataset": "micro", "weights": {"source": "demo_training"},
+    "display_name": "Tiny",
+    "token_grid": 2,
+    "dataset": "micro",
+    "weights": {"source": "demo_training"},
     "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
 }
-CLS_SPEC = {**ENTRY, "arch": "vit_base_patch16_224", "kwargs": KWARGS, "num_blocks": 2, "num_classes": 7, "class_token": True}
+CLS_SPEC = {
+    **ENTRY,
+    "arch": "vit_base_patch16_224",
+    "kwargs": KWARGS,
+    "num_blocks": 2,
+    "num_classes": 7,
+    "class_token": True,
+}
 GAP_SPEC = {
     **ENTRY,
     "arch": "vit_base_patch16_rpn_224",

@@ -20,7 +20,9 @@ SPEC = {
     "token_grid": 4,
     "class_token": True,
     "num_classes": 5,
-    "display_name": "Tiny", "dataset": "micro", "weights": {"source": "demo_training"},
+    "display_name": "Tiny",
+    "dataset": "micro",
+    "weights": {"source": "demo_training"},
     "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
 }
 

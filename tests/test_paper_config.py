@@ -23,7 +23,15 @@ TWINS = [f"{m}_random" for m in ORDER if m != "vit_miil_16"]
 def test_seven_models_in_the_paper_order_with_explicit_tags():
     assert list(PAPER["models"]) == ORDER
     names = [spec["display_name"] for spec in PAPER["models"].values()]
-    assert names == ["ViT-B/32", "ViT-B/16", "ViT-L/16", "ViT-B/16-MIIL", "ViT-B/16-CIFAR", "ViT-B/16-Refinement", "ViT-B/16-GAP"]
+    assert names == [
+        "ViT-B/32",
+        "ViT-B/16",
+        "ViT-L/16",
+        "ViT-B/16-MIIL",
+        "ViT-B/16-CIFAR",
+        "ViT-B/16-Refinement",
+        "ViT-B/16-GAP",
+    ]
     tags = {name: spec["weights"].get("tag") for name, spec in PAPER["models"].items()}
     assert tags["vit_b_16"] == "vit_base_patch16_224.augreg_in21k_ft_in1k"  # not timm's augreg2 default
     for name, tag in tags.items():
@@ -90,9 +98,23 @@ def paper_copy(tmp_path: Path, **edits) -> Path:
 
 def dry_run(tmp_path: Path, config: Path, *targets: str, quiet: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", *targets, "--snakefile", str(REPO / "Snakefile"),
-         "--configfile", str(config), "--directory", str(tmp_path / "work"), *(["--quiet", "rules"] if quiet else [])],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            *targets,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(config),
+            "--directory",
+            str(tmp_path / "work"),
+            *(["--quiet", "rules"] if quiet else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -121,9 +143,17 @@ def test_dry_run_lists_the_complete_paper_dag(tmp_path):
     # The tutorial's values checked on ViT-B/16 before its extraction; the tutorial's figures.
     assert jobs["weight_check"] == 1 and jobs["download_sample_image"] == 2
     assert jobs["fig_tutorial_cls_logits"] == 1 and jobs["fig_tutorial_heatmap"] == 1
-    for target in ("fig_identifiability_evolution", "fig_identifiability_mean_evolution", "fig_change_rate",
-                   "fig_identifiability_hist", "tab_identifiability_rates", "tab_identifiability_random",
-                   "tab_reproduction_vs_paper", "fig_memory_compare", "tab_context_change_rate_diff"):
+    for target in (
+        "fig_identifiability_evolution",
+        "fig_identifiability_mean_evolution",
+        "fig_change_rate",
+        "fig_identifiability_hist",
+        "tab_identifiability_rates",
+        "tab_identifiability_random",
+        "tab_reproduction_vs_paper",
+        "fig_memory_compare",
+        "tab_context_change_rate_diff",
+    ):
         assert jobs.get(target) == 1, target
 
 
@@ -149,11 +179,31 @@ def test_a_given_cifar_checkpoint_replaces_fine_tuning(tmp_path):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("datasets.imagenet_s.imagenet_s.imagenet_val", "/nonexistent/val.tar", r"datasets\.imagenet_s\.imagenet_s\.imagenet_val: '/nonexistent/val\.tar' does not exist"),
-        ("models.vit_cifar_16.weights.path", "/nonexistent/cifar.pt", r"models\.vit_cifar_16\.weights\.path: checkpoint '/nonexistent/cifar\.pt' does not exist"),
-        ("models.vit_b_16.weights.tag", "vit_base_patch32_224.augreg_in21k_ft_in1k", r"not a tag of arch 'vit_base_patch16_224'"),
-        ("memories.value_vectors.neurons", {"vit_b_64": [1]}, r"memories\.value_vectors\.neurons: 'vit_b_64' is not a trained model"),
-        ("memories.value_vectors.block_index", 12, r"memories\.value_vectors\.block_index: 12 is outside vit_b_32's blocks 0\.\.11"),
+        (
+            "datasets.imagenet_s.imagenet_s.imagenet_val",
+            "/nonexistent/val.tar",
+            r"datasets\.imagenet_s\.imagenet_s\.imagenet_val: '/nonexistent/val\.tar' does not exist",
+        ),
+        (
+            "models.vit_cifar_16.weights.path",
+            "/nonexistent/cifar.pt",
+            r"models\.vit_cifar_16\.weights\.path: checkpoint '/nonexistent/cifar\.pt' does not exist",
+        ),
+        (
+            "models.vit_b_16.weights.tag",
+            "vit_base_patch32_224.augreg_in21k_ft_in1k",
+            r"not a tag of arch 'vit_base_patch16_224'",
+        ),
+        (
+            "memories.value_vectors.neurons",
+            {"vit_b_64": [1]},
+            r"memories\.value_vectors\.neurons: 'vit_b_64' is not a trained model",
+        ),
+        (
+            "memories.value_vectors.block_index",
+            12,
+            r"memories\.value_vectors\.block_index: 12 is outside vit_b_32's blocks 0\.\.11",
+        ),
     ],
 )
 @pytest.mark.workflow
@@ -179,18 +229,26 @@ def test_schema_rejects_malformed_checksums_and_default_tags():
 
 def rates(model, accuracy, pct_tokens, pct_images, pct_tokens_paper=None):
     return {
-        "model": model, "display_name": model.upper(), "accuracy": accuracy, "pct_tokens": pct_tokens,
-        "pct_images": pct_images, "pct_tokens_paper": pct_tokens if pct_tokens_paper is None else pct_tokens_paper,
+        "model": model,
+        "display_name": model.upper(),
+        "accuracy": accuracy,
+        "pct_tokens": pct_tokens,
+        "pct_images": pct_images,
+        "pct_tokens_paper": pct_tokens if pct_tokens_paper is None else pct_tokens_paper,
         "pct_images_paper": pct_images,
     }
 
 
 def test_reproduction_table_puts_ours_beside_the_paper():
-    trained = pd.DataFrame([rates("vit_b_32", 80.0, 61.0, 95.0), rates("vit_gap_16", 84.0, 52.5, 98.0, pct_tokens_paper=52.0)])
+    trained = pd.DataFrame(
+        [rates("vit_b_32", 80.0, 61.0, 95.0), rates("vit_gap_16", 84.0, 52.5, 98.0, pct_tokens_paper=52.0)]
+    )
     random = pd.DataFrame([{**rates("vit_b_32_random", 0.1, 0.05, 1.0), "trained_model": "vit_b_32"}])
-    reference = {"vit_b_32": {"accuracy": 81.71, "pct_tokens": 60.726173, "pct_images": 95.58242},
-                 "vit_gap_16": {"accuracy": 84.13, "pct_tokens": 52.089043},
-                 "vit_b_32_random": {"pct_tokens": 0.066383, "pct_images": 1.274725}}
+    reference = {
+        "vit_b_32": {"accuracy": 81.71, "pct_tokens": 60.726173, "pct_images": 95.58242},
+        "vit_gap_16": {"accuracy": 84.13, "pct_tokens": 52.089043},
+        "vit_b_32_random": {"pct_tokens": 0.066383, "pct_images": 1.274725},
+    }
     table = reproduction.reproduction_table(trained, random, reference).set_index(["model", "metric"])
     assert table.loc[("vit_b_32", "accuracy"), "difference"] == pytest.approx(80.0 - 81.71)
     assert table.loc[("vit_b_32", "pct_tokens"), "paper"] == pytest.approx(60.726173)

@@ -65,11 +65,21 @@ def make_sources(root: Path) -> dict:
     with zipfile.ZipFile(served / "ImageNetS919.zip", "w") as zipped:
         for wnid, ns in SPLITS["validation"].items():
             for n in ns:
-                zipped.writestr(f"ImageNetS919/validation-segmentation/{wnid}/{Path(val_name(n)).stem}.png", seg_png(wnid, n))
+                zipped.writestr(
+                    f"ImageNetS919/validation-segmentation/{wnid}/{Path(val_name(n)).stem}.png", seg_png(wnid, n)
+                )
     for split, classes in SPLITS.items():
-        lines = [f"{IMAGENET_CLASS.get(n, wnid)}/{val_name(n)} {wnid}/{val_name(n)}" for wnid, ns in classes.items() for n in ns]
+        lines = [
+            f"{IMAGENET_CLASS.get(n, wnid)}/{val_name(n)} {wnid}/{val_name(n)}"
+            for wnid, ns in classes.items()
+            for n in ns
+        ]
         (served / f"ImageNetS_im919_mapping_{split}.txt").write_text("\n".join(lines))  # no final newline, as upstream
-    names = [f"{wnid}/{val_name(n)} {wnid}/{Path(val_name(n)).stem}.png" for wnid, ns in SPLITS["validation"].items() for n in ns]
+    names = [
+        f"{wnid}/{val_name(n)} {wnid}/{Path(val_name(n)).stem}.png"
+        for wnid, ns in SPLITS["validation"].items()
+        for n in ns
+    ]
     (served / "ImageNetS_im919_validation.txt").write_text("\n".join(names))
     (served / "ImageNetS_categories_im919.txt").write_text("n00000003\nn00000001\nn00000002\n")  # unsorted
     mapping = root / "LOC_synset_mapping.txt"
@@ -197,19 +207,28 @@ def test_bad_inputs_name_the_item_and_write_nothing(sources, served, tmp_path):
 
     # The names list given where a mapping belongs: its second field is a .png.
     swapped = {**downloaded, "test_mapping": downloaded["validation_names"]}
-    with pytest.raises(InputError, match=r"validation_names:1: 'n00000001/ILSVRC2012_val_00000001.png' is not an ImageNet-S test image .* the test mapping file"):
+    with pytest.raises(
+        InputError,
+        match=r"validation_names:1: 'n00000001/ILSVRC2012_val_00000001.png' is not an ImageNet-S test image .* the test mapping file",
+    ):
         prepare(sources, swapped, out)
     assert_nothing_written(out)
 
     lines = downloaded["validation_mapping"].read_text().splitlines()
     stale = tmp_path / "stale_mapping.txt"
     stale.write_text("\n".join(lines[:-1]))
-    with pytest.raises(InputError, match=r"name different images \(1 only in the list, e\.g\. \['n00000003/ILSVRC2012_val_00000006\.JPEG'\]; 0 only in the mapping"):
+    with pytest.raises(
+        InputError,
+        match=r"name different images \(1 only in the list, e\.g\. \['n00000003/ILSVRC2012_val_00000006\.JPEG'\]; 0 only in the mapping",
+    ):
         prepare(sources, {**downloaded, "validation_mapping": stale}, out)
     assert_nothing_written(out)
 
     stale.write_text("\n".join([*lines, f"n00000000/{val_name(99)} n00000000/{val_name(99)}"]))
-    with pytest.raises(InputError, match=rf"class n00000000 of n00000000/{val_name(99)} in the validation mapping .* is not among the categories"):
+    with pytest.raises(
+        InputError,
+        match=rf"class n00000000 of n00000000/{val_name(99)} in the validation mapping .* is not among the categories",
+    ):
         prepare(sources, {**downloaded, "validation_mapping": stale}, out)
     assert_nothing_written(out)
 
@@ -225,8 +244,12 @@ def test_authors_stimulus_csv_keeps_its_order_and_is_checked(sources, served, tm
     images = out / "ImageNetS919"
     mapping = images / "LOC_synset_mapping.txt"
     csv_file = tmp_path / "validation_stim_info.csv"
-    rows = [("n00000002", 2, "two", val_name(8), 0), ("n00000002", 2, "two", val_name(2), 1),
-            ("n00000001", 1, "one", val_name(7), 0), ("n00000001", 1, "one", val_name(1), 1)]
+    rows = [
+        ("n00000002", 2, "two", val_name(8), 0),
+        ("n00000002", 2, "two", val_name(2), 1),
+        ("n00000001", 1, "one", val_name(7), 0),
+        ("n00000001", 1, "one", val_name(1), 1),
+    ]
     write_stim_csv(csv_file, rows)
     table = imagenet_s.stimuli_from_csv(csv_file, images / "validation", mapping, 2)
     assert table.column("file").to_pylist() == [f"validation/{r[0]}/{r[3]}" for r in rows]
@@ -255,8 +278,12 @@ def write_cifar(root: Path) -> np.ndarray:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (len(CIFAR_LABELS), 3072), dtype=np.uint8)
-    test = {"filenames": [f"img_{i}.png" for i in range(len(CIFAR_LABELS))], "fine_labels": CIFAR_LABELS,
-            "coarse_labels": [0] * len(CIFAR_LABELS), "data": data}
+    test = {
+        "filenames": [f"img_{i}.png" for i in range(len(CIFAR_LABELS))],
+        "fine_labels": CIFAR_LABELS,
+        "coarse_labels": [0] * len(CIFAR_LABELS),
+        "data": data,
+    }
     with open(folder / "test", "wb") as handle:
         pickle.dump(test, handle)
     with open(folder / "train", "wb") as handle:
@@ -274,8 +301,14 @@ def test_cifar_stimuli_first_images_of_each_label_in_stored_order(tmp_path):
     assert table["wnid"] == ["2", "2", "0", "0", "1", "1"]
     assert table["class_index"] == [2, 2, 0, 0, 1, 1]
     assert table["category"] == ["cloud", "cloud", "apple", "apple", "bear", "bear"]
-    assert table["file"] == ["validation/2/00000.png", "validation/2/00002.png", "validation/0/00001.png",
-                             "validation/0/00004.png", "validation/1/00003.png", "validation/1/00006.png"]
+    assert table["file"] == [
+        "validation/2/00000.png",
+        "validation/2/00002.png",
+        "validation/0/00001.png",
+        "validation/0/00004.png",
+        "validation/1/00003.png",
+        "validation/1/00006.png",
+    ]
     assert table["img_index"] == [0, 1] * 3
     # Lossless: pixel (row 3, column 5) of test image 4 is data[4] in CHW order.
     pixels = np.asarray(Image.open(out / "ImageNetS919" / table["file"][3]))

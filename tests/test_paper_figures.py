@@ -26,15 +26,18 @@ def write_model(extract_dir: Path, spec: dict, rng: np.random.Generator, trained
         # Trained models: ranks fall with depth (identifiable at the last block); random: uniform.
         scale = (1 - block / (spec["num_blocks"] - 1)) if trained else 1.0
         ranks = (rng.random((N_IMAGES, n_tokens)) * scale * (spec["num_classes"] - 1)).astype(np.int16)
-        table = pa.table({
-            "image": pa.array(np.repeat(np.arange(N_IMAGES, dtype=np.int32), n_tokens)),
-            "token": pa.array(np.tile(np.arange(n_tokens, dtype=np.int16), N_IMAGES)),
-            "rank": pa.array(ranks.reshape(-1)),
-            "logit": pa.array(rng.normal(size=N_IMAGES * n_tokens).astype(np.float32) + block),
-        })
+        table = pa.table(
+            {
+                "image": pa.array(np.repeat(np.arange(N_IMAGES, dtype=np.int32), n_tokens)),
+                "token": pa.array(np.tile(np.arange(n_tokens, dtype=np.int16), N_IMAGES)),
+                "rank": pa.array(ranks.reshape(-1)),
+                "logit": pa.array(rng.normal(size=N_IMAGES * n_tokens).astype(np.float32) + block),
+            }
+        )
         tables.write_table(table, extract_dir / f"hs_{block}.parquet", {})
-    predictions = pa.table({"image": pa.array(np.arange(N_IMAGES, dtype=np.int32)),
-                            "correct": pa.array([True, True, False, trained])})
+    predictions = pa.table(
+        {"image": pa.array(np.arange(N_IMAGES, dtype=np.int32)), "correct": pa.array([True, True, False, trained])}
+    )
     tables.write_table(predictions, extract_dir / "predictions.parquet", {})
 
 
@@ -48,19 +51,26 @@ def paper_models(tmp_path_factory):
         write_model(root / name, spec, rng, trained=True)
         if not (root / f"{twin}_random").exists():
             write_model(root / f"{twin}_random", PAPER["models"][twin], rng, trained=False)
-        described.append({
-            "name": name, "display_name": spec["display_name"], "extract_dir": str(root / name),
-            "num_blocks": spec["num_blocks"], "num_classes": spec["num_classes"],
-            "class_token": spec["class_token"], "token_grid": spec["token_grid"],
-            "block_group": spec.get("block_group", 1),
-            "random_twin": {"name": f"{twin}_random", "extract_dir": str(root / f"{twin}_random")},
-        })
+        described.append(
+            {
+                "name": name,
+                "display_name": spec["display_name"],
+                "extract_dir": str(root / name),
+                "num_blocks": spec["num_blocks"],
+                "num_classes": spec["num_classes"],
+                "class_token": spec["class_token"],
+                "token_grid": spec["token_grid"],
+                "block_group": spec.get("block_group", 1),
+                "random_twin": {"name": f"{twin}_random", "extract_dir": str(root / f"{twin}_random")},
+            }
+        )
     return root, described
 
 
 def outputs(root: Path, name: str) -> SimpleNamespace:
-    return SimpleNamespace(pdf=root / f"{name}.pdf", png=root / f"{name}.png", data=root / f"{name}.csv",
-                           csv=root / f"{name}.csv")
+    return SimpleNamespace(
+        pdf=root / f"{name}.pdf", png=root / f"{name}.png", data=root / f"{name}.csv", csv=root / f"{name}.csv"
+    )
 
 
 def test_rates_tables_cover_the_seven_models_and_their_baselines(paper_models):

@@ -28,9 +28,18 @@ pytestmark = pytest.mark.workflow
 
 def model_entry(arch, dataset, weights, num_classes, random_twin=False):
     return {
-        "display_name": arch, "dataset": dataset, "arch": arch, "kwargs": {**TINY, "num_classes": num_classes},
-        "num_blocks": 2, "token_grid": 4, "class_token": True, "num_classes": num_classes, "final_norm": "norm",
-        "weights": weights, "preprocessing": SQUASH, "random_twin": random_twin,
+        "display_name": arch,
+        "dataset": dataset,
+        "arch": arch,
+        "kwargs": {**TINY, "num_classes": num_classes},
+        "num_blocks": 2,
+        "token_grid": 4,
+        "class_token": True,
+        "num_classes": num_classes,
+        "final_norm": "norm",
+        "weights": weights,
+        "preprocessing": SQUASH,
+        "random_twin": random_twin,
     }
 
 
@@ -46,7 +55,9 @@ def paper_run(tmp_path_factory):
     # A DeiT-style release (weights under "model" plus intermediate heads) and a CIFAR checkpoint.
     deit_spec = model_entry("deit_base_patch16_224", "imagenet", {}, 6)
     deit = building.random_model(deit_spec, "deit", seed=5)
-    torch.save({"model": {**deit.state_dict(), "head_0.weight": torch.zeros(6, 32)}, "epoch": 1}, served / "deit_base_trm.pth")
+    torch.save(
+        {"model": {**deit.state_dict(), "head_0.weight": torch.zeros(6, 32)}, "epoch": 1}, served / "deit_base_trm.pth"
+    )
     cifar_spec = model_entry("vit_base_patch16_224", "cifar", {}, 6)
     cifar_model = building.random_model(cifar_spec, "cifar", seed=6)
     torch.save({f"model.{k}": v for k, v in cifar_model.state_dict().items()}, root / "cifar.pt")
@@ -66,26 +77,38 @@ def paper_run(tmp_path_factory):
     config = {
         "seed": 1,
         "datasets": {
-            "imagenet": {"imagenet_s": {
-                "imagenet_val": str(sources["tar"]),
-                "imagenet_val_checksum": md5(sources["tar"]),
-                "synset_mapping": str(sources["mapping"]),
-                "downloads": {
-                    "segmentation": download("ImageNetS919.zip"),
-                    "validation_names": download("ImageNetS_im919_validation.txt"),
-                    "validation_mapping": download("ImageNetS_im919_mapping_validation.txt"),
-                    "test_mapping": download("ImageNetS_im919_mapping_test.txt"),
-                    "categories": {"url": f"{base}/ImageNetS_categories_im919.txt", "checksum": None},
-                },
-            }},
+            "imagenet": {
+                "imagenet_s": {
+                    "imagenet_val": str(sources["tar"]),
+                    "imagenet_val_checksum": md5(sources["tar"]),
+                    "synset_mapping": str(sources["mapping"]),
+                    "downloads": {
+                        "segmentation": download("ImageNetS919.zip"),
+                        "validation_names": download("ImageNetS_im919_validation.txt"),
+                        "validation_mapping": download("ImageNetS_im919_mapping_validation.txt"),
+                        "test_mapping": download("ImageNetS_im919_mapping_test.txt"),
+                        "categories": {"url": f"{base}/ImageNetS_categories_im919.txt", "checksum": None},
+                    },
+                }
+            },
             "cifar": {"cifar100": {"root": None, "download": download("cifar-100-python.tar.gz")}},
         },
         "stimuli": {"images_per_class": 2},
         "models": {
-            "deit": {**deit_spec, "weights": {"source": "url", "url": f"{base}/deit_base_trm.pth",
-                                              "checksum": md5(served / "deit_base_trm.pth"), "state_dict_key": "model"},
-                     "random_twin": True},
-            "cifar_vit": {**cifar_spec, "weights": {"source": "file", "path": str(root / "cifar.pt"), "strip_prefix": "model."}},
+            "deit": {
+                **deit_spec,
+                "weights": {
+                    "source": "url",
+                    "url": f"{base}/deit_base_trm.pth",
+                    "checksum": md5(served / "deit_base_trm.pth"),
+                    "state_dict_key": "model",
+                },
+                "random_twin": True,
+            },
+            "cifar_vit": {
+                **cifar_spec,
+                "weights": {"source": "file", "path": str(root / "cifar.pt"), "strip_prefix": "model."},
+            },
         },
         "paper_reference": {"deit": {"accuracy": 84.97, "pct_tokens": 79.641502, "pct_images": 96.263733}},
     }
@@ -101,9 +124,23 @@ def paper_run(tmp_path_factory):
         "results/checkpoints/cifar_vit.pt",
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
-         "--configfile", str(config_file), "--directory", str(work), *targets],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(config_file),
+            "--directory",
+            str(work),
+            *targets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     server.shutdown()
     server.server_close()

@@ -8,7 +8,6 @@ import tarfile
 
 import pytest
 import yaml
-
 from test_paper_config import REPO, dry_run, job_counts, paper_copy
 
 from class_embedding.data import preflight

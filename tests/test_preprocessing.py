@@ -22,7 +22,9 @@ def unique_pixels(width: int, height: int) -> Image.Image:
 
 
 def normalised(rgb, spec) -> np.ndarray:
-    return (np.asarray(rgb, np.float32) / 255 - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    return (np.asarray(rgb, np.float32) / 255 - np.asarray(spec["mean"], np.float32)) / np.asarray(
+        spec["std"], np.float32
+    )
 
 
 def test_the_paper_declares_what_the_original_used():
@@ -30,11 +32,18 @@ def test_the_paper_declares_what_the_original_used():
     for name in ("vit_b_32", "vit_b_16", "vit_large_16", "vit_gap_16", "vit_cifar_16"):
         assert PREPROCESSING[name] == squash, name
     assert PREPROCESSING["deit_ensemble_16"] == {
-        "resize": [256, 256], "crop": 224, "interpolation": "bicubic",
-        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+        "resize": [256, 256],
+        "crop": 224,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
     }
     assert PREPROCESSING["vit_miil_16"] == {
-        "resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [0.0] * 3, "std": [1.0] * 3,
+        "resize": 256,
+        "crop": 224,
+        "interpolation": "bilinear",
+        "mean": [0.0] * 3,
+        "std": [1.0] * 3,
     }
 
 
@@ -77,7 +86,9 @@ def test_miil_equals_timms_eval_transform_for_its_pretrained_config(size):
     import timm.data
     from timm.models import get_pretrained_cfg
 
-    cfg = timm.data.resolve_data_config(pretrained_cfg=get_pretrained_cfg("vit_base_patch16_224_miil.in21k_ft_in1k").to_dict())
+    cfg = timm.data.resolve_data_config(
+        pretrained_cfg=get_pretrained_cfg("vit_base_patch16_224_miil.in21k_ft_in1k").to_dict()
+    )
     assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == 0.875 and cfg["mean"] == (0.0, 0.0, 0.0)
     timm_transform = timm.data.create_transform(**cfg)
     image = Image.fromarray(np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))

@@ -87,9 +87,16 @@ def test_fit_and_score_equals_per_probe_sklearn(class_token, memory_bytes):
     probe_labels = torch.arange(24) % 4
     stimuli = torch.randn(10, 3, 16, 16, generator=generator)
     stimulus_labels = torch.randint(0, 4, (10,), generator=generator)
-    batches = lambda x, y: [(x[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)]
+
+    def batches(x, y):
+        return [(x[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)]
+
     result = probes.fit_and_score(
-        model, batches(probe_images, probe_labels), batches(stimuli, stimulus_labels), alpha=0.5, memory_bytes=memory_bytes
+        model,
+        batches(probe_images, probe_labels),
+        batches(stimuli, stimulus_labels),
+        alpha=0.5,
+        memory_bytes=memory_bytes,
     )
     assert result.n_chunks == (3 if memory_bytes == 1.0 else 1)
     assert result.n_probe_images == 24
@@ -102,9 +109,7 @@ def test_fit_and_score_equals_per_probe_sklearn(class_token, memory_bytes):
         x = model._pos_embed(model.patch_embed(stimuli))
         x = model.norm_pre(model.patch_drop(x))
         after_attn = x + test["attn_0"].transpose(0, 1)
-        np.testing.assert_allclose(
-            (after_attn + test["mlp_0"].transpose(0, 1)).numpy(), block0(x).numpy(), atol=1e-5
-        )
+        np.testing.assert_allclose((after_attn + test["mlp_0"].transpose(0, 1)).numpy(), block0(x).numpy(), atol=1e-5)
     for name, ranks in result.ranks.items():
         assert ranks.shape == (10, n_tokens)
         for token in range(n_tokens):
@@ -124,7 +129,10 @@ def test_block_chunks_respect_the_budget():
 
 
 def test_tables():
-    ranks = {"hs_0": np.array([[0, 1], [0, 0], [2, 0]], np.int16), "attn_0": np.array([[1, 0], [0, 3], [0, 0]], np.int16)}
+    ranks = {
+        "hs_0": np.array([[0, 1], [0, 0], [2, 0]], np.int16),
+        "attn_0": np.array([[1, 0], [0, 3], [0, 0]], np.int16),
+    }
     table = probes.ranks_table(np.array([5, 6, 7]), ranks).to_pandas()
     assert len(table) == 12
     row = table[(table.layer == "hs_0") & (table.image == 7) & (table.token == 0)]
@@ -210,8 +218,11 @@ def test_paper_auc_and_perturbation_curves(tmp_path):
     tables.write_table(
         pa.table(
             {
-                "method": list(method), "repeat": pa.array(repeat, pa.int16()), "direction": list(direction),
-                "kept": pa.array(kept, pa.int16()), "accuracy": pa.array(accuracy, pa.float64()),
+                "method": list(method),
+                "repeat": pa.array(repeat, pa.int16()),
+                "direction": list(direction),
+                "kept": pa.array(kept, pa.int16()),
+                "accuracy": pa.array(accuracy, pa.float64()),
             }
         ),
         path,

@@ -114,7 +114,9 @@ def test_each_rules_conda_env_has_what_its_script_imports():
             pip_deps = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
             provided = set(pins(pip_deps))
             missing = third_party_imports(REPO / script.group(1)) - provided
-            assert not missing, f"{smk.name}: {script.group(1)} imports {sorted(missing)}, absent from envs/{env.group(1)}"
+            assert not missing, (
+                f"{smk.name}: {script.group(1)} imports {sorted(missing)}, absent from envs/{env.group(1)}"
+            )
 
 
 def test_slurm_profile_polls_squeue_retries_and_routes_gpu_jobs():

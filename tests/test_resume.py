@@ -19,8 +19,18 @@ pytestmark = pytest.mark.workflow
 
 def snakemake(workdir: Path, *args: str, **popen) -> subprocess.Popen:
     """The CLI as a user runs it (the workflow profile profiles/default applies)."""
-    command = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(MICRO),
-               "--cores", "2", *args]
+    command = [
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(MICRO),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -48,6 +58,7 @@ def test_run_killed_during_extraction_resumes_and_loses_nothing(tmp_path):
     shards = tmp_path / "results/extract/micro_cls/shards"
     process = snakemake(tmp_path, TARGET, start_new_session=True)
     deadline = time.monotonic() + 300
+
     def written():
         return sorted(p.name for p in shards.glob("[0-9]")) if shards.is_dir() else []
 
@@ -63,7 +74,9 @@ def test_run_killed_during_extraction_resumes_and_loses_nothing(tmp_path):
     # A killed Snakemake leaves its lock behind (as after a power loss): unlock, then rerun.
     finish(snakemake(tmp_path, "--unlock"))
     output = finish(snakemake(tmp_path, TARGET))
-    rerun = re.findall(r"^(?:local)?rule extract_shard:\n(?:.*\n)*?    wildcards: model=micro_cls, shard=(\d)", output, re.M)
+    rerun = re.findall(
+        r"^(?:local)?rule extract_shard:\n(?:.*\n)*?    wildcards: model=micro_cls, shard=(\d)", output, re.M
+    )
     assert sorted(rerun) == sorted({"0", "1", "2"} - set(kept)), (kept, output[-3000:])
     resumed = extraction_tables(tmp_path)
     assert resumed.keys() == reference.keys()

@@ -65,9 +65,22 @@ def gpu_rules() -> set[str]:
     through gpu_job() of rules/common.smk, some in loops, so the rule files are not parsed)."""
     with tempfile.TemporaryDirectory() as workdir:
         plan = subprocess.run(
-            [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
-             "--configfile", str(REPO / "config.yaml"), "--directory", workdir],
-            capture_output=True, text=True, timeout=300, check=True,
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--configfile",
+                str(REPO / "config.yaml"),
+                "--directory",
+                workdir,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
         )
     names, rule = set(), None
     for line in (plan.stdout + plan.stderr).splitlines():
@@ -159,7 +172,11 @@ def test_missing_executor_plugin_says_what_to_install(workflow_copy, tmp_path):
     )
     run = subprocess.run(
         [sys.executable, "-c", hide_plugin, "--profile", "slurm", "-n"],
-        cwd=workflow_copy, env=no_user_profiles(tmp_path), capture_output=True, text=True, timeout=300,
+        cwd=workflow_copy,
+        env=no_user_profiles(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode != 0
     last_line = run.stderr.strip().splitlines()[-1]
@@ -179,7 +196,11 @@ def test_missing_slurm_commands_stop_the_run_before_anything_runs(tmp_path):
     workdir = fresh_copy(tmp_path / "workflow")
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "slurm", "--configfile", "tests/configs/micro.yaml"],
-        cwd=workdir, env={**no_user_profiles(tmp_path), "PATH": path}, capture_output=True, text=True, timeout=300,
+        cwd=workdir,
+        env={**no_user_profiles(tmp_path), "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = run.stdout + run.stderr
     assert run.returncode != 0
@@ -211,7 +232,13 @@ def slurm_run(tmp_path_factory):
     output = log_path.read_text()
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     jobs = {job_id: job_fields(job_id) for job_id in submitted}
-    return {"workdir": workdir, "returncode": process.returncode, "output": output, "jobs": jobs, "cancelled": cancelled}
+    return {
+        "workdir": workdir,
+        "returncode": process.returncode,
+        "output": output,
+        "jobs": jobs,
+        "cancelled": cancelled,
+    }
 
 
 def test_documented_command_runs_the_micro_config_through_the_profile():
@@ -255,9 +282,7 @@ def test_gpu_rules_get_one_gpu_on_the_gpu_partition_and_the_rest_none(slurm_run)
 def test_cancelled_job_is_resubmitted_with_more_memory(slurm_run):
     assert slurm_run["cancelled"], "no extraction job was seen running, so none was cancelled"
     job_id, comment = slurm_run["cancelled"]
-    attempts = sorted(
-        (int(i), fields) for i, fields in slurm_run["jobs"].items() if fields["Comment"] == comment
-    )
+    attempts = sorted((int(i), fields) for i, fields in slurm_run["jobs"].items() if fields["Comment"] == comment)
     assert [str(i) for i, _ in attempts][0] == job_id and len(attempts) == 2, attempts
     (_, first), (_, second) = attempts
     assert first["JobState"] == "CANCELLED" and second["JobState"] == "COMPLETED"

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_paper_config import paper_copy
 
 REPO = Path(__file__).resolve().parents[1]

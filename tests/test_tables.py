@@ -23,7 +23,10 @@ def test_round_trip_with_metadata_and_encodings(tmp_path):
     assert tables.read_metadata(path)["num_classes"] == 7
     assert tables.read_metadata(path)["model"] == "m"
     encodings = {
-        pq.ParquetFile(path).metadata.row_group(0).column(i).path_in_schema: pq.ParquetFile(path).metadata.row_group(0).column(i).encodings
+        pq.ParquetFile(path).metadata.row_group(0).column(i).path_in_schema: pq.ParquetFile(path)
+        .metadata.row_group(0)
+        .column(i)
+        .encodings
         for i in range(3)
     }
     assert "BYTE_STREAM_SPLIT" in encodings["logit"]

@@ -19,7 +19,13 @@ NUM_CLASSES = 10
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": NUM_CLASSES}
 SQUASH = {"resize": [32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
 # Another model's preprocessing: the DeiT processor's (square resize, centre crop, ImageNet statistics).
-DEIT_LIKE = {"resize": [36, 36], "crop": 32, "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+DEIT_LIKE = {
+    "resize": [36, 36],
+    "crop": 32,
+    "interpolation": "bicubic",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
 CLASS = 3
 TOLERANCES = {"logit_tolerance": 5e-4, "rank_tolerance": 0}  # the schema's defaults
 
@@ -98,7 +104,10 @@ def test_another_seed_fails_naming_expected_and_found(scrambled_vit, sample, exp
     found = brute_force_values(other, image, CLASS)
     # The first value in forward order: the attention update of block 0.
     expected_logit, found_logit = expected["logits"]["attn_0"][0], found["logits"]["attn_0"][0]
-    assert f"logit of class {CLASS} at attn_0 token 0: expected {expected_logit} (± 0.0005), found {found_logit:.4f}" in message
+    assert (
+        f"logit of class {CLASS} at attn_0 token 0: expected {expected_logit} (± 0.0005), found {found_logit:.4f}"
+        in message
+    )
     assert "weight check of model 'tiny' failed on sample image 'sample'" in message
     assert "models.tiny.weights: source timm, tag tiny.seed0" in message and "models.tiny.preprocessing" in message
     assert "Every difference is small" not in message  # other weights move values far
@@ -151,9 +160,15 @@ def test_a_prefix_of_the_leading_classes_is_compared(model, sample, expected):
 
 def test_layers_and_tokens_beyond_the_model_name_the_key(model, sample):
     with pytest.raises(InputError, match=r"expected_values\.tiny\.ranks\.hs_5: model 'tiny' has no layer hs_5"):
-        weight_check.check_weights(model, "tiny", spec(), {"image": "sample", **TOLERANCES, "ranks": {"hs_5": [0]}}, sample)
-    with pytest.raises(InputError, match=r"expected_values\.tiny\.ranks\.hs_0: 18 values but model 'tiny' has 17 tokens"):
-        weight_check.check_weights(model, "tiny", spec(), {"image": "sample", **TOLERANCES, "ranks": {"hs_0": [0] * 18}}, sample)
+        weight_check.check_weights(
+            model, "tiny", spec(), {"image": "sample", **TOLERANCES, "ranks": {"hs_5": [0]}}, sample
+        )
+    with pytest.raises(
+        InputError, match=r"expected_values\.tiny\.ranks\.hs_0: 18 values but model 'tiny' has 17 tokens"
+    ):
+        weight_check.check_weights(
+            model, "tiny", spec(), {"image": "sample", **TOLERANCES, "ranks": {"hs_0": [0] * 18}}, sample
+        )
 
 
 def test_stimulus_sample_takes_the_stimulus_file_and_class(tmp_path):
@@ -168,7 +183,9 @@ def test_stimulus_sample_takes_the_stimulus_file_and_class(tmp_path):
     with pytest.raises(InputError, match=r"sample_images\.s\.class_index is 3 but the stimulus's class is 7"):
         weight_check.resolve_sample("s", {**entry, "class_index": 3}, stimuli=stimuli, images=tmp_path)
     with pytest.raises(InputError, match=r"no stimulus is image 5 of class folder n00000002"):
-        weight_check.resolve_sample("s", {"stimulus": {**entry["stimulus"], "image": 5}}, stimuli=stimuli, images=tmp_path)
+        weight_check.resolve_sample(
+            "s", {"stimulus": {**entry["stimulus"], "image": 5}}, stimuli=stimuli, images=tmp_path
+        )
 
 
 def test_tutorial_cls_logits_are_the_blocks_class_token_projection(model, sample, tmp_path):

@@ -59,13 +59,13 @@ def setup(tmp_path_factory, scrambled_vit, sample):  # noqa: F811
 
 
 def test_check_passes_and_tutorial_figures_are_built(setup):
-    root, config, sample = setup
+    root, config, sample_image = setup
     work = root / "pass"
     targets = [f"results/figures/fig_tutorial_{name}.pdf" for name in ("cls_logits", "heatmap")]
     result = snakemake(config, work, *targets)
     assert result.returncode == 0, result.stderr[-4000:]
     results = work / "results"
-    assert (work / "resources/samples/sample").read_bytes() == sample.path.read_bytes()
+    assert (work / "resources/samples/sample").read_bytes() == sample_image.path.read_bytes()
     report = json.loads((results / "checks/weights_tiny.json").read_text())
     assert len(report["compared"]) == 3 * 6 * 5 and all(entry["ok"] for entry in report["compared"])
     logits = pd.read_csv(results / "tables/fig_tutorial_cls_logits.csv")
@@ -104,9 +104,18 @@ def test_a_wrong_value_stops_the_run_naming_it(setup):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["expected_values"]["tiny"]["ranks"].update(hs_7=[0]), r"expected_values\.tiny\.ranks\.hs_7: model 'tiny' has blocks 0\.\.1"),
-        (lambda c: c["expected_values"].update(other={"image": "sample"}), r"expected_values\.other: 'other' is not a model or random twin"),
-        (lambda c: c["expected_values"]["tiny"].update(image="beagle"), r"expected_values\.tiny\.image: 'beagle' is not a key of sample_images"),
+        (
+            lambda c: c["expected_values"]["tiny"]["ranks"].update(hs_7=[0]),
+            r"expected_values\.tiny\.ranks\.hs_7: model 'tiny' has blocks 0\.\.1",
+        ),
+        (
+            lambda c: c["expected_values"].update(other={"image": "sample"}),
+            r"expected_values\.other: 'other' is not a model or random twin",
+        ),
+        (
+            lambda c: c["expected_values"]["tiny"].update(image="beagle"),
+            r"expected_values\.tiny\.image: 'beagle' is not a key of sample_images",
+        ),
         (lambda c: c["sample_images"]["sample"].pop("checksum"), r"sample_images\.sample"),
     ],
 )

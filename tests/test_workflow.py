@@ -76,13 +76,25 @@ def test_everything_is_built_and_consistent(built):
         "fig_agreement_accuracy_diff",
         "fig_memory_compositionality",
         "fig_memory_compare",
-        *[f"{name}_{model}" for name in ("fig_class_building", "fig_context_identifiability") for model in ("micro_cls", "micro_gap")],
+        *[
+            f"{name}_{model}"
+            for name in ("fig_class_building", "fig_context_identifiability")
+            for model in ("micro_cls", "micro_gap")
+        ],
         # Explanations, perturbation test and linear probes: [CLS] models only.
         "fig_explain_head",
         "fig_explain_combined",
         "fig_perturbation_neg",
         "fig_perturbation_pos",
-        *[f"{name}_micro_cls" for name in ("fig_explain_sum", "fig_probe_vs_projection_acc", "fig_probe_perturbation", "fig_linear_probing_all")],
+        *[
+            f"{name}_micro_cls"
+            for name in (
+                "fig_explain_sum",
+                "fig_probe_vs_projection_acc",
+                "fig_probe_perturbation",
+                "fig_linear_probing_all",
+            )
+        ],
     ]
     for name in figures:
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
@@ -104,7 +116,9 @@ def test_everything_is_built_and_consistent(built):
     for model, n_tokens in [("micro_cls", 17), ("micro_gap", 16), ("micro_cls_random", 17)]:
         extract = results / "extract" / model
         names = sorted(p.name for p in extract.glob("*.parquet"))
-        assert names == sorted([f"{k}_{b}.parquet" for k in ("hs", "attn", "mlp") for b in range(2)] + ["predictions.parquet"])
+        assert names == sorted(
+            [f"{k}_{b}.parquet" for k in ("hs", "attn", "mlp") for b in range(2)] + ["predictions.parquet"]
+        )
         hs = pq.read_table(extract / "hs_1.parquet").to_pandas()
         assert len(hs) == n_images * n_tokens  # shards of 7 images merged without loss
         assert hs["image"].tolist() == list(np.repeat(np.arange(n_images), n_tokens))
@@ -113,7 +127,9 @@ def test_everything_is_built_and_consistent(built):
         assert "mem_top5" in pq.read_schema(extract / "mlp_0.parquet").names
         assert not list(extract.rglob("*.partial"))
     assert not (results / "extract" / "micro_gap_random").exists()
-    assert not list((results / "figures").glob("*micro_gap*probe*")) and not (results / "explain" / "micro_gap").exists()
+    assert (
+        not list((results / "figures").glob("*micro_gap*probe*")) and not (results / "explain" / "micro_gap").exists()
+    )
     # The rates table agrees with a recomputation from the Parquet tables.
     rates = pd.read_csv(results / "tables/tab_identifiability_rates.csv").set_index("model")
     hs = pq.read_table(results / "extract/micro_cls/hs_1.parquet").to_pandas()
@@ -140,7 +156,7 @@ def test_corrupt_image_stops_extraction_without_partial_output(built, tmp_path, 
     for model in ("micro_cls", "micro_gap", "micro_cls_random"):
         shutil.rmtree(workdir / "results/extract" / model)
     capfd.readouterr()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (the message is what is checked, below)
         run(workdir, ["results/extract/micro_cls/hs_0.parquet"])
     output = "".join(capfd.readouterr())
     assert f"{bad.name} is corrupt" in output and "replace the file" in output
@@ -184,7 +200,7 @@ SCHEMA_HINT = "config/schema.yaml documents every key"
         (
             lambda c: c["datasets"].update(real={"root": "/no/such/imagenet-s"}),
             "datasets.real.root: '/no/such/imagenet-s' does not exist",
-            "see the README for how to obtain ImageNet-S",
+            "docs/paper.md says how to obtain ImageNet-S",
         ),
     ],
 )
@@ -198,7 +214,7 @@ def test_bad_config_names_the_key(tmp_path, edit, problem, remedy):
 def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
     config = write_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
     capfd.readouterr()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (the message is what is checked, below)
         run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
     assert "models.micro_cls_random.arch: 'vit_does_not_exist' is not a timm model" in "".join(capfd.readouterr())
     assert not (tmp_path / "results/checkpoints/micro_cls_random.pt").exists()
@@ -212,21 +228,40 @@ def test_report_has_every_figure_and_table_with_its_caption(built, tmp_path):
     workdir, _ = built
     report = tmp_path / "report.zip"
     subprocess.run(
-        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(MICRO),
-         "--report", str(report)],
-        check=True, capture_output=True, text=True,
+        [
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--configfile",
+            str(MICRO),
+            "--report",
+            str(report),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     names = zipfile.ZipFile(report).namelist()
-    page = "".join(zipfile.ZipFile(report).read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js")))
-    reported = [p for p in (workdir / "results").rglob("*") if p.suffix in (".pdf", ".csv") and
-                (p.parent.name == "figures" or p.name.startswith("tab_"))]
+    page = "".join(
+        zipfile.ZipFile(report).read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js"))
+    )
+    reported = [
+        p
+        for p in (workdir / "results").rglob("*")
+        if p.suffix in (".pdf", ".csv") and (p.parent.name == "figures" or p.name.startswith("tab_"))
+    ]
     assert len(reported) >= 20
     for path in reported:
         assert any(n.endswith(path.name) for n in names), f"{path.name} is missing from the report"
         base = path.stem
         caption_file = next(
-            (REPO / "report" / f"{stem}.rst" for stem in [base, base.rsplit("_micro", 1)[0]]
-             if (REPO / "report" / f"{stem}.rst").is_file()),
+            (
+                REPO / "report" / f"{stem}.rst"
+                for stem in [base, base.rsplit("_micro", 1)[0]]
+                if (REPO / "report" / f"{stem}.rst").is_file()
+            ),
             None,
         )
         assert caption_file is not None, f"no caption report/<name>.rst for {path.name}"

@@ -57,7 +57,11 @@ def leaf_encodings(schema: pa.Schema) -> tuple[list[str], list[str]]:
     """
     dictionary, split = [], []
     for field in schema:
-        value_type = field.type.value_type if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type) else field.type
+        value_type = (
+            field.type.value_type
+            if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type)
+            else field.type
+        )
         leaf = f"{field.name}.list.element" if value_type is not field.type else field.name
         (split if pa.types.is_floating(value_type) else dictionary).append(leaf)
     return dictionary, split

@@ -123,5 +123,3 @@ def labelled_values(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, n
     class-labelled."""
     labelled = grid != UNLABELLED
     return values[labelled], grid[labelled] == CLASS_CODE
-
-

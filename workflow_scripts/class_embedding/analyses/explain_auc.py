@@ -94,6 +94,8 @@ def auc_table(
             row = {"method": method, "direction": direction}
             for kind, (point, boot) in values.items():
                 row[f"auc_{kind}"] = float(point)
-                row[f"auc_{kind}_low"], row[f"auc_{kind}_high"] = (float(v) for v in np.percentile(boot, INTERVAL_PERCENTILES))
+                row[f"auc_{kind}_low"], row[f"auc_{kind}_high"] = (
+                    float(v) for v in np.percentile(boot, INTERVAL_PERCENTILES)
+                )
             rows.append(row)
     return rows

@@ -107,9 +107,7 @@ class Curve:
 def build_curves(orderings: dict[str, np.ndarray], random: np.ndarray, n_images: int) -> list[Curve]:
     """Every (method, direction) of the per-image orderings, and each random permutation once."""
     curves = [
-        Curve(method, 0, direction, ordering)
-        for method, ordering in orderings.items()
-        for direction in DIRECTIONS
+        Curve(method, 0, direction, ordering) for method, ordering in orderings.items() for direction in DIRECTIONS
     ]
     curves += [
         Curve("random", repeat, "negative", np.broadcast_to(permutation, (n_images, permutation.size)))

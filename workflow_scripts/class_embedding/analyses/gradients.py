@@ -76,9 +76,7 @@ def hooks(registrations):
             handle.remove()
 
 
-def block_gradients(
-    model, images: torch.Tensor, targets: torch.Tensor, loss: str = "double_softmax"
-) -> torch.Tensor:
+def block_gradients(model, images: torch.Tensor, targets: torch.Tensor, loss: str = "double_softmax") -> torch.Tensor:
     """(B, L, H, N) gradient of each block's [CLS] projection loss for ``targets`` with respect
     to the [CLS] query row of that block's attention weights, all blocks in one backward."""
     if loss not in LOSSES:
@@ -210,9 +208,7 @@ def read_maps(path, n_images: int | None = None) -> dict[str, np.ndarray]:
         images = np.unique(rows["image"].to_numpy())
         n_tokens = rows["token"].nunique()
         if not np.array_equal(images, np.arange(images.size)) or len(rows) != images.size * n_tokens:
-            raise InputError(
-                f"{path}: method '{method}' does not cover images 0..n−1 × every token once: rebuild it."
-            )
+            raise InputError(f"{path}: method '{method}' does not cover images 0..n−1 × every token once: rebuild it.")
         if n_images is not None and images.size != n_images:
             raise InputError(f"{path} has maps of {images.size} images but the stimuli are {n_images}: rebuild it.")
         result[str(method)] = rows["importance"].to_numpy().reshape(images.size, n_tokens)

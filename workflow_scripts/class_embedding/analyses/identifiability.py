@@ -88,8 +88,6 @@ def change_rate(logits_before: np.ndarray, logits_after: np.ndarray, tokens: sli
     return float(np.mean(increase))
 
 
-
-
 def wilcoxon_greater(trained: np.ndarray, random: np.ndarray) -> float:
     """One-sided Wilcoxon signed-rank p-value that ``trained`` exceeds ``random`` (docs/method.md §4.2).
 

@@ -36,7 +36,9 @@ from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mas
 
 def require_class_token(model) -> None:
     if not lens.has_class_token(model):
-        raise InputError("perturbations need a model with a [CLS] token (docs/method.md §4.9–4.10); GAP models have none.")
+        raise InputError(
+            "perturbations need a model with a [CLS] token (docs/method.md §4.9–4.10); GAP models have none."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class TokenSelection:
         index = self.positions.to(tokens.device).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
         return tokens.gather(1, index)
 
-    def __enter__(self) -> "TokenSelection":
+    def __enter__(self) -> TokenSelection:
         # norm_pre follows patch embedding, [CLS], position embedding and patch dropout.
         self._handle = self.model.norm_pre.register_forward_hook(self._hook)
         return self
@@ -358,13 +360,13 @@ class Setup:
     metadata: dict
 
     @classmethod
-    def for_job(cls, job) -> "Setup":
+    def for_job(cls, job) -> Setup:
         """The setup of a Snakemake job with ``params.spec``, ``wildcards.model`` and the inputs
         ``checkpoint``, ``stimuli`` and ``images``."""
         return cls.load(job.params.spec, job.wildcards.model, job.input.checkpoint, job.input.stimuli, job.input.images)
 
     @classmethod
-    def load(cls, spec: ModelSpec | dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> "Setup":
+    def load(cls, spec: ModelSpec | dict, name: str, checkpoint: str, stimuli: str, images_dir: str) -> Setup:
         spec = ModelSpec.from_params(spec, name)
         if not spec.class_token:
             raise InputError(f"models.{name} has no [CLS] token: perturbations run only on [CLS] models.")

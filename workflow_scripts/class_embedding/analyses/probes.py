@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -90,7 +90,9 @@ def select_probe_stimuli(
                 f"fewer than probing.images_per_class = {images_per_class} test images: lower "
                 f"probing.images_per_class, or set probing.short_classes: skip to leave such classes out."
             )
-        log.warning("probe split: skipping %d classes with fewer than %d images: %s", len(short), images_per_class, listed)
+        log.warning(
+            "probe split: skipping %d classes with fewer than %d images: %s", len(short), images_per_class, listed
+        )
     return imagenet_s.select_stimuli(split_dir, mapping_file, images_per_class, list(exclude_wnids))
 
 
@@ -149,7 +151,9 @@ class RidgeAccumulator:
         return weights, intercepts
 
 
-def probe_ranks(features: torch.Tensor, weights: torch.Tensor, intercepts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def probe_ranks(
+    features: torch.Tensor, weights: torch.Tensor, intercepts: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Rank of the correct class among each probe's outputs: features (P, B, D) → (B, P) int16."""
     x = features.to(weights.dtype)
     scores = torch.baddbmm(intercepts.unsqueeze(1), x, weights)  # (P, B, C)
@@ -256,8 +260,15 @@ def fit_and_score(
     log.info(
         "probes: %d blocks x %d layer kinds x %d tokens, D = %d, C = %d; %d chunk(s) of blocks %s "
         "(%.2f GB of statistics per layer, budget %.2f GB)",
-        len(model.blocks), len(lens.LAYER_KINDS), n_tokens, dim, num_classes, len(chunks),
-        [f"{c[0]}-{c[-1]}" for c in chunks], RidgeAccumulator.nbytes(n_tokens, dim, num_classes) / 1e9, memory_bytes / 1e9,
+        len(model.blocks),
+        len(lens.LAYER_KINDS),
+        n_tokens,
+        dim,
+        num_classes,
+        len(chunks),
+        [f"{c[0]}-{c[-1]}" for c in chunks],
+        RidgeAccumulator.nbytes(n_tokens, dim, num_classes) / 1e9,
+        memory_bytes / 1e9,
     )
     ranks: dict[str, list[torch.Tensor]] = {}
     n_probe_images = 0
@@ -266,7 +277,7 @@ def fit_and_score(
         accumulators = {name: RidgeAccumulator(n_tokens, dim, num_classes, device) for name in names}
         current: dict[str, torch.Tensor] = {}
 
-        def accumulate(name, states):
+        def accumulate(name, states, accumulators=accumulators, current=current):
             accumulators[name].update(states, current["targets"])
 
         with LayerStates(model, chunk, accumulate) as states, torch.inference_mode():
@@ -280,7 +291,7 @@ def fit_and_score(
             solved[name] = accumulators.pop(name).solve(alpha)
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
-        def score(name, states):
+        def score(name, states, parts=parts, solved=solved, current=current):
             parts[name].append(probe_ranks(states, *solved[name], current["targets"]).cpu())
 
         with LayerStates(model, chunk, score) as states, torch.inference_mode():
@@ -289,7 +300,7 @@ def fit_and_score(
                 states.run(images.to(device, non_blocking=True))
         for name in names:
             ranks[name] = torch.cat(parts[name]).numpy()
-        del solved
+        del score, solved  # the next chunk's solutions must not sit beside these
     order = lens.layer_names(len(model.blocks))
     return ProbeResult({name: ranks[name] for name in order}, len(chunks), n_probe_images)
 
@@ -374,7 +385,9 @@ def check_classes(model_name: str, probe_stimuli: pa.Table, stimuli: pa.Table, n
             )
     missing = sorted(set(stimuli.column("wnid").to_pylist()) - set(probe_stimuli.column("wnid").to_pylist()))
     if missing:
-        log.warning("%d stimulus classes have no probe training images (scored anyway): %s", len(missing), ", ".join(missing))
+        log.warning(
+            "%d stimulus classes have no probe training images (scored anyway): %s", len(missing), ", ".join(missing)
+        )
 
 
 def run_probes(
@@ -403,9 +416,19 @@ def run_probes(
         )
 
     result = fit_and_score(
-        model, loader(probe_stimuli), loader(stimuli),
-        alpha=alpha, device=device, memory_bytes=memory_bytes, progress=True,
+        model,
+        loader(probe_stimuli),
+        loader(stimuli),
+        alpha=alpha,
+        device=device,
+        memory_bytes=memory_bytes,
+        progress=True,
     )
     images = stimuli.column("image").to_numpy()
-    info = {"block_chunks": result.n_chunks, "probe_images": result.n_probe_images, "alpha": alpha, "device": str(device)}
+    info = {
+        "block_chunks": result.n_chunks,
+        "probe_images": result.n_probe_images,
+        "alpha": alpha,
+        "device": str(device),
+    }
     return ranks_table(images, result.ranks), accuracy_table(result.ranks), info

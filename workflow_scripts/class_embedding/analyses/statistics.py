@@ -73,8 +73,12 @@ def permutation_test(
     n_class = int(np.count_nonzero(is_class))
     if n_class in (0, n_values):
         nan = np.full(n_rows, np.nan)
-        result = {"diff": nan, "p_value": nan, "p_value_corrected": nan,
-                  "permuted": np.full((n_rows, n_permutations), np.nan)}
+        result = {
+            "diff": nan,
+            "p_value": nan,
+            "p_value_corrected": nan,
+            "permuted": np.full((n_rows, n_permutations), np.nan),
+        }
     else:
         totals = values.sum(axis=1)
         diff = class_mean_difference(values @ is_class.astype(np.float64), totals, is_class)
@@ -88,8 +92,7 @@ def permutation_test(
         result = {
             "diff": diff,
             "p_value": np.count_nonzero(diff[:, None] < permuted, axis=1) / n_permutations,
-            "p_value_corrected": (1 + np.count_nonzero(permuted >= diff[:, None], axis=1))
-            / (n_permutations + 1),
+            "p_value_corrected": (1 + np.count_nonzero(permuted >= diff[:, None], axis=1)) / (n_permutations + 1),
             "permuted": permuted,
         }
     if single:

@@ -119,9 +119,7 @@ def select_stimuli(images_dir: str | os.PathLike, images_per_class: int) -> pa.T
     if not meta.is_file():
         raise InputError(f"{meta} not found: {images_dir} is not a prepared CIFAR-100 folder.")
     names = json.loads(meta.read_text())["fine_label_names"]
-    files = sorted(
-        (int(png.stem), int(png.parent.name), png) for png in (images_dir / "validation").glob("*/*.png")
-    )
+    files = sorted((int(png.stem), int(png.parent.name), png) for png in (images_dir / "validation").glob("*/*.png"))
     chosen: dict[int, list[int]] = {}
     for index, label, _ in files:
         taken = chosen.setdefault(label, [])
@@ -160,7 +158,9 @@ def finetune(model, pickles: str | os.PathLike, preprocessing, settings: dict, s
     train = load_batch(Path(pickles) / "train")
     images, labels = train["images"], torch.from_numpy(train["labels"])
     model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"]
+    )
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     steps = epochs * math.ceil(len(images) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))

@@ -242,19 +242,20 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
 
 
 def _check_arguments(
-    num_classes, num_unannotated_classes, images_per_class, short_validation_classes,
-    image_size, context_correlation, seed,
+    num_classes,
+    num_unannotated_classes,
+    images_per_class,
+    short_validation_classes,
+    image_size,
+    context_correlation,
+    seed,
 ) -> tuple[dict[str, int], tuple[int, int], float]:
     max_classes = len(SHAPES) * len(OBJECT_COLOURS) * len(TEXTURES)
     _check_int("num_classes", num_classes, 2, min(max_classes, 999))
-    _check_int("num_unannotated_classes", num_unannotated_classes, 0,
-               min(max_classes, 1000) - num_classes)
+    _check_int("num_unannotated_classes", num_unannotated_classes, 0, min(max_classes, 1000) - num_classes)
     if not isinstance(images_per_class, Mapping) or set(images_per_class) != set(SPLITS):
-        raise InputError(
-            f"images_per_class must be a mapping with keys {list(SPLITS)}, got {images_per_class!r}"
-        )
-    counts = {split: _check_int(f"images_per_class.{split}", images_per_class[split], 1)
-              for split in SPLITS}
+        raise InputError(f"images_per_class must be a mapping with keys {list(SPLITS)}, got {images_per_class!r}")
+    counts = {split: _check_int(f"images_per_class.{split}", images_per_class[split], 1) for split in SPLITS}
     _check_int("short_validation_classes", short_validation_classes, 0, num_classes)
     if short_validation_classes and counts["validation"] < 2:
         raise InputError("short_validation_classes needs images_per_class.validation >= 2")
@@ -262,16 +263,16 @@ def _check_arguments(
         raise InputError(f"image_size must be [min_side, max_side], got {image_size!r}")
     low = _check_int("image_size min", image_size[0], 16)
     high = _check_int("image_size max", image_size[1], low, 4096)
-    if isinstance(context_correlation, bool) or not isinstance(
-        context_correlation, (int, float, np.floating)
-    ) or not 0.0 <= context_correlation <= 1.0:
+    if (
+        isinstance(context_correlation, bool)
+        or not isinstance(context_correlation, (int, float, np.floating))
+        or not 0.0 <= context_correlation <= 1.0
+    ):
         raise InputError(f"context_correlation must be in [0, 1], got {context_correlation!r}")
     _check_int("seed", seed, 0)
     total_val = num_classes * (counts["validation"] + counts["test"])
     if total_val > VAL_NUMBER_RANGE:
-        raise InputError(
-            f"images_per_class: at most {VAL_NUMBER_RANGE} validation+test images, got {total_val}"
-        )
+        raise InputError(f"images_per_class: at most {VAL_NUMBER_RANGE} validation+test images, got {total_val}")
     return counts, (low, high), float(context_correlation)
 
 
@@ -299,11 +300,7 @@ def _draw_backgrounds(rng: np.random.Generator, count: int) -> list[tuple]:
     """Distinct (pattern, colour pair) triples with per-class angle and period."""
     n_colours = len(BACKGROUND_COLOURS)
     combos = [
-        (pattern, a, b)
-        for pattern in BACKGROUND_PATTERNS
-        for a in range(n_colours)
-        for b in range(n_colours)
-        if a != b
+        (pattern, a, b) for pattern in BACKGROUND_PATTERNS for a in range(n_colours) for b in range(n_colours) if a != b
     ]
     picks = rng.choice(len(combos), size=count, replace=False)
     angles = rng.uniform(0, np.pi, size=count)
@@ -329,8 +326,13 @@ def plan_dataset(
     if images_per_class is None:
         images_per_class = dict(DEFAULT_IMAGES_PER_CLASS)
     counts, (low, high), context_correlation = _check_arguments(
-        num_classes, num_unannotated_classes, images_per_class, short_validation_classes,
-        image_size, context_correlation, seed,
+        num_classes,
+        num_unannotated_classes,
+        images_per_class,
+        short_validation_classes,
+        image_size,
+        context_correlation,
+        seed,
     )
     rng = np.random.default_rng(seed)
     total_classes = num_classes + num_unannotated_classes
@@ -338,9 +340,7 @@ def plan_dataset(
     wnids = sorted(_draw_wnids(rng, total_classes))
     # Unannotated positions avoid the last sorted slot, so at least one annotated class comes
     # after one and its class index differs from its segmentation id - 1.
-    unannotated_positions = set(
-        rng.choice(total_classes - 1, size=num_unannotated_classes, replace=False).tolist()
-    )
+    unannotated_positions = set(rng.choice(total_classes - 1, size=num_unannotated_classes, replace=False).tolist())
     appearances = _draw_appearances(rng, total_classes)
     # Classes share background styles in groups: a background narrows the class down to a few
     # candidates while the object identifies it, so class tokens carry more evidence than
@@ -370,9 +370,7 @@ def plan_dataset(
     unannotated = [spec for i, spec in enumerate(specs) if i in unannotated_positions]
 
     short = sorted(rng.choice(num_classes, size=short_validation_classes, replace=False).tolist())
-    per_split = {
-        split: np.full(num_classes, counts[split], dtype=np.int64) for split in SPLITS
-    }
+    per_split = {split: np.full(num_classes, counts[split], dtype=np.int64) for split in SPLITS}
     per_split["validation"][short] = min(SHORT_VALIDATION_COUNT, counts["validation"] - 1)
 
     # Validation and test share one shuffled pool of ILSVRC2012_val numbers: disjoint names that
@@ -437,8 +435,7 @@ def _background(spec: ClassSpec, yy, xx, rng: np.random.Generator) -> np.ndarray
     """(H, W, 3) float background in the class's preferred pattern, with per-image jitter."""
     height, width = yy.shape
     first, second = (
-        BACKGROUND_COLOURS[i] + rng.normal(0, 10, size=3).astype(np.float32)
-        for i in spec.background_colours
+        BACKGROUND_COLOURS[i] + rng.normal(0, 10, size=3).astype(np.float32) for i in spec.background_colours
     )
     angle = spec.background_angle + rng.normal(0, 0.15)
     period = spec.background_period * rng.uniform(0.85, 1.15)
@@ -479,7 +476,15 @@ def _object_colours(spec: ClassSpec, rng: np.random.Generator) -> tuple[np.ndarr
 
 
 def _draw_object(
-    canvas, labels, label: int, spec: ClassSpec, fraction: float, rng, yy, xx, avoid=None,
+    canvas,
+    labels,
+    label: int,
+    spec: ClassSpec,
+    fraction: float,
+    rng,
+    yy,
+    xx,
+    avoid=None,
 ) -> np.ndarray:
     """Paint one object onto ``canvas``/``labels`` in place; return its mask.
 
@@ -497,9 +502,7 @@ def _draw_object(
     extent_x = abs(half_x * cos) + abs(half_y * sin)
     extent_y = abs(half_x * sin) + abs(half_y * cos)
     shrink = min(1.0, 0.49 * width / extent_x, 0.49 * height / extent_y)
-    half_x, half_y, extent_x, extent_y = (
-        value * shrink for value in (half_x, half_y, extent_x, extent_y)
-    )
+    half_x, half_y, extent_x, extent_y = (value * shrink for value in (half_x, half_y, extent_x, extent_y))
 
     tries = 1 if avoid is None else 6
     best = None
@@ -527,9 +530,7 @@ def _draw_object(
         cell_b = (across / period + phase_b) % 1.0 - 0.5
         secondary_mask = cell_a**2 + cell_b**2 < 0.3**2
     elif spec.texture == "checkered":
-        secondary_mask = (
-            np.floor(along / period + phase_a) + np.floor(across / period + phase_b)
-        ) % 2 == 1
+        secondary_mask = (np.floor(along / period + phase_a) + np.floor(across / period + phase_b)) % 2 == 1
     else:
         secondary_mask = np.zeros_like(mask)
     colour = np.where(secondary_mask[..., None], secondary, primary)
@@ -568,13 +569,21 @@ def render_sample(plan: DatasetPlan, image: ImagePlan, *, draw_objects: bool = T
     # is the same with and without ``draw_objects``.
     object_canvas, object_labels = canvas.copy(), labels.copy()
     fraction = rng.uniform(*OBJECT_FRACTION)
-    main_mask = _draw_object(object_canvas, object_labels, label, plan.classes[image.class_index],
-                             fraction, rng, yy, xx)
+    main_mask = _draw_object(
+        object_canvas, object_labels, label, plan.classes[image.class_index], fraction, rng, yy, xx
+    )
     if image.distractor_class >= 0:
         fraction = rng.uniform(*DISTRACTOR_FRACTION)
         distractor_mask = _draw_object(
-            object_canvas, object_labels, image.distractor_class + 1,
-            plan.classes[image.distractor_class], fraction, rng, yy, xx, avoid=main_mask,
+            object_canvas,
+            object_labels,
+            image.distractor_class + 1,
+            plan.classes[image.distractor_class],
+            fraction,
+            rng,
+            yy,
+            xx,
+            avoid=main_mask,
         )
         main_mask = main_mask & ~distractor_mask
     if draw_objects:
@@ -633,9 +642,9 @@ def write_demo_dataset(
 
     mapping = "".join(f"{spec.wnid} {spec.description}\n" for spec in plan.mapping)
     (partial / MAPPING_FILE).write_text(mapping)
-    folders = {
-        f"{split}/{spec.wnid}" for split in SPLITS for spec in plan.classes
-    } | {f"validation-segmentation/{spec.wnid}" for spec in plan.classes}
+    folders = {f"{split}/{spec.wnid}" for split in SPLITS for spec in plan.classes} | {
+        f"validation-segmentation/{spec.wnid}" for spec in plan.classes
+    }
     for folder in sorted(folders):
         (partial / folder).mkdir(parents=True)
 
@@ -666,8 +675,13 @@ def write_demo_dataset(
 
 
 SPEC_KEYS = (
-    "num_classes", "num_unannotated_classes", "images_per_class", "short_validation_classes",
-    "image_size", "context_correlation", "classes_per_background",
+    "num_classes",
+    "num_unannotated_classes",
+    "images_per_class",
+    "short_validation_classes",
+    "image_size",
+    "context_correlation",
+    "classes_per_background",
 )
 
 

@@ -144,11 +144,17 @@ def download(
         time.sleep(backoff ** (attempt - 1) - 1)
     if expected is not None and digests[expected[0]] != expected[1]:
         partial.unlink(missing_ok=True)
-        source = f"the sha256 recorded at its first download ({recorded_checksum_file(dest)})" if recorded else "the config"
+        source = (
+            f"the sha256 recorded at its first download ({recorded_checksum_file(dest)})" if recorded else "the config"
+        )
         raise InputError(
             f"download of {dest.name} from {url}: {expected[0]} is {digests[expected[0]]}, expected "
             f"{expected[1]} from {source}. The release changed or the download is corrupt; nothing was kept."
-            + (f" If the release was updated on purpose, delete {recorded_checksum_file(dest)} and rerun." if recorded else "")
+            + (
+                f" If the release was updated on purpose, delete {recorded_checksum_file(dest)} and rerun."
+                if recorded
+                else ""
+            )
         )
     os.replace(partial, dest)
     if expected is None:
@@ -157,6 +163,10 @@ def download(
             "UNVERIFIED download: %s from %s has no checksum in the config. Its sha256 is %s, recorded in "
             "%s; every later use is checked against it. Check it against a trusted source, then pin it "
             "in the config (checksum: sha256:%s).",
-            dest.name, url, digests["sha256"], recorded_checksum_file(dest), digests["sha256"],
+            dest.name,
+            url,
+            digests["sha256"],
+            recorded_checksum_file(dest),
+            digests["sha256"],
         )
     return digests["sha256"]

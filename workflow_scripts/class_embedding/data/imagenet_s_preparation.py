@@ -168,9 +168,13 @@ def extract_segmentations(archive: str | os.PathLike, dest: Path) -> int:
                     shutil.copyfileobj(data, out)
                 count += 1
     except zipfile.BadZipFile:
-        raise InputError(f"{archive} is not a zip archive of ImageNet-S segmentations: delete it to download it again.") from None
+        raise InputError(
+            f"{archive} is not a zip archive of ImageNet-S segmentations: delete it to download it again."
+        ) from None
     if not count:
-        raise InputError(f"{archive} holds no {SEGMENTATION_DIR}/<wnid>/*.png files: is it the ImageNetS919 annotation zip?")
+        raise InputError(
+            f"{archive} holds no {SEGMENTATION_DIR}/<wnid>/*.png files: is it the ImageNetS919 annotation zip?"
+        )
     return count
 
 
@@ -247,7 +251,9 @@ def prepare_imagenet_s(
         counts["segmentations"] = extract_segmentations(segmentation_zip, seg_dir)
         for image, segmentation in names:
             if not (seg_dir / segmentation).is_file():
-                raise InputError(f"segmentation {segmentation} of validation image {image} is not in {segmentation_zip}.")
+                raise InputError(
+                    f"segmentation {segmentation} of validation image {image} is not in {segmentation_zip}."
+                )
         # Complete: move into place (images first, then the categories file).
         shutil.rmtree(images_out, ignore_errors=True)
         os.replace(scratch, images_out)

@@ -33,7 +33,9 @@ def check_imagenet_val(path: str, key: str) -> dict:
         )
     result = {"key": key, "path": path, "kind": "folder", "images": count}
     if count != IMAGENET_VAL_IMAGES:
-        result["warning"] = f"{count} images, ImageNet's validation set has {IMAGENET_VAL_IMAGES}; missing ones stop prepare_imagenet_s"
+        result["warning"] = (
+            f"{count} images, ImageNet's validation set has {IMAGENET_VAL_IMAGES}; missing ones stop prepare_imagenet_s"
+        )
     return result
 
 
@@ -98,4 +100,3 @@ def check_user_inputs(datasets: dict, finetuned_datasets: set[str]) -> list[dict
                     raise InputError(f"{prefix}.root: '{root}' has no {relative} (the ImageNet-S layout).")
             checked.append({"key": f"{prefix}.root", "path": str(root), "kind": "ImageNet-S layout"})
     return checked
-

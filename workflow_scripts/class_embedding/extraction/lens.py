@@ -83,8 +83,10 @@ class LayerReduction:
     top5: torch.Tensor
     mem_top5: torch.Tensor | None = None
 
-    def cpu(self) -> "LayerReduction":
-        return LayerReduction(*(None if t is None else t.cpu() for t in (self.rank, self.logit, self.top5, self.mem_top5)))
+    def cpu(self) -> LayerReduction:
+        return LayerReduction(
+            *(None if t is None else t.cpu() for t in (self.rank, self.logit, self.top5, self.mem_top5))
+        )
 
 
 @dataclass
@@ -138,7 +140,7 @@ class ClassEmbeddingLens:
 
         return hook
 
-    def __enter__(self) -> "ClassEmbeddingLens":
+    def __enter__(self) -> ClassEmbeddingLens:
         blocks = list(self.model.blocks)
         for b, block in enumerate(blocks):
             attn_update, mlp_update = residual_update_modules(block)

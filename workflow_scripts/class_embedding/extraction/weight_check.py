@@ -32,8 +32,13 @@ class SampleImage:
     class_index: int
 
 
-def resolve_sample(name: str, spec: dict, file: str | os.PathLike | None = None,
-                   stimuli: str | os.PathLike | None = None, images: str | os.PathLike | None = None) -> SampleImage:
+def resolve_sample(
+    name: str,
+    spec: dict,
+    file: str | os.PathLike | None = None,
+    stimuli: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+) -> SampleImage:
     """A sample image of the config (``sample_images.<name>``) as a file and its class.
 
     ``file`` is the downloaded or given file; a ``stimulus`` sample is looked up by wnid and
@@ -100,7 +105,9 @@ class Comparison:
         return f"leading classes {where}: expected {self.expected}, found {self.found}"
 
 
-def compare(expected: dict, observed: dict[str, lens.LayerReduction], tolerance: float, rank_tolerance: int = 0) -> list[Comparison]:
+def compare(
+    expected: dict, observed: dict[str, lens.LayerReduction], tolerance: float, rank_tolerance: int = 0
+) -> list[Comparison]:
     """Every expected value beside the observed one, in forward order."""
     results = []
     for kind in KINDS:
@@ -129,12 +136,16 @@ def check_expected_fits(expected: dict, model: torch.nn.Module, name: str) -> No
         for layer, values in expected.get(kind, {}).items():
             key = f"expected_values.{name}.{kind}.{layer}"
             if layer not in layers:
-                raise InputError(f"{key}: model '{name}' has no layer {layer} (it has {len(model.blocks)} blocks, 0-based).")
+                raise InputError(
+                    f"{key}: model '{name}' has no layer {layer} (it has {len(model.blocks)} blocks, 0-based)."
+                )
             if len(values) > n_tokens:
                 raise InputError(f"{key}: {len(values)} values but model '{name}' has {n_tokens} tokens.")
 
 
-def check_weights(model: torch.nn.Module, name: str, spec: ModelSpec | dict, expected: dict, sample: SampleImage) -> dict:
+def check_weights(
+    model: torch.nn.Module, name: str, spec: ModelSpec | dict, expected: dict, sample: SampleImage
+) -> dict:
     """Run the sample image through the model's preprocessing and the lens and compare with
     ``expected`` (an ``expected_values`` entry); raise :class:`InputError` naming every mismatch
     and the likely causes, else return a report of every compared value."""
@@ -191,7 +202,6 @@ def describe_weights(spec: ModelSpec) -> str:
     weights = spec.weights
     detail = {key: value for key, value in weights.items() if key in ("tag", "url", "path", "seed")}
     return f"source {weights['source']}" + "".join(f", {key} {value}" for key, value in detail.items())
-
 
 
 def job_model_and_sample(job, name: str, image: str) -> tuple[ModelSpec, torch.nn.Module, SampleImage]:

@@ -105,8 +105,14 @@ def class_building_data(model: dict) -> pd.DataFrame:
         )
         for panel, values in ((CHANGE_RATE, rates), (COMPOSITION, composition)):
             rows += [
-                {"model": model["name"], "display_name": model["display_name"],
-                 "block": block + 1, "panel": panel, "series": series, "value": value}
+                {
+                    "model": model["name"],
+                    "display_name": model["display_name"],
+                    "block": block + 1,
+                    "panel": panel,
+                    "series": series,
+                    "value": value,
+                }
                 for series, value in values.items()
             ]
         log.info("%s block %d: %s, %s", model["name"], block + 1, rates, composition)
@@ -157,8 +163,9 @@ def fig_class_building(model: dict, output, seed=None) -> None:
 LABEL_ORDER = (CONTEXT, CLASS)
 
 
-def context_test(model: dict, values_per_block: list[np.ndarray], analysis: str, seed: int,
-                 n_permutations: int) -> tuple[dict, np.ndarray, np.ndarray]:
+def context_test(
+    model: dict, values_per_block: list[np.ndarray], analysis: str, seed: int, n_permutations: int
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """Stack the labelled tokens' values of each block and test class > context on all blocks.
 
     Returns the test result (one entry per block), the stacked values and the class mask.
@@ -211,8 +218,9 @@ def context_identifiability_data(model: dict, seed: int, n_permutations: int) ->
                     **significance_columns(result, block, n_permutations),
                 }
             )
-        log.info("%s block %d: diff %.4f, p %.4f", model["name"], block + 1,
-                 result["diff"][block], result["p_value"][block])
+        log.info(
+            "%s block %d: diff %.4f, p %.4f", model["name"], block + 1, result["diff"][block], result["p_value"][block]
+        )
     return pd.DataFrame(rows)
 
 
@@ -227,16 +235,24 @@ def draw_label_boxes(ax, panel: pd.DataFrame) -> None:
         if np.isnan(stats["med"]):
             continue  # no token with this label
         fill = sns.desaturate(color, BOX_SATURATION)
-        ax.bxp([{**stats, "fliers": []}], positions=[position], widths=0.8, capwidths=0.4,
-               patch_artist=True, showfliers=False, manage_ticks=False,
-               boxprops={"facecolor": fill, "edgecolor": line_color},
-               medianprops=line, whiskerprops=line, capprops={"color": line_color})
+        ax.bxp(
+            [{**stats, "fliers": []}],
+            positions=[position],
+            widths=0.8,
+            capwidths=0.4,
+            patch_artist=True,
+            showfliers=False,
+            manage_ticks=False,
+            boxprops={"facecolor": fill, "edgecolor": line_color},
+            medianprops=line,
+            whiskerprops=line,
+            capprops={"color": line_color},
+        )
     ax.set_xticks(range(len(LABEL_ORDER)), LABEL_ORDER)
     ax.set_xlim(-0.6, len(LABEL_ORDER) - 0.4)
 
 
-def fig_context_identifiability(model: dict, output, seed: int,
-                                n_permutations: int) -> None:
+def fig_context_identifiability(model: dict, output, seed: int, n_permutations: int) -> None:
     data = context_identifiability_data(model, seed, n_permutations)
     n_blocks = model["num_blocks"]
     ncols = min(PANEL_COLUMNS, n_blocks)
@@ -257,8 +273,18 @@ def fig_context_identifiability(model: dict, output, seed: int,
 # tab_context_change_rate_diff (docs/method.md §4.8)
 
 TABLE_COLUMNS = [
-    "model", "display_name", "layer", "paper_index", "block", "diff", "p_value",
-    "p_value_corrected", "significant", "n_class_tokens", "n_context_tokens", "n_permutations",
+    "model",
+    "display_name",
+    "layer",
+    "paper_index",
+    "block",
+    "diff",
+    "p_value",
+    "p_value_corrected",
+    "significant",
+    "n_class_tokens",
+    "n_context_tokens",
+    "n_permutations",
 ]
 
 
@@ -274,7 +300,10 @@ def context_change_rate_rows(model: dict, seed: int, n_permutations: int) -> lis
     if not blocks:
         return []
     result, _, is_class = context_test(
-        model, [attention_delta(model, b) for b in blocks], "context_change_rate", seed,
+        model,
+        [attention_delta(model, b) for b in blocks],
+        "context_change_rate",
+        seed,
         n_permutations,
     )
     n_class = int(np.count_nonzero(is_class))
@@ -294,7 +323,6 @@ def context_change_rate_rows(model: dict, seed: int, n_permutations: int) -> lis
     ]
 
 
-def tab_context_change_rate_diff(models: list[dict], output, seed: int,
-                                 n_permutations: int) -> None:
+def tab_context_change_rate_diff(models: list[dict], output, seed: int, n_permutations: int) -> None:
     rows = [row for model in models for row in context_change_rate_rows(model, seed, n_permutations)]
     write_csv(pd.DataFrame(rows, columns=TABLE_COLUMNS), output.csv)

@@ -106,7 +106,9 @@ class Explained:
     loss: str
 
     @classmethod
-    def load(cls, model: dict, spec: ModelSpec | dict, checkpoint: str, stimuli: str, images: str, loss: str) -> "Explained":
+    def load(
+        cls, model: dict, spec: ModelSpec | dict, checkpoint: str, stimuli: str, images: str, loss: str
+    ) -> Explained:
         spec = ModelSpec.from_params(spec, model["name"])
         network = checkpoints.load_checkpoint(building.build_model(spec, model["name"]), checkpoint, model["name"])
         table = tables.read_table(stimuli).to_pandas().sort_values("image", kind="stable").reset_index(drop=True)

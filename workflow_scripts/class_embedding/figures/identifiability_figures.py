@@ -102,9 +102,7 @@ def last_block_rates(model: dict) -> dict:
     ranks = load_block(model["extract_dir"], last, "rank")
     correct = load_correct(model["extract_dir"])
     if correct.size != ranks.shape[0]:
-        raise ValueError(
-            f"{model['name']}: {correct.size} predictions but {ranks.shape[0]} images in hs_{last}"
-        )
+        raise ValueError(f"{model['name']}: {correct.size} predictions but {ranks.shape[0]} images in hs_{last}")
     corrected = identifiability_rates(ranks, image_tokens(model["class_token"]))
     paper = identifiability_rates(ranks, image_tokens(model["class_token"], paper_convention=True))
     return {
@@ -272,9 +270,7 @@ def fig_identifiability_evolution(models: list[dict], output, seed=None) -> None
         ax.set_ylabel("Class identifiability")
         ax.set_title(model["display_name"])
         line_color = box_line_color([TOKEN_COLORS[t] for t in hue_order])
-        handles = [
-            Patch(facecolor=box_fill(t), edgecolor=line_color, label=t) for t in hue_order
-        ]
+        handles = [Patch(facecolor=box_fill(t), edgecolor=line_color, label=t) for t in hue_order]
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5))
     save_figure(fig, data, output)
 
@@ -329,9 +325,7 @@ def fig_identifiability_mean_evolution(models: list[dict], output, seed=None) ->
         ax.set_xticks(range(1, n_normalized + 1), [""] * n_normalized)
         ax.set_xlabel("Normalized block")
     axes[0, 0].set_ylabel("Mean class identifiability")
-    handles = [
-Line2D([], [], color=color, label=name, **STAR_LINE) for name, color in colors.items()
-    ]
+    handles = [Line2D([], [], color=color, label=name, **STAR_LINE) for name, color in colors.items()]
     handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1, label="Chance Level"))
     fig.legend(handles=handles, loc="outside right center")
     save_figure(fig, data, output)

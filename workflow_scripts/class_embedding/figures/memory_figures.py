@@ -273,9 +273,7 @@ TABLE_COLUMNS = [
 ]
 
 
-def tab_value_vector_classes(
-    models: list[dict], output, block_index=None, layer_type="mlp", neurons=None, **_
-) -> None:
+def tab_value_vector_classes(models: list[dict], output, block_index=None, layer_type="mlp", neurons=None, **_) -> None:
     """The 5 classes each chosen value vector promotes most (largest P[c, k]), with names.
 
     ``block_index`` (0-based; default L-2, the paper's block index 10 of 12), ``layer_type`` and

@@ -58,8 +58,13 @@ def token_summary(per_token: pd.DataFrame, seed: int, n_bootstrap: int) -> pd.Da
         low, high = bootstrap_interval(values, rng, n_bootstrap)
         rows.append(
             {
-                "panel": panel, "kind": kind, "block": int(block) + 1, "n_tokens": len(values),
-                "accuracy": float(values.mean()), "ci_low": low, "ci_high": high,
+                "panel": panel,
+                "kind": kind,
+                "block": int(block) + 1,
+                "n_tokens": len(values),
+                "accuracy": float(values.mean()),
+                "ci_low": low,
+                "ci_high": high,
             }
         )
     return pd.DataFrame(rows)
@@ -75,7 +80,9 @@ def draw_accuracy_panels(axes, data: pd.DataFrame, model: dict) -> None:
         for kind in LAYER_KINDS:
             line = data[(data["panel"] == panel) & (data["kind"] == kind)].sort_values("block")
             ax.plot(line["block"], line["accuracy"], color=KIND_COLORS[kind], label=kind)
-            ax.fill_between(line["block"], line["ci_low"], line["ci_high"], color=KIND_COLORS[kind], alpha=0.2, linewidth=0)
+            ax.fill_between(
+                line["block"], line["ci_low"], line["ci_high"], color=KIND_COLORS[kind], alpha=0.2, linewidth=0
+            )
         ax.set_title(PANEL_TITLES[panel])
         ax.set_xticks(range(1, model["num_blocks"] + 1))
         ax.set_xlabel("Block")
@@ -84,9 +91,7 @@ def draw_accuracy_panels(axes, data: pd.DataFrame, model: dict) -> None:
         ax.legend(title="layer", loc="upper left")
 
 
-def fig_probe_vs_projection_acc(
-    model: dict, probe_accuracy: str, output, seed: int, n_bootstrap: int, **_
-) -> None:
+def fig_probe_vs_projection_acc(model: dict, probe_accuracy: str, output, seed: int, n_bootstrap: int, **_) -> None:
     data = accuracy_data(model, probe_accuracy, seed, n_bootstrap)
     fig, axes = new_figure(1, 2, (13, 5), sharey=True)
     draw_accuracy_panels(axes[0], data, model)
@@ -138,7 +143,10 @@ def draw_perturbation(ax, data: pd.DataFrame, baseline: float) -> None:
     for label, _, _, color, style in CURVES:
         line = data[data["curve"] == label]
         ax.plot(
-            line["removed_percent"], line["accuracy"], color=color, linestyle=style,
+            line["removed_percent"],
+            line["accuracy"],
+            color=color,
+            linestyle=style,
             label=f"{label} (AUC {line['auc_paper'].iloc[0]:.3f})",
         )
     ax.axhline(baseline, color="black", linestyle=":", linewidth=1, label=f"baseline accuracy ({baseline:.3f})")

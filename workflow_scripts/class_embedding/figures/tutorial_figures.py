@@ -36,7 +36,9 @@ def cls_logits(model: torch.nn.Module, image: torch.Tensor, block: int) -> np.nd
         handle.remove()
 
 
-def fig_tutorial_cls_logits(model, name: str, spec: ModelSpec | dict, sample: SampleImage, block: int, x_label: str, output) -> None:
+def fig_tutorial_cls_logits(
+    model, name: str, spec: ModelSpec | dict, sample: SampleImage, block: int, x_label: str, output
+) -> None:
     """Bar plot of the C class logits of the [CLS] projection of ``hs_<block>`` (the tutorial:
     ViT-B/16, block index 10, the beagle image)."""
     image = Preprocessing(ModelSpec.from_params(spec, name).preprocessing)(load_image(sample.path))
@@ -57,13 +59,17 @@ def fig_tutorial_cls_logits(model, name: str, spec: ModelSpec | dict, sample: Sa
             "token": 0,
             "class_index": classes,
             "logit": logits.astype(np.float64),
-            "rank": lens.rank_of(torch.from_numpy(logits)[None].expand(logits.size, -1), torch.from_numpy(classes)).numpy(),
+            "rank": lens.rank_of(
+                torch.from_numpy(logits)[None].expand(logits.size, -1), torch.from_numpy(classes)
+            ).numpy(),
         }
     )
     save_figure(fig, data, output)
 
 
-def fig_tutorial_heatmap(model, name: str, spec: ModelSpec | dict, sample: SampleImage, loss: str, swap_red_blue: bool, output) -> None:
+def fig_tutorial_heatmap(
+    model, name: str, spec: ModelSpec | dict, sample: SampleImage, loss: str, swap_red_blue: bool, output
+) -> None:
     """Summed class-embedding gradient map of the sample image for its own class (the
     tutorial: ViT-B/16, the impala image, class 352), drawn as notebook 3 draws its maps."""
     image = Preprocessing(ModelSpec.from_params(spec, name).preprocessing)(load_image(sample.path))

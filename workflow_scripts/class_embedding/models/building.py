@@ -60,8 +60,14 @@ def random_model(spec: ModelSpec | dict, name: str, seed: int):
     return build_model(spec, name)
 
 
-def timm_pretrained(spec: ModelSpec | dict, name: str, tag: str, cache_dir: str | os.PathLike | None = None,
-                    file: str | os.PathLike | None = None, **overrides) -> torch.nn.Module:
+def timm_pretrained(
+    spec: ModelSpec | dict,
+    name: str,
+    tag: str,
+    cache_dir: str | os.PathLike | None = None,
+    file: str | os.PathLike | None = None,
+    **overrides,
+) -> torch.nn.Module:
     """A model with timm's pretrained weights of ``tag`` (e.g.
     ``vit_base_patch16_224.augreg_in21k_ft_in1k``), through timm's own loading (and key
     conversion). ``file`` loads the weights from a local file instead of the hub (offline tests,

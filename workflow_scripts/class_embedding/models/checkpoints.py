@@ -34,7 +34,9 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, name: str) 
     """Load a plain state dict strictly; a mismatch names the checkpoint and the model."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"checkpoint {path} of model '{name}' not found: build it with the workflow's checkpoint rule.")
+        raise InputError(
+            f"checkpoint {path} of model '{name}' not found: build it with the workflow's checkpoint rule."
+        )
     state = read_checkpoint_file(path, name, rebuild_hint="delete it and rerun to rebuild it")
     try:
         model.load_state_dict(state, strict=True)
@@ -52,7 +54,7 @@ CONVERSION_HINT = (
     "    checkpoint = torch.load('{path}', map_location='cpu', weights_only=False)  # runs the file's code\n"
     "    torch.save(checkpoint['state_dict'], 'plain_state_dict.pt')  # the entry that holds the weights\n"
     "and set models.{name}.weights to {{source: file, path: plain_state_dict.pt}} "
-    "(docs/paper.md, \"Checkpoints you provide\")."
+    '(docs/paper.md, "Checkpoints you provide").'
 )
 
 
@@ -91,7 +93,9 @@ def unsafe_types(path: Path, err: Exception) -> list[str]:
     return sorted(set(names))
 
 
-def read_state_dict(path: str | os.PathLike, name: str, state_dict_key: str | None = None, strip_prefix: str = "") -> dict:
+def read_state_dict(
+    path: str | os.PathLike, name: str, state_dict_key: str | None = None, strip_prefix: str = ""
+) -> dict:
     """The tensors of a foreign checkpoint file: under ``state_dict_key`` when given (the DeiT
     release keeps them under ``state_dict``), with ``strip_prefix`` removed from every key that
     has it (the CIFAR-100 checkpoint's ``model.``), and a leading ``module.`` (a model saved from
@@ -137,7 +141,9 @@ def load_backbone(model: torch.nn.Module, state: dict, name: str, origin: str) -
             f"({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}): it is not a checkpoint of "
             f"models.{name}.arch, or needs weights.state_dict_key / strip_prefix."
         )
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape
+    ]
     if wrong:
         raise InputError(f"checkpoint {origin} does not fit model '{name}': {'; '.join(wrong[:4])}.")
     ignored = sorted(set(state) - set(expected))

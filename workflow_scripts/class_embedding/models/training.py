@@ -81,7 +81,9 @@ def train(
         total_loss = 0.0
         for step in range(steps_per_epoch):
             index = order[step * batch_size : (step + 1) * batch_size]
-            loss = F.cross_entropy(model(augment(train_images[index], generator)), train_labels[index], label_smoothing=0.1)
+            loss = F.cross_entropy(
+                model(augment(train_images[index], generator)), train_labels[index], label_smoothing=0.1
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
