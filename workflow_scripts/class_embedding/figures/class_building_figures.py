@@ -40,6 +40,7 @@ from .plotting import (
     box_line_color,
     box_stats,
     chance_line,
+    draw_stat_boxes,
     new_figure,
     remove_unused,
     save_figure,
@@ -235,19 +236,7 @@ def draw_label_boxes(ax, panel: pd.DataFrame) -> None:
         if np.isnan(stats["med"]):
             continue  # no token with this label
         fill = sns.desaturate(color, BOX_SATURATION)
-        ax.bxp(
-            [{**stats, "fliers": []}],
-            positions=[position],
-            widths=0.8,
-            capwidths=0.4,
-            patch_artist=True,
-            showfliers=False,
-            manage_ticks=False,
-            boxprops={"facecolor": fill, "edgecolor": line_color},
-            medianprops=line,
-            whiskerprops=line,
-            capprops={"color": line_color},
-        )
+        draw_stat_boxes(ax, [stats], [position], fill, line_color, line)
     ax.set_xticks(range(len(LABEL_ORDER)), LABEL_ORDER)
     ax.set_xlim(-0.6, len(LABEL_ORDER) - 0.4)
 

@@ -32,7 +32,16 @@ from ..analyses.memory_statistics import (
 )
 from ..analyses.statistics import permutation_rng
 from ..tables import write_csv
-from .plotting import STAR_LINE, box_line_color, label_blocks, model_colors, new_figure, remove_unused, save_figure
+from .plotting import (
+    STAR_LINE,
+    box_line_color,
+    draw_stat_boxes,
+    label_blocks,
+    model_colors,
+    new_figure,
+    remove_unused,
+    save_figure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +87,8 @@ def draw_type_boxes(ax, panel: pd.DataFrame, layer_type: str) -> None:
     """One box per block from precomputed statistics (no fliers), in the layer type's colour."""
     color = sns.desaturate(TYPE_COLORS[layer_type], 0.75)
     line = box_line_color([TYPE_COLORS[layer_type]])
-    stats = [{**row, "fliers": []} for row in panel[["mean", "med", "q1", "q3", "whislo", "whishi"]].to_dict("records")]
-    ax.bxp(
-        stats,
-        positions=range(len(stats)),
-        widths=0.8,
-        capwidths=0.4,
-        patch_artist=True,
-        showfliers=False,
-        manage_ticks=False,
-        boxprops={"facecolor": color, "edgecolor": line},
-        medianprops={"color": line},
-        whiskerprops={"color": line},
-        capprops={"color": line},
-    )
+    stats = panel[["mean", "med", "q1", "q3", "whislo", "whishi"]].to_dict("records")
+    draw_stat_boxes(ax, stats, range(len(stats)), color, line)
 
 
 def fig_class_value_agreement(models: list[dict], output, **_) -> None:

@@ -79,6 +79,26 @@ def box_stats(values: np.ndarray) -> dict[str, float]:
     return {key: float(stats[key]) for key in BOX_STATS}
 
 
+def draw_stat_boxes(ax, stats: list[dict], positions, fill, line_color, line: dict | None = None) -> None:
+    """Boxes without fliers from precomputed statistics (``matplotlib.cbook.boxplot_stats``
+    keys), seaborn-style: ``fill`` inside, ``line_color`` for the outline, and ``line`` for
+    median and whiskers (default: plain lines of ``line_color``)."""
+    line = line or {"color": line_color}
+    ax.bxp(
+        [{**row, "fliers": []} for row in stats],
+        positions=positions,
+        widths=0.8,
+        capwidths=0.4,
+        patch_artist=True,
+        showfliers=False,
+        manage_ticks=False,
+        boxprops={"facecolor": fill, "edgecolor": line_color},
+        medianprops=line,
+        whiskerprops=line,
+        capprops={"color": line_color},
+    )
+
+
 def box_line_color(colors) -> tuple:
     """seaborn's automatic box outline grey: 60% of the lowest HLS lightness of the palette."""
     lightness = min(colorsys.rgb_to_hls(*matplotlib.colors.to_rgb(c))[1] for c in colors)
