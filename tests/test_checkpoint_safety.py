@@ -98,7 +98,7 @@ def test_timm_loading_of_a_file_that_runs_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def run_workflow(config: dict, work: Path, *targets: str) -> subprocess.CompletedProcess:
+def run_workflow(config: dict, work: Path, *targets: str, timeout: int = 900) -> subprocess.CompletedProcess:
     config_file = work / "config.yaml"
     work.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(config))
@@ -120,7 +120,7 @@ def run_workflow(config: dict, work: Path, *targets: str) -> subprocess.Complete
         ],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
 
 

@@ -8,13 +8,12 @@ below has exactly that layout with random values; its optimizer state is a real 
 smaller than the release's (momentum for a few tensors, not all)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from test_checkpoint_safety import micro_config, run_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = json.loads((REPO / "tests" / "data" / "deit_base_trm.layout.json").read_text())
@@ -57,35 +56,13 @@ def converted(tmp_path_factory):
     weights = fake_release(root / "deit_base_trm.pth")
     fake_release(root / "missing.pth", drop="blocks.3.mlp.fc1.weight")
     fake_release(root / "ddp.pth", key_prefix="module.")
-    config = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
-    config.pop("probing", None)
-    config["models"] = {
+    models = {
         name: deit_entry((root / file).as_uri())
         for name, file in (("deit", "deit_base_trm.pth"), ("deit_missing", "missing.pth"), ("deit_ddp", "ddp.pth"))
     }
     work = root / "work"
-    work.mkdir()
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "2",
-            "--keep-going",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(work / "config.yaml"),
-            "--directory",
-            str(work),
-            *(f"results/checkpoints/{name}.pt" for name in config["models"]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    targets = [f"results/checkpoints/{name}.pt" for name in models]
+    result = run_workflow(micro_config(models), work, *targets, timeout=1200)
     return work / "results", result, weights
 
 
