@@ -5,6 +5,7 @@
 # target. Nothing here imports torch, so that a dry run stays fast.
 import os
 import shutil
+import sys
 import zlib
 
 import jsonschema
@@ -12,6 +13,10 @@ import yaml
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+# The library's torch-free parts describe models when the rules are parsed.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
+from class_embedding.models.tokens import TokenLayout
 
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
 
@@ -347,6 +352,8 @@ def describe_model(name):
         "num_blocks": spec["num_blocks"],
         "num_classes": spec["num_classes"],
         "class_token": spec["class_token"],
+        "distillation_token": spec["distillation_token"],
+        "register_tokens": spec["register_tokens"],
         "token_grid": spec["token_grid"],
         "block_group": spec["block_group"],
         "stimuli": stimuli_table(name),
@@ -834,7 +841,7 @@ def check_expected_values():
             )
         check_sample_name(f"{key}.image", expected["image"])
         spec = MODELS[model]
-        n_tokens = spec["token_grid"] ** 2 + int(spec["class_token"])
+        n_tokens = TokenLayout.of(spec).n_tokens
         for kind in ("logits", "ranks", "top_classes"):
             for layer, values in expected.get(kind, {}).items():
                 block = int(layer.split("_")[1])

@@ -35,10 +35,13 @@ def project(model: VisionTransformer, states: torch.Tensor) -> torch.Tensor:
     expression covers the pre-norm [CLS] models (``norm``) and the GAP models (``fc_norm``).
     """
     states = model.fc_norm(model.norm(states)).float()
-    head = model.head
-    return torch.addmm(head.bias.float(), states.reshape(-1, states.shape[-1]), head.weight.float().t()).reshape(
-        *states.shape[:-1], -1
-    )
+    weight, bias = linear_head(model)
+    return torch.addmm(bias, states.reshape(-1, states.shape[-1]), weight.t()).reshape(*states.shape[:-1], -1)
+
+
+def linear_head(model: VisionTransformer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class-embedding matrix (C, D) and bias (C,) that the lens applies after the final norm, in float32."""
+    return model.head.weight.float(), model.head.bias.float()
 
 
 def pooled_logits(model: VisionTransformer, last_state: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from ..errors import InputError
 from .checkpoints import sha256, unsafe_types
 from .spec import ModelSpec
+from .tokens import TokenLayout
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,14 @@ def final_norm(model) -> str:
 
 def check_declared(model, spec: ModelSpec, name: str) -> None:
     """The config's description of a model (blocks, classes, tokens, final norm) matches it."""
+    layout = TokenLayout.of_timm(model)
     declared = {
         "num_blocks": len(model.blocks),
         "num_classes": model.num_classes,
-        "class_token": model.cls_token is not None,
-        "token_grid": model.patch_embed.grid_size[0],
+        "class_token": layout.class_token,
+        "distillation_token": layout.distillation_token,
+        "register_tokens": layout.register_tokens,
+        "token_grid": layout.token_grid,
         "final_norm": final_norm(model),
     }
     for key, actual in declared.items():
@@ -126,8 +130,7 @@ def model_metadata(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathL
         "arch": spec.arch,
         "num_classes": spec.num_classes,
         "num_blocks": spec.num_blocks,
-        "class_token": spec.class_token,
-        "token_grid": spec.token_grid,
+        **TokenLayout.of(spec).metadata(),
         "weights_sha256": sha256(checkpoint),
         "preprocessing": spec.preprocessing,
     }

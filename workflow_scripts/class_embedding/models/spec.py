@@ -24,6 +24,8 @@ class ModelSpec:
     weights: dict[str, Any]
     preprocessing: dict[str, Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    distillation_token: bool = False
+    register_tokens: int = 0
     block_group: int = 1
     final_norm: str | None = None
     random_baseline: str | None = None
