@@ -1,14 +1,15 @@
 """How blocks build the class representation (docs/method.md §4.5–§4.8), on (n_images, n_tokens) arrays.
 
 Pure numpy: no file I/O, no plotting. Arrays are indexed ``[image, token]`` in sequence
-positions (token 0 is [CLS] for a class-token model), as :mod:`identifiability` expects.
+positions (prefix tokens, then image tokens), as :mod:`identifiability` expects.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .identifiability import CLS, IMAGE, change_rate, image_tokens
+from ..models.tokens import IMAGE, TokenLayout
+from .identifiability import change_rate, image_tokens
 
 ATTN = "attn"
 MLP = "mlp"
@@ -29,15 +30,16 @@ def series_label(sublayer: str, token_type: str) -> str:
     return f"{sublayer} - {'Image' if token_type == IMAGE else token_type}"
 
 
-def token_selections(class_token: bool) -> dict[str, slice]:
-    """Token positions of each series: [CLS] and image tokens, or (GAP) all tokens as image."""
-    selections = {CLS: slice(0, 1)} if class_token else {}
-    selections[IMAGE] = image_tokens(class_token)
+def token_selections(layout: TokenLayout) -> dict[str, list[int] | slice]:
+    """Token positions of each series: every prefix kind the model has ([CLS], [DIST],
+    registers), then the image tokens."""
+    selections: dict[str, list[int] | slice] = {kind: layout.positions(kind) for kind in dict.fromkeys(layout.prefix)}
+    selections[IMAGE] = image_tokens(layout)
     return selections
 
 
 def sublayer_change_rates(
-    block_input: np.ndarray, sublayers: dict[str, np.ndarray], class_token: bool
+    block_input: np.ndarray, sublayers: dict[str, np.ndarray], layout: TokenLayout
 ) -> dict[str, float]:
     """Fraction of tokens whose correct-class logit of the projected sublayer output exceeds that
     of the projected block input ``hs_{b-1}`` (the MLP too is compared with the block input,
@@ -45,7 +47,7 @@ def sublayer_change_rates(
     return {
         series_label(sublayer, token_type): change_rate(block_input, logits, tokens)
         for sublayer, logits in sublayers.items()
-        for token_type, tokens in token_selections(class_token).items()
+        for token_type, tokens in token_selections(layout).items()
     }
 
 
@@ -86,18 +88,18 @@ def label_grid(
     is_class: np.ndarray,
     n_images: int,
     n_tokens: int,
-    class_token: bool,
+    layout: TokenLayout,
 ) -> np.ndarray:
     """Scatter per-(image, image-token) labels onto the (n_images, n_tokens) sequence grid.
 
-    ``token`` is the 0-based image-token index of the token-label table; with a class token,
-    image token t sits at sequence position t + 1. Returns CLASS_CODE / CONTEXT_CODE per labelled
-    position and UNLABELLED elsewhere ([CLS]). Raises ValueError when the labels do not cover
+    ``token`` is the 0-based image-token index of the token-label table; image token t sits at
+    sequence position t + (number of prefix tokens). Returns CLASS_CODE / CONTEXT_CODE per labelled
+    position and UNLABELLED elsewhere (prefix tokens). Raises ValueError when the labels do not cover
     every image token exactly once.
     """
     image = np.asarray(image, dtype=np.int64)
-    position = np.asarray(token, dtype=np.int64) + (1 if class_token else 0)
-    wanted = image_tokens(class_token).indices(n_tokens)
+    position = np.asarray(token, dtype=np.int64) + layout.n_prefix
+    wanted = image_tokens(layout).indices(n_tokens)
     n_image_tokens = len(range(*wanted))
     if image.size and (image.min() < 0 or image.max() >= n_images):
         raise ValueError(f"token labels name images outside 0..{n_images - 1}")
@@ -109,7 +111,7 @@ def label_grid(
     grid = np.full((n_images, n_tokens), UNLABELLED, dtype=np.int8)
     grid[image, position] = np.where(np.asarray(is_class, dtype=bool), CLASS_CODE, CONTEXT_CODE)
     counts = np.bincount(image * n_tokens + position, minlength=n_images * n_tokens)
-    covered = counts.reshape(n_images, n_tokens)[:, image_tokens(class_token)]
+    covered = counts.reshape(n_images, n_tokens)[:, image_tokens(layout)]
     if image.size != n_images * n_image_tokens or np.any(covered != 1):
         raise ValueError(
             f"token labels must label each of the {n_images} x {n_image_tokens} image tokens once; "

@@ -9,7 +9,8 @@ ascending) and ``random`` (one permutation per repeat, the same for every image:
 exactly the paper's orderings).
 Tokens are dropped after the position embedding (:class:`class_embedding.analyses.perturbation.TokenSelection`),
 so kept tokens keep their positions. At a fixed number n of kept tokens every image and every
-ordering gives a sequence of n + 1 tokens, so all of them are forwarded together in large
+ordering gives a sequence of n image tokens after the prefix tokens ([CLS], [DIST], registers: never
+dropped), so all of them are forwarded together in large
 batches (one batch per n, chunked by a token budget) instead of one image at a time.
 
 A random ordering has no direction: its reverse is another random permutation. Each is
@@ -29,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..models.tokens import TokenLayout
 from ..tables import read_table
 from .explain_auc import DIRECTIONS
 from .perturbation import TokenSelection, require_class_token
@@ -52,26 +54,30 @@ def random_orderings(n_tokens: int, repeats: int, first_seed: int = 0) -> np.nda
     return torch.stack(permutations).numpy() if permutations else np.zeros((0, n_tokens), np.int64)
 
 
-def linear_probe_ordering(ranks_path, n_images: int, n_tokens: int) -> np.ndarray:
+def linear_probe_ordering(ranks_path, n_images: int, n_tokens: int, n_prefix: int = 1) -> np.ndarray:
     """Per image, the image tokens by their residual-stream probe rank of the true class summed
     over blocks, ascending (most identifiable first), ties by position (docs/method.md §4.13).
 
     ``ranks_path`` is results/probes/<model>/ranks.parquet: image, layer (hs_<b>|attn_<b>|mlp_<b>),
-    token (sequence position, 0 = [CLS]), rank.
+    token (sequence position: the ``n_prefix`` prefix tokens, then the image tokens), rank.
     """
     table = read_table(ranks_path, columns=["image", "layer", "token", "rank"]).to_pandas()
-    table = table[table["layer"].astype(str).str.startswith("hs_") & (table["token"] >= 1)]
+    table = table[table["layer"].astype(str).str.startswith("hs_") & (table["token"] >= n_prefix)]
     if table.empty:
         raise InputError(f"{ranks_path} has no hs_<b> rows of image tokens: rebuild the linear probes.")
     n_blocks = table["layer"].nunique()
     expected = n_images * n_tokens * n_blocks
-    if len(table) != expected or table["image"].max() != n_images - 1 or table["token"].max() != n_tokens:
+    if (
+        len(table) != expected
+        or table["image"].max() != n_images - 1
+        or table["token"].max() != n_prefix + n_tokens - 1
+    ):
         raise InputError(
             f"{ranks_path}: expected hs ranks of {n_images} images × {n_tokens} image tokens × {n_blocks} "
             f"blocks ({expected} rows), found {len(table)}: rebuild the probes for the current stimuli."
         )
     summed = np.zeros((n_images, n_tokens), np.int64)
-    np.add.at(summed, (table["image"].to_numpy(), table["token"].to_numpy() - 1), table["rank"].to_numpy())
+    np.add.at(summed, (table["image"].to_numpy(), table["token"].to_numpy() - n_prefix), table["rank"].to_numpy())
     return np.argsort(summed, axis=1, kind="stable")
 
 
@@ -86,14 +92,15 @@ def kept_counts(n_tokens: int, step: int = 1) -> np.ndarray:
     return np.array(sorted(counts), dtype=np.int64)
 
 
-def kept_positions(ordering: np.ndarray, n: int, direction: str) -> np.ndarray:
-    """(n_images, n + 1) ascending sequence positions to keep: [CLS] and the first n image
-    tokens of the ordering (negative) or of its reverse (positive)."""
+def kept_positions(ordering: np.ndarray, n: int, direction: str, n_prefix: int = 1) -> np.ndarray:
+    """(n_images, n_prefix + n) ascending sequence positions to keep: the prefix tokens and the
+    first n image tokens of the ordering (negative) or of its reverse (positive)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction '{direction}': expected one of {DIRECTIONS}")
     chosen = ordering[:, :n] if direction == "negative" else ordering[:, ordering.shape[1] - n :]
-    positions = np.sort(chosen, axis=1) + 1
-    return np.concatenate([np.zeros((len(ordering), 1), dtype=positions.dtype), positions], axis=1)
+    positions = np.sort(chosen, axis=1) + n_prefix
+    prefix = np.broadcast_to(np.arange(n_prefix, dtype=positions.dtype), (len(ordering), n_prefix))
+    return np.concatenate([prefix, positions], axis=1)
 
 
 @dataclass
@@ -136,7 +143,8 @@ def evaluate_curves(
     require_class_token(model)
     model = model.to(device).eval()
     n_images = len(targets)
-    n_tokens = model.patch_embed.num_patches
+    layout = TokenLayout.of_timm(model)
+    n_tokens, n_prefix = layout.n_image_tokens, layout.n_prefix
     if any(curve.ordering.shape != (n_images, n_tokens) for curve in curves):
         raise ValueError(f"every ordering must be ({n_images}, {n_tokens})")
     target_tensor = torch.as_tensor(targets, device=device)
@@ -145,14 +153,16 @@ def evaluate_curves(
     with TokenSelection(model) as selection, torch.inference_mode():
         for k, n in enumerate(tqdm(kept, desc="kept tokens", file=sys.stderr, mininterval=10)):
             if n == n_tokens:  # nothing dropped: the same for every curve
-                positions = np.tile(np.arange(n_tokens + 1), (n_images, 1))
+                positions = np.tile(np.arange(n_prefix + n_tokens), (n_images, 1))
                 sequences = [(0, positions)]
             else:
-                sequences = [(c, kept_positions(curve.ordering, n, curve.direction)) for c, curve in enumerate(curves)]
+                sequences = [
+                    (c, kept_positions(curve.ordering, n, curve.direction, n_prefix)) for c, curve in enumerate(curves)
+                ]
             curve_index = np.repeat([c for c, _ in sequences], n_images)
             image_index = np.tile(np.arange(n_images), len(sequences))
             positions = torch.from_numpy(np.concatenate([p for _, p in sequences])).to(device)
-            chunk = max(1, tokens_per_batch // (int(n) + 1))
+            chunk = max(1, tokens_per_batch // (int(n) + n_prefix))
             hits = []
             for start in range(0, len(image_index), chunk):
                 members = torch.from_numpy(image_index[start : start + chunk]).to(device)
@@ -171,11 +181,12 @@ def one_at_a_time(
 ) -> np.ndarray:
     """The same correctness, every (curve, n, image) forwarded alone (tests, benchmark)."""
     model = model.to(device).eval()
+    n_prefix = TokenLayout.of_timm(model).n_prefix
     correct = np.zeros((len(curves), len(kept), len(targets)), dtype=bool)
     with TokenSelection(model) as selection, torch.inference_mode():
         for c, curve in enumerate(curves):
             for k, n in enumerate(kept):
-                positions = torch.from_numpy(kept_positions(curve.ordering, int(n), curve.direction))
+                positions = torch.from_numpy(kept_positions(curve.ordering, int(n), curve.direction, n_prefix))
                 for i in range(len(targets)):
                     predicted = predict(model, selection, images[i : i + 1].to(device), positions[i : i + 1].to(device))
                     correct[c, k, i] = predicted.item() == targets[i]
@@ -251,11 +262,12 @@ def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extr
     n_images = len(setup.images)
     if not np.array_equal(setup.images, np.arange(n_images)):
         raise InputError("the stimuli table must number its images 0..n−1 in order: rebuild stimuli.parquet.")
-    n_tokens = setup.model.patch_embed.num_patches
+    layout = TokenLayout.of_timm(setup.model)
+    n_tokens = layout.n_image_tokens
     maps = gradients.read_maps(maps_path, n_images=n_images)
     orderings = {method: importance_ordering(maps[method]) for method in gradients.METHODS}
     if probe_ranks:
-        orderings["linear_probe"] = linear_probe_ordering(probe_ranks, n_images, n_tokens)
+        orderings["linear_probe"] = linear_probe_ordering(probe_ranks, n_images, n_tokens, layout.n_prefix)
     first_seed = settings["random_permutation_seed"]
     random = random_orderings(n_tokens, settings["random_permutations"], first_seed)
     curves = build_curves(orderings, random, n_images)

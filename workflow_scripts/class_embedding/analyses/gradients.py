@@ -16,7 +16,7 @@ one backward per block and image.
 
 Chefer et al. relevance (the baseline): one plain forward and one backward of the target logit
 give ∂score/∂A_b of every block through the whole network; R = I, R ← R + mean_h max(∂score/∂A_b ⊙
-A_b, 0)·R block after block; relevance of the image tokens = R[0, 1:].
+A_b, 0)·R block after block; relevance of the image tokens = R[0, P:] after the P prefix tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..extraction import lens
+from ..models.tokens import TokenLayout
 from .perturbation import attention_modules, require_class_token
 
 #: Loss of a block's [CLS] projection. ``double_softmax`` is the paper's: cross-entropy applied
@@ -141,14 +142,14 @@ def chefer_relevance(model, images: torch.Tensor, targets: torch.Tensor) -> torc
     return row[:, 0]
 
 
-def head_maps(gradients: torch.Tensor) -> torch.Tensor:
-    """Head-specific importance −G_b[h, 0, 1:] of every image token: (B, L, H, N−1)."""
-    return -gradients[..., 1:]
+def head_maps(gradients: torch.Tensor, n_prefix: int = 1) -> torch.Tensor:
+    """Head-specific importance −G_b[h, 0, n_prefix:] of every image token: (B, L, H, grid²)."""
+    return -gradients[..., n_prefix:]
 
 
-def summed_map(gradients: torch.Tensor) -> torch.Tensor:
-    """The class-embedding explanation −Σ_b Σ_h G_b[h, 0, 1:] (docs/method.md §4.12): (B, N−1)."""
-    return -gradients[..., 1:].sum(dim=(1, 2))
+def summed_map(gradients: torch.Tensor, n_prefix: int = 1) -> torch.Tensor:
+    """The class-embedding explanation −Σ_b Σ_h G_b[h, 0, n_prefix:] (docs/method.md §4.12): (B, grid²)."""
+    return -gradients[..., n_prefix:].sum(dim=(1, 2))
 
 
 def explanation_maps(
@@ -160,17 +161,18 @@ def explanation_maps(
     device: torch.device,
 ) -> dict[str, np.ndarray]:
     """Summed gradient map and Chefer relevance of the image tokens of every image, for its
-    target class: {method: (n_images, N−1) float32}, rows in loader order."""
+    target class: {method: (n_images, grid²) float32}, rows in loader order."""
     model = model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    n_prefix = TokenLayout.of_timm(model).n_prefix
     maps = {method: [] for method in METHODS}
     start = 0
     for batch in loader:
         batch_targets = torch.as_tensor(targets[start : start + len(batch)], device=device)
         batch = batch.to(device)
-        maps["grads"].append(summed_map(block_gradients(model, batch, batch_targets, loss)).cpu())
-        maps["grads_chefer"].append(chefer_relevance(model, batch, batch_targets)[:, 1:].cpu())
+        maps["grads"].append(summed_map(block_gradients(model, batch, batch_targets, loss), n_prefix).cpu())
+        maps["grads_chefer"].append(chefer_relevance(model, batch, batch_targets)[:, n_prefix:].cpu())
         start += len(batch)
     if start != len(targets):
         raise InputError(f"the images gave {start} inputs but there are {len(targets)} targets")

@@ -1,8 +1,8 @@
 """Class identifiability metrics (docs/method.md §3, §4.1–4.4) on (n_images, n_tokens) arrays.
 
-Pure functions: no file I/O, no plotting. Arrays are indexed ``[image, token]``; with a class
-token, token 0 is [CLS] and tokens 1..N-1 are image tokens; without one (GAP) every token is an
-image token.
+Pure functions: no file I/O, no plotting. Arrays are indexed ``[image, token]`` in sequence
+positions: the model's prefix tokens ([CLS], [DIST], registers) first, then the image (patch)
+tokens, as a :class:`~class_embedding.models.tokens.TokenLayout` describes them.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-CLS = "[CLS]"
-IMAGE = "image"
+from ..models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
+
+__all__ = ["CLS", "DISTILLATION", "IMAGE", "REGISTER"]
 
 #: Per docs/method.md §4.2 a block is marked significant when the one-sided p is below this.
 SIGNIFICANCE_LEVEL = 0.05
@@ -22,22 +23,32 @@ def class_identifiability(ranks: np.ndarray, num_classes: int) -> np.ndarray:
     return 1.0 - np.asarray(ranks, dtype=np.float64) / num_classes
 
 
-def image_tokens(class_token: bool, paper_convention: bool = False) -> slice:
+def image_tokens(layout: TokenLayout, paper_convention: bool = False) -> slice:
     """Token positions holding image tokens.
 
-    The original always dropped token 0, which for a GAP model is an image token (docs/method.md §7.9);
+    The original always dropped token 0 and nothing else: for a GAP model that drops an image
+    token (docs/method.md §7.9), and a distillation or register token counts as an image token.
     ``paper_convention=True`` reproduces that.
     """
-    return slice(1, None) if class_token or paper_convention else slice(None)
+    return slice(1, None) if paper_convention else layout.image_tokens
 
 
-def token_types(values: np.ndarray, class_token: bool) -> dict[str, np.ndarray]:
-    """Split per-token values into {"[CLS]": (n_images,), "image": (n_images, n_image_tokens)}.
+def token_types(values: np.ndarray, layout: TokenLayout) -> dict[str, np.ndarray]:
+    """Split per-token values by token kind, in sequence order.
 
-    GAP models have no [CLS] entry.
+    "[CLS]" and "[DIST]" map to (n_images,) arrays, "register" to (n_images, n_registers) and
+    "image" to (n_images, grid²); kinds the model lacks are absent.
     """
-    split = {CLS: values[:, 0]} if class_token else {}
-    split[IMAGE] = values[:, image_tokens(class_token)]
+    kinds = layout.token_kinds()
+    if values.shape[1] != len(kinds):
+        raise ValueError(
+            f"{values.shape[1]} tokens per image, but the layout has {layout.n_prefix} prefix tokens and "
+            f"{layout.n_image_tokens} image tokens (token_grid {layout.token_grid})"
+        )
+    split = {kind: values[:, layout.positions(kind)[0]] for kind in (CLS, DISTILLATION) if kind in layout.prefix}
+    if layout.register_tokens:
+        split[REGISTER] = values[:, layout.positions(REGISTER)]
+    split[IMAGE] = values[:, layout.image_tokens]
     return split
 
 

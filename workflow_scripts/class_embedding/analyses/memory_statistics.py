@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import InputError
 from ..extraction.reader import column_arrays, load_predictions, load_sublayer
 from ..figures.plotting import box_stats
+from ..models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
 from ..tables import read_table
 from .identifiability import SIGNIFICANCE_LEVEL, group_blocks, wilcoxon_greater
 from .memories import (
@@ -179,8 +180,12 @@ def accuracy_difference_data(model: dict, seed: int, n_permutations: int) -> pd.
     return pd.DataFrame(rows)
 
 
+TOKEN_0_NAMES = {CLS: "cls", DISTILLATION: "dist", REGISTER: "register", IMAGE: "image"}
+
+
 def token_0_kind(model: dict) -> str:
-    return "cls" if model["class_token"] else "image"
+    """What token 0 is: [CLS], or (no class token) a register or the first image token."""
+    return TOKEN_0_NAMES[TokenLayout.of(model).token_kinds()[0]]
 
 
 def compositionality_data(model: dict) -> pd.DataFrame:

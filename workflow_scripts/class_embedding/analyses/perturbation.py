@@ -31,6 +31,7 @@ from .. import tables
 from ..errors import InputError
 from ..extraction import lens, shards
 from ..models import ModelSpec, building, checkpoints, preprocessing
+from ..models.tokens import TokenLayout
 from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
 
 
@@ -45,12 +46,13 @@ def require_class_token(model) -> None:
 # Attention perturbation (docs/method.md §4.9)
 
 
-def perturb_attention(weights: torch.Tensor, kind: str, inplace: bool = False) -> torch.Tensor:
-    """Modified post-softmax weights (..., N, N); rows are queries, column 0 is [CLS].
+def perturb_attention(weights: torch.Tensor, kind: str, inplace: bool = False, n_prefix: int = 1) -> torch.Tensor:
+    """Modified post-softmax weights (..., N, N); rows are queries, column 0 is [CLS], the first
+    ``n_prefix`` positions are the prefix tokens ([CLS], [DIST], registers).
 
     ``self_only``: every image-token row becomes one-hot on its own position;
     ``no_cls``: image-token rows lose their weight on [CLS] (no renormalisation).
-    The [CLS] row is left untouched by both. ``inplace`` saves a copy of the largest tensor of
+    The prefix rows are left untouched by both. ``inplace`` saves a copy of the largest tensor of
     the forward where no gradient needs the original weights.
     """
     if kind not in ATTENTION_TYPES:
@@ -58,17 +60,17 @@ def perturb_attention(weights: torch.Tensor, kind: str, inplace: bool = False) -
     perturbed = weights if inplace else weights.clone()
     if kind == "self_only":
         n_tokens = weights.shape[-1]
-        perturbed[..., 1:, :] = 0
-        image_tokens = torch.arange(1, n_tokens, device=weights.device)
+        perturbed[..., n_prefix:, :] = 0
+        image_tokens = torch.arange(n_prefix, n_tokens, device=weights.device)
         perturbed[..., image_tokens, image_tokens] = 1
     else:
-        perturbed[..., 1:, 0] = 0
+        perturbed[..., n_prefix:, 0] = 0
     return perturbed
 
 
-def perturbation_hook(kind: str):
+def perturbation_hook(kind: str, n_prefix: int):
     def hook(module, inputs, weights):
-        return perturb_attention(weights, kind, inplace=not torch.is_grad_enabled())
+        return perturb_attention(weights, kind, inplace=not torch.is_grad_enabled(), n_prefix=n_prefix)
 
     return hook
 
@@ -94,13 +96,14 @@ def perturbed_attention(model, kind: str):
     if kind not in ATTENTION_TYPES:
         raise ValueError(f"unknown attention perturbation '{kind}': expected one of {ATTENTION_TYPES}")
     require_class_token(model)
+    n_prefix = TokenLayout.of_timm(model).n_prefix
     attentions = attention_modules(model)
     fused = [attn.fused_attn for attn in attentions]
     handles = []
     try:
         for attn in attentions:
             attn.fused_attn = False
-            handles.append(attn.attn_drop.register_forward_hook(perturbation_hook(kind)))
+            handles.append(attn.attn_drop.register_forward_hook(perturbation_hook(kind, n_prefix)))
         yield model
     finally:
         for handle in handles:
@@ -116,8 +119,8 @@ def perturbed_attention(model, kind: str):
 class TokenSelection:
     """Keep only some sequence positions of the embedded sequence, before the first block.
 
-    Use as a context manager; call :meth:`set_positions` with a (B, K) index tensor (position 0
-    = [CLS]) before each forward.
+    Use as a context manager; call :meth:`set_positions` with a (B, K) index tensor of sequence
+    positions (position 0 = [CLS], the prefix tokens first) before each forward.
     """
 
     def __init__(self, model):
@@ -409,14 +412,15 @@ def run_tokens(setup: Setup, mask: str, token_labels: str | Path, output, settin
         raise InputError(
             f"{token_labels} labels {class_mask.shape[0]} images but the stimuli are {len(setup.images)}: rebuild it."
         )
-    if class_mask.shape[1] != setup.model.patch_embed.num_patches:
+    layout = TokenLayout.of_timm(setup.model)
+    if class_mask.shape[1] != layout.n_image_tokens:
         raise InputError(
             f"{token_labels} has {class_mask.shape[1]} tokens per image but the model "
-            f"{setup.metadata['model']} has {setup.model.patch_embed.num_patches}: check models.*.token_grid."
+            f"{setup.metadata['model']} has {layout.n_image_tokens}: check models.*.token_grid."
         )
     device = building.pick_device(settings["device"])
     result = token_perturbation(
-        setup.model, setup.dataset, setup.images, setup.targets, kept_token_mask(class_mask, mask),
+        setup.model, setup.dataset, setup.images, setup.targets, kept_token_mask(class_mask, mask, layout.n_prefix),
         batch_size=settings["batch_size"], device=device, workers=settings["workers"],
     )  # fmt: skip
     write_result(result, output, {**setup.metadata, "perturbation": f"tokens_no_{mask}", "device": str(device)})

@@ -24,7 +24,7 @@ MASK_TYPES = tuple(KEPT_LABEL)
 def load_class_mask(path: str | Path) -> np.ndarray:
     """(n_images, n_image_tokens) bool from ``token_labels_g<grid>.parquet``: True = class token.
 
-    Row i is image i, column t the 0-based image token t (sequence position t + 1).
+    Row i is image i, column t the 0-based image token t (sequence position t + number of prefix tokens).
     """
     table = read_table(path, columns=["image", "token", "label"])
     table = table.sort_by([("image", "ascending"), ("token", "ascending")])
@@ -38,9 +38,10 @@ def load_class_mask(path: str | Path) -> np.ndarray:
     return is_class.to_numpy().reshape(n_images, n_tokens)
 
 
-def kept_token_mask(class_mask: np.ndarray, mask: str) -> np.ndarray:
-    """(n_images, 1 + n_image_tokens) bool over sequence positions: [CLS] plus the kept label."""
+def kept_token_mask(class_mask: np.ndarray, mask: str, n_prefix: int = 1) -> np.ndarray:
+    """(n_images, n_prefix + n_image_tokens) bool over sequence positions: every prefix token
+    ([CLS], [DIST], registers: never removed) plus the image tokens of the kept label."""
     if mask not in KEPT_LABEL:
         raise ValueError(f"unknown token mask '{mask}': expected one of {MASK_TYPES}")
     kept = class_mask if KEPT_LABEL[mask] == "class" else ~class_mask
-    return np.concatenate([np.ones((kept.shape[0], 1), bool), kept], axis=1)
+    return np.concatenate([np.ones((kept.shape[0], n_prefix), bool), kept], axis=1)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..extraction.reader import load_block, load_correct
+from ..models.tokens import TokenLayout
 from ..tables import read_table, write_csv
 from .identifiability import accuracy
 from .perturbation_masks import (
@@ -80,8 +81,8 @@ def attention_row(model: dict, kind: str, unperturbed: np.ndarray, unperturbed_c
         "n_identifiable_tokens": int(np.count_nonzero(ranks == 0)),
         # The paper's statistic counts [CLS] too; its comparison does not (docs/method.md §7.8).
         "pct_tokens_paper": percent_rank0(ranks),
-        "pct_image_tokens_unperturbed": percent_rank0(unperturbed[:, 1:]),
-        "pct_image_tokens": percent_rank0(ranks[:, 1:]),
+        "pct_image_tokens_unperturbed": percent_rank0(unperturbed[:, TokenLayout.of(model).image_tokens]),
+        "pct_image_tokens": percent_rank0(ranks[:, TokenLayout.of(model).image_tokens]),
         "accuracy": accuracy(perturbed_correct(directory / f"attn_{kind}_predictions.parquet", ranks.shape[0])),
         "accuracy_unperturbed": accuracy(unperturbed_correct),
     }
@@ -113,7 +114,9 @@ def load_kept_ranks(path: Path, keep: np.ndarray) -> tuple[np.ndarray, np.ndarra
     position = table.column("position").to_numpy().astype(np.int64)
     expected_image, expected_position = np.nonzero(keep)
     if not (np.array_equal(image, expected_image) and np.array_equal(position, expected_position)):
-        raise InputError(f"{path}: its tokens are not [CLS] plus the kept tokens of the token labels; rerun it.")
+        raise InputError(
+            f"{path}: its tokens are not the prefix tokens plus the kept tokens of the token labels; rerun it."
+        )
     return image, table.column("rank").to_numpy()
 
 
@@ -121,7 +124,8 @@ def context_row(
     model: dict, mask: str, class_mask: np.ndarray, unperturbed: np.ndarray, unperturbed_correct: np.ndarray
 ) -> dict:
     directory = Path(model["perturbation_dir"])
-    keep = kept_token_mask(class_mask, mask)
+    n_prefix = TokenLayout.of(model).n_prefix
+    keep = kept_token_mask(class_mask, mask, n_prefix)
     if keep.shape != unperturbed.shape:
         raise InputError(f"token labels {keep.shape} do not match hs_* of {model['name']} {unperturbed.shape}.")
     image, rank = load_kept_ranks(directory / f"tokens_no_{mask}.parquet", keep)
@@ -129,14 +133,14 @@ def context_row(
     kept_per_image = keep.sum(axis=1)
     identifiable_per_image = np.bincount(image, weights=rank == 0, minlength=n_images)
     is_image_token = np.ones_like(keep)
-    is_image_token[:, 0] = False
+    is_image_token[:, :n_prefix] = False
     return {
         **model_columns(model),
         "mask": mask,
         "kept_label": KEPT_LABEL[mask],
         "n_images": n_images,
-        "n_images_only_cls": int(np.count_nonzero(kept_per_image == 1)),
-        "n_kept_image_tokens": int(kept_per_image.sum() - n_images),
+        "n_images_only_cls": int(np.count_nonzero(kept_per_image == n_prefix)),
+        "n_kept_image_tokens": int(kept_per_image.sum() - n_images * n_prefix),
         # Mean of per-image rates that include [CLS]; images keeping only [CLS] count with it
         # alone (docs/method.md §7.8).
         "pct_kept_tokens_paper": float(100.0 * np.mean(identifiable_per_image / kept_per_image)),

@@ -27,10 +27,11 @@ from ..analyses.class_building import (
     series_label,
     sublayer_change_rates,
 )
-from ..analyses.identifiability import CLS, IMAGE, SIGNIFICANCE_LEVEL
+from ..analyses.identifiability import CLS, DISTILLATION, IMAGE, REGISTER, SIGNIFICANCE_LEVEL
 from ..analyses.statistics import permutation_rng, permutation_test
 from ..errors import InputError
 from ..extraction.reader import load_block, load_top1
+from ..models.tokens import TokenLayout
 from ..tables import read_table, write_csv
 from .identifiability_figures import block_ci
 from .plotting import (
@@ -65,7 +66,7 @@ def load_label_grid(model: dict, n_images: int, n_tokens: int) -> np.ndarray:
             labels == CLASS,
             n_images,
             n_tokens,
-            model["class_token"],
+            TokenLayout.of(model),
         )
     except ValueError as err:
         raise InputError(
@@ -88,6 +89,10 @@ SERIES_COLORS = {
     series_label(ATTN, IMAGE): PAIRED[1],  # #1f78b4
     series_label(MLP, CLS): PAIRED[2],
     series_label(MLP, IMAGE): PAIRED[3],  # #33a02c
+    series_label(ATTN, DISTILLATION): PAIRED[4],
+    series_label(MLP, DISTILLATION): PAIRED[5],
+    series_label(ATTN, REGISTER): PAIRED[6],
+    series_label(MLP, REGISTER): PAIRED[7],
 }
 
 
@@ -99,7 +104,7 @@ def class_building_data(model: dict) -> pd.DataFrame:
     rows = []
     for block in range(1, model["num_blocks"]):
         sublayer_logits = {s: load_block(extract, block, "logit", s) for s in SUBLAYERS}
-        rates = sublayer_change_rates(input_logits, sublayer_logits, model["class_token"])
+        rates = sublayer_change_rates(input_logits, sublayer_logits, TokenLayout.of(model))
         output_top1 = load_top1(extract, block, "hs")
         composition = residual_composition(
             output_top1, input_top1, load_top1(extract, block, ATTN), load_top1(extract, block, MLP)

@@ -25,6 +25,7 @@ from ..data import imagenet_s
 from ..errors import InputError
 from ..extraction import shards
 from ..models import ModelSpec, building, checkpoints, preprocessing
+from ..models.tokens import TokenLayout
 from .plotting import new_figure, save_figure
 
 # ---------------------------------------------------------------------------------------------
@@ -216,12 +217,13 @@ class MapPanel:
 
 def map_panels(explained: Explained, panels: list[Panel], kind: str) -> list[MapPanel]:
     drawn = []
+    n_prefix = TokenLayout.of_timm(explained.model).n_prefix
     for panel in panels:
         grads = panel_gradients(explained, panel)
         if kind == "head":
-            maps = gradients.head_maps(grads)[:, panel.block, panel.head]
+            maps = gradients.head_maps(grads, n_prefix)[:, panel.block, panel.head]
         else:
-            maps = gradients.summed_map(grads)
+            maps = gradients.summed_map(grads, n_prefix)
         for t, title in enumerate(panel.titles):
             if kind == "head":
                 title = f"{title} - bl. {panel.block}, h. {panel.head}"
@@ -258,7 +260,7 @@ def maps_data(drawn: list[MapPanel], explained: Explained, figure_panel: str = "
                     "block": item.panel.block if item.kind == "head" else -1,
                     "head": item.panel.head if item.kind == "head" else -1,
                     "loss": explained.loss,
-                    "token": np.arange(1, item.importance.size + 1),
+                    "token": np.arange(item.importance.size) + TokenLayout.of_timm(explained.model).n_prefix,
                     "importance": item.importance,
                     "normalised": normalise(item.importance),
                 }

@@ -19,7 +19,9 @@ from matplotlib.patches import Patch
 
 from ..analyses.identifiability import (
     CLS,
+    DISTILLATION,
     IMAGE,
+    REGISTER,
     SIGNIFICANCE_LEVEL,
     accuracy,
     change_rate,
@@ -32,6 +34,7 @@ from ..analyses.identifiability import (
     wilcoxon_greater,
 )
 from ..extraction.reader import load_block, load_correct
+from ..models.tokens import TokenLayout
 from ..tables import write_csv
 from .plotting import (
     BOX_SATURATION,
@@ -103,8 +106,8 @@ def last_block_rates(model: dict) -> dict:
     correct = load_correct(model["extract_dir"])
     if correct.size != ranks.shape[0]:
         raise ValueError(f"{model['name']}: {correct.size} predictions but {ranks.shape[0]} images in hs_{last}")
-    corrected = identifiability_rates(ranks, image_tokens(model["class_token"]))
-    paper = identifiability_rates(ranks, image_tokens(model["class_token"], paper_convention=True))
+    corrected = identifiability_rates(ranks, image_tokens(TokenLayout.of(model)))
+    paper = identifiability_rates(ranks, image_tokens(TokenLayout.of(model), paper_convention=True))
     return {
         "model": model["name"],
         "display_name": model["display_name"],
@@ -154,8 +157,8 @@ def fig_identifiability_hist(models: list[dict], output, seed=None) -> None:
     frames = []
     for model in models:
         ranks = load_block(model["extract_dir"], model["num_blocks"] - 1, "rank")
-        corrected_tokens = image_tokens(model["class_token"])
-        paper_tokens = image_tokens(model["class_token"], paper_convention=True)
+        corrected_tokens = image_tokens(TokenLayout.of(model))
+        paper_tokens = image_tokens(TokenLayout.of(model), paper_convention=True)
         edges = count_bins(ranks[:, corrected_tokens].shape[1])
         paper, _ = np.histogram(identifiable_token_counts(ranks, paper_tokens), edges)
         corrected, _ = np.histogram(identifiable_token_counts(ranks, corrected_tokens), edges)
@@ -204,7 +207,7 @@ def evolution_data(model: dict) -> pd.DataFrame:
         else:
             # All tokens including [CLS], paired by image and token (docs/method.md §4.2).
             p_value = wilcoxon_greater(ci, block_ci(twin, block))
-        for token_type, values in token_types(ci, model["class_token"]).items():
+        for token_type, values in token_types(ci, TokenLayout.of(model)).items():
             rows.append(
                 {
                     "model": model["name"],
@@ -259,7 +262,7 @@ def fig_identifiability_evolution(models: list[dict], output, seed=None) -> None
     fig, axes = new_figure(len(models), 1, (13, 4.3 * len(models)))
     for ax, model in zip(axes[:, 0], models):
         panel = data[data["model"] == model["name"]]
-        hue_order = [t for t in (CLS, IMAGE) if t in set(panel["token_type"])]
+        hue_order = [t for t in (CLS, DISTILLATION, REGISTER, IMAGE) if t in set(panel["token_type"])]
         draw_boxes(ax, panel, hue_order)
         chance_line(ax)
         per_block = panel.drop_duplicates("block").sort_values("block").reset_index(drop=True)
@@ -285,7 +288,7 @@ def mean_evolution_data(model: dict) -> pd.DataFrame:
     """Mean CI per token type and normalized block (``block_group`` blocks averaged)."""
     per_block: dict[str, list[float]] = {}
     for block in range(model["num_blocks"]):
-        for token_type, values in token_types(block_ci(model, block), model["class_token"]).items():
+        for token_type, values in token_types(block_ci(model, block), TokenLayout.of(model)).items():
             per_block.setdefault(token_type, []).append(float(values.mean()))
     group = model.get("block_group", 1)
     frames = []
@@ -337,8 +340,8 @@ def fig_identifiability_mean_evolution(models: list[dict], output, seed=None) ->
 
 def change_rate_data(model: dict) -> pd.DataFrame:
     """Fraction of image tokens whose correct-class logit rises across each block b >= 1."""
-    paper_tokens = image_tokens(model["class_token"], paper_convention=True)
-    corrected_tokens = image_tokens(model["class_token"])
+    paper_tokens = image_tokens(TokenLayout.of(model), paper_convention=True)
+    corrected_tokens = image_tokens(TokenLayout.of(model))
     rows = []
     before = load_block(model["extract_dir"], 0, "logit")
     for block in range(1, model["num_blocks"]):

@@ -28,6 +28,7 @@ from ..analyses.memory_statistics import (
     compare_data,
     compositionality_data,
     stimulus_categories,
+    token_0_kind,
     value_vector_rows,
 )
 from ..analyses.statistics import permutation_rng
@@ -174,7 +175,8 @@ def fig_agreement_accuracy_diff(models: list[dict], output, seed: int, n_permuta
         ax.set_xlabel("Block")
         ax.set_ylim(bottom, top)
         ax.set_ylabel("Agreement difference (pp)")
-        quirk = "" if model["class_token"] else " (token 0: an image token)"
+        kind = token_0_kind(model)
+        quirk = "" if kind == "cls" else f" (token 0: {'an image' if kind == 'image' else 'a ' + kind} token)"
         ax.set_title(f"{model['display_name']} - {layer_type}{quirk}")
     save_figure(fig, data, output)
 

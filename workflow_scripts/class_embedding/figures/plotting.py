@@ -12,10 +12,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ..analyses.identifiability import CLS, IMAGE
+from ..analyses.identifiability import CLS, DISTILLATION, IMAGE, REGISTER
 from ..tables import atomic_path, write_csv
 
 TOKEN_COLORS = {CLS: "#66c2a5", IMAGE: "#fc8d62"}  # Set2 green / orange, as in the paper
+# Prefix tokens the paper's models lack: the next Set2 colours.
+TOKEN_COLORS |= {DISTILLATION: "#8da0cb", REGISTER: "#e78ac3"}
 
 
 CHANCE = 0.5

@@ -15,6 +15,7 @@ import seaborn as sns
 from ..analyses.explain_auc import paper_auc
 from ..analyses.statistics import bootstrap_interval
 from ..extraction.reader import load_block, load_correct
+from ..models.tokens import TokenLayout
 from ..tables import read_table
 from .plotting import new_figure, save_figure
 
@@ -27,7 +28,7 @@ KIND_COLORS = dict(zip(LAYER_KINDS, sns.color_palette(n_colors=len(LAYER_KINDS))
 
 
 def first_image_token(model: dict) -> int:
-    return 1 if model["class_token"] else 0
+    return TokenLayout.of(model).n_prefix
 
 
 def probe_token_accuracy(model: dict, accuracy_table: str | Path) -> pd.DataFrame:

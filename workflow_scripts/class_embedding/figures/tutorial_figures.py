@@ -19,6 +19,7 @@ from ..extraction import lens
 from ..extraction.weight_check import SampleImage
 from ..models import ModelSpec
 from ..models.preprocessing import Preprocessing, load_image
+from ..models.tokens import TokenLayout
 from .explain_figures import normalise, overlay
 from .plotting import new_figure, save_figure
 
@@ -76,7 +77,7 @@ def fig_tutorial_heatmap(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     grads = gradients.block_gradients(model.eval(), image.unsqueeze(0), torch.tensor([sample.class_index]), loss)
-    importance = gradients.summed_map(grads)[0].numpy().astype(np.float64)
+    importance = gradients.summed_map(grads, TokenLayout.of_timm(model).n_prefix)[0].numpy().astype(np.float64)
     fig, axes = new_figure(1, 1, (3.2, 3.4))
     ax = axes[0, 0]
     ax.imshow(overlay(image, importance, swap_red_blue))
