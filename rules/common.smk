@@ -49,6 +49,9 @@ def validate_config(config):
             continue
         if "generate" in dataset:
             continue
+        if "image_folder" in dataset:
+            check_image_folder(name, dataset["image_folder"])
+            continue
         if not os.path.isdir(dataset["root"]):
             raise WorkflowError(
                 f"datasets.{name}.root: '{dataset['root']}' does not exist. Point it at the directory "
@@ -56,9 +59,25 @@ def validate_config(config):
             )
 
 
-# How a dataset is obtained: an existing ImageNet-S layout, the demo generator, or prepared by
-# rules/data.smk from downloads and your files (ImageNet-S919, CIFAR-100).
-DATASET_KINDS = ("root", "generate", "imagenet_s", "cifar100")
+# How a dataset is obtained: an existing ImageNet-S layout, the demo generator, prepared by
+# rules/data.smk from downloads and your files (ImageNet-S919, CIFAR-100), or your own labelled
+# image folder.
+DATASET_KINDS = ("root", "generate", "imagenet_s", "cifar100", "image_folder")
+
+
+def check_image_folder(name, folder):
+    for key in ("root", "masks"):
+        path = folder.get(key)
+        if path is not None and not os.path.isdir(path):
+            raise WorkflowError(
+                f"datasets.{name}.image_folder.{key}: '{path}' does not exist. Point it at a directory of "
+                f"class folders (<{key}>/<label>/{'<stem>.png' if key == 'masks' else '*.jpg'})."
+            )
+    if folder["labels"] == "wnid" and folder.get("class_names") is not None:
+        raise WorkflowError(
+            f"invalid config: datasets.{name}.image_folder: labels: wnid takes the wnids from timm's ImageNet "
+            "info; drop class_names or use labels: class_name or index."
+        )
 
 
 def check_paper_inputs(name, dataset):
@@ -166,8 +185,17 @@ def dataset_kind(dataset):
 
 
 def has_segmentation(dataset):
-    """Whether a dataset has segmentations, hence per-token class/context labels (not CIFAR)."""
-    return dataset_kind(dataset) != "cifar100"
+    """Whether a dataset has segmentations, hence per-token class/context labels (not CIFAR, nor
+    an image folder without masks)."""
+    kind = dataset_kind(dataset)
+    if kind == "image_folder":
+        return config["datasets"][dataset]["image_folder"].get("masks") is not None
+    return kind != "cifar100"
+
+
+def has_probe_split(dataset):
+    """Whether a dataset has ImageNet-S's test split, on which the linear probes are trained."""
+    return dataset_kind(dataset) not in ("cifar100", "image_folder")
 
 
 def datasets_of_kind(*kinds):
@@ -176,6 +204,8 @@ def datasets_of_kind(*kinds):
 
 def dataset_root(dataset):
     """Where a dataset's ImageNet-S layout lives; generated and prepared ones live under results/."""
+    if dataset_kind(dataset) == "image_folder":
+        return config["datasets"][dataset]["image_folder"]["root"]
     if dataset_kind(dataset) != "root":
         return f"results/data/{dataset}"
     return config["datasets"][dataset]["root"]
@@ -188,7 +218,11 @@ def imagenet_s_layout(root):
 
 def dataset_files(dataset):
     """Inputs of jobs that read a dataset (the generator's or a prepare rule's outputs, or the
-    user's files). CIFAR-100 has images only (no categories file, no segmentations)."""
+    user's files). CIFAR-100 has images only (no categories file, no segmentations); an image
+    folder has images and, when given, masks."""
+    if dataset_kind(dataset) == "image_folder":
+        folder = config["datasets"][dataset]["image_folder"]
+        return {"images": folder["root"], **({"masks": folder["masks"]} if folder.get("masks") else {})}
     layout = imagenet_s_layout(dataset_root(dataset))
     if dataset_kind(dataset) == "cifar100":
         del layout["categories"]
@@ -247,6 +281,15 @@ def cifar_download_checksum(wildcards):
     pickles are read (required by check_paper_inputs); None for a root you gave (your own files)."""
     spec = config["datasets"][wildcards.dataset]["cifar100"]
     return spec["download"].get("checksum") if spec.get("root") is None else None
+
+
+def image_folder_spec(wildcards):
+    return config["datasets"][wildcards.dataset].get("image_folder")
+
+
+def dataset_num_classes(wildcards):
+    """The fewest classes of the models evaluated on a dataset: every stimulus label must be one of them."""
+    return min((spec["num_classes"] for spec in MODELS.values() if spec["dataset"] == wildcards.dataset), default=None)
 
 
 def stimuli_csv(wildcards):
@@ -421,11 +464,9 @@ def probe_models():
     """Trained models with linear probes: probing.models, by default every [CLS] model."""
     names = config["probing"]["models"]
     if names is None:
-        # CIFAR-100 has no ImageNet-S test split to train probes on.
+        # CIFAR-100 and image folders have no ImageNet-S test split to train probes on.
         return [
-            name
-            for name in TRAINED_MODELS
-            if MODELS[name]["class_token"] and dataset_kind(model_dataset(name)) != "cifar100"
+            name for name in TRAINED_MODELS if MODELS[name]["class_token"] and has_probe_split(model_dataset(name))
         ]
     for name in names:
         if name not in TRAINED_MODELS:

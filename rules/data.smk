@@ -102,6 +102,8 @@ checkpoint stimuli:
         "../envs/extraction.yaml"
     params:
         kind=dataset_kind_of,
+        image_folder=image_folder_spec,
+        num_classes=dataset_num_classes,
         images_per_class=config["stimuli"]["images_per_class"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
     script:

@@ -159,20 +159,29 @@ def token_labels(class_mask: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndar
 
 
 def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_file: str | Path, grid: int) -> pa.Table:
-    """Per-(image, image token) class/context labels of every stimulus (docs/method.md §2.2).
-
-    ``token`` is the 0-based index among image tokens (row-major grid position); a model with a
-    class token sees image token t at sequence position t + 1.
-    """
+    """Per-(image, image token) class/context labels of every stimulus (docs/method.md §2.2)."""
     seg_ids = segmentation_ids(categories_file)
     seg_root = Path(dataset_root) / IMAGES_DIR / "validation-segmentation"
-    images, wnids, files = (stimuli.column(c).to_pylist() for c in ("image", "wnid", "file"))
+    wnids, files = (stimuli.column(c).to_pylist() for c in ("wnid", "file"))
+
+    def class_masks():
+        for wnid, file in zip(wnids, files):
+            if wnid not in seg_ids:
+                raise InputError(f"wnid {wnid} of stimulus {file} is not in {categories_file}.")
+            yield decode_segmentation(seg_root / wnid / (Path(file).stem + ".png")) == seg_ids[wnid]
+
+    return token_label_rows(stimuli.column("image").to_numpy(), class_masks(), grid)
+
+
+def token_label_rows(images: np.ndarray, class_masks, grid: int) -> pa.Table:
+    """The token-label table of images and their class-pixel masks (one per image, in order).
+
+    ``token`` is the 0-based index among image tokens (row-major grid position); a model with
+    P prefix tokens ([CLS], [DIST], registers) sees image token t at sequence position t + P.
+    """
     labels, fractions = [], []
-    for wnid, file in zip(wnids, files):
-        if wnid not in seg_ids:
-            raise InputError(f"wnid {wnid} of stimulus {file} is not in {categories_file}.")
-        ids = decode_segmentation(seg_root / wnid / (Path(file).stem + ".png"))
-        label, fraction = token_labels(ids == seg_ids[wnid], grid)
+    for class_mask in class_masks:
+        label, fraction = token_labels(class_mask, grid)
         labels.append(label)
         fractions.append(fraction)
     n_tokens = grid * grid
