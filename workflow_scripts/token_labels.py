@@ -9,5 +9,7 @@ with logs.logged(snakemake):
     if "masks" in snakemake.input.keys():
         labels = image_folder.token_label_table(stimuli, snakemake.input.masks, grid)
     else:
-        labels = imagenet_s.token_label_table(stimuli, Path(snakemake.input.images).parent, snakemake.input.categories, grid)
+        labels = imagenet_s.token_label_table(
+            stimuli, Path(snakemake.input.images).parent, snakemake.input.categories, grid
+        )
     tables.write_table(labels, snakemake.output[0], {"token_grid": grid})

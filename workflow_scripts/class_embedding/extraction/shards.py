@@ -17,7 +17,9 @@ import torch
 from tqdm import tqdm
 
 from .. import tables
+from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
+from ..models.tokens import TokenLayout
 from . import lens
 
 
@@ -62,6 +64,19 @@ def layer_table(images: np.ndarray, parts: list[lens.LayerReduction]) -> pa.Tabl
     return pa.table(columns)
 
 
+def check_token_count(model: torch.nn.Module, n_tokens: int, description: str) -> None:
+    """The residual stream holds the prefix tokens and grid² image tokens, nothing else: a token
+    of a kind the layout does not know would be counted as an image token."""
+    layout = TokenLayout.of_timm(model)
+    if n_tokens != layout.n_tokens:
+        raise InputError(
+            f"{description}: the residual stream has {n_tokens} tokens, but token_grid {layout.token_grid} "
+            f"gives {layout.n_image_tokens} image tokens and the prefix {list(layout.prefix)} {layout.n_prefix} "
+            f"more: check models.<name>.token_grid, class_token, distillation_token and register_tokens; "
+            f"tokens of another kind are not supported."
+        )
+
+
 def extract_shard(
     model: torch.nn.Module,
     stimuli: pa.Table,
@@ -98,6 +113,7 @@ def extract_shard(
             batch_targets = targets[start : start + len(batch)].to(device)
             lens_hooks.set_targets(batch_targets)
             logits = model(batch.to(device, non_blocking=True))
+            check_token_count(model, lens_hooks.record.last_state.shape[1], description)
             lens.audit(model, lens_hooks.record.last_state, logits, f"{description}, images {start}..")
             for name, reduction in lens_hooks.record.layers.items():
                 parts[name].append(reduction.cpu())

@@ -20,6 +20,7 @@ from .. import tables
 from ..errors import InputError
 from ..models import ModelSpec, building, checkpoints
 from ..models.preprocessing import Preprocessing, load_image
+from ..models.tokens import TokenLayout
 from . import lens
 
 KINDS = ("logits", "ranks", "top_classes")
@@ -130,7 +131,7 @@ def compare(
 
 def check_expected_fits(expected: dict, model: torch.nn.Module, name: str) -> None:
     """Layers, tokens and classes of the expected values exist in the model."""
-    n_tokens = model.patch_embed.num_patches + (0 if model.cls_token is None else 1)
+    n_tokens = TokenLayout.of_timm(model).n_tokens
     layers = set(lens.layer_names(len(model.blocks)))
     for kind in KINDS:
         for layer, values in expected.get(kind, {}).items():
