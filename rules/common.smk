@@ -780,6 +780,31 @@ def final_outputs():
     return targets
 
 
+def skipped_targets():
+    """What `all` leaves out for models whose dataset lacks masks (class/context labels) or the
+    ImageNet-S test split the probes train on: one line per model and reason."""
+    lines = []
+    for name in TRAINED_MODELS:
+        dataset = model_dataset(name)
+        if not has_segmentation(dataset):
+            lines.append(
+                f"{name}: fig_context_identifiability_{name} and its rows of tab_context_change_rate_diff, "
+                f"tab_attn_perturbation, tab_context_perturbation (datasets.{dataset} has no masks)"
+            )
+        if config["probing"]["models"] is None and MODELS[name]["class_token"] and not has_probe_split(dataset):
+            lines.append(
+                f"{name}: fig_probe_vs_projection_acc_{name}, fig_probe_perturbation_{name}, "
+                f"fig_linear_probing_all_{name} (datasets.{dataset} has no test split for the linear probes)"
+            )
+    return lines
+
+
+def report_skipped_targets():
+    lines = skipped_targets()
+    if lines:
+        print("Skipped targets:\n  " + "\n  ".join(lines), file=sys.stderr)
+
+
 # The SLURM executor shells out to SLURM's client commands; without them each job would fail on
 # its own with a bare "No such file or directory". Checked once before anything is submitted
 # (hooks do not run in a dry run, which needs no SLURM).
@@ -803,6 +828,7 @@ def check_slurm_commands():
 
 onstart:
     check_slurm_commands()
+    report_skipped_targets()
 
 
 # Sample images, the weight check and the tutorial figures (rules/checks.smk, rules/tutorial.smk).

@@ -15,7 +15,12 @@ from class_embedding.analyses import class_building, statistics
 from class_embedding.errors import InputError
 from class_embedding.extraction import reader
 from class_embedding.figures import class_building_figures
+from class_embedding.models.tokens import TokenLayout
 from class_embedding.tables import write_table
+
+# The functions under test read only the prefix from a layout; hand-made arrays need no square grid.
+CLS_ONLY = TokenLayout(token_grid=2, class_token=True)
+GAP = TokenLayout(token_grid=2, class_token=False)
 
 # ---------------------------------------------------------------------------------------------
 # Change rates and residual composition
@@ -28,7 +33,7 @@ M1[1, 1] = 5  # Δ_mlp = -1 everywhere but image 1, token 1
 
 
 def test_sublayer_change_rates_with_class_token():
-    rates = class_building.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, class_token=True)
+    rates = class_building.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, layout=CLS_ONLY)
     assert rates == {
         "attn - [CLS]": 1.0,  # Δ of token 0: 1, 1
         "attn - Image": 0.5,  # -1, 1, -1, 2, 1, 1, -1, -1: four of eight rise
@@ -38,13 +43,13 @@ def test_sublayer_change_rates_with_class_token():
 
 
 def test_sublayer_change_rates_gap_uses_all_tokens():
-    rates = class_building.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, class_token=False)
+    rates = class_building.sublayer_change_rates(H0, {"attn": A1, "mlp": M1}, layout=GAP)
     # All ten tokens: attn rises at 6 (1, 1, 2 and 1, 1, 1); mlp at 1.
     assert rates == {"attn - Image": 0.6, "mlp - Image": 0.1}
 
 
 def test_change_rate_is_strict():
-    rates = class_building.sublayer_change_rates(H0, {"attn": H0}, class_token=True)
+    rates = class_building.sublayer_change_rates(H0, {"attn": H0}, layout=CLS_ONLY)
     assert rates == {"attn - [CLS]": 0.0, "attn - Image": 0.0}
 
 
@@ -87,7 +92,7 @@ def test_label_grid_puts_image_token_t_at_position_t_plus_one_with_class_token()
     image = np.array([1, 0, 0, 1, 0, 1])
     token = np.array([0, 2, 0, 2, 1, 1])
     is_class = np.array([True, True, False, False, True, False])
-    grid = class_building.label_grid(image, token, is_class, n_images=2, n_tokens=4, class_token=True)
+    grid = class_building.label_grid(image, token, is_class, n_images=2, n_tokens=4, layout=CLS_ONLY)
     np.testing.assert_array_equal(grid, [[-1, 0, 1, 1], [-1, 1, 0, 0]])
     values = np.arange(8).reshape(2, 4)
     selected, selected_class = class_building.labelled_values(values, grid)
@@ -97,14 +102,14 @@ def test_label_grid_puts_image_token_t_at_position_t_plus_one_with_class_token()
 
 def test_label_grid_without_class_token_and_errors():
     image, token = np.repeat([0, 1], 2), np.tile([0, 1], 2)
-    grid = class_building.label_grid(image, token, [1, 0, 0, 1], n_images=2, n_tokens=2, class_token=False)
+    grid = class_building.label_grid(image, token, [1, 0, 0, 1], n_images=2, n_tokens=2, layout=GAP)
     np.testing.assert_array_equal(grid, [[1, 0], [0, 1]])
     with pytest.raises(ValueError, match="token grid"):  # a 3-token grid for a 2-token model
-        class_building.label_grid(np.zeros(3), np.arange(3), [1, 0, 0], 1, 2, class_token=False)
+        class_building.label_grid(np.zeros(3), np.arange(3), [1, 0, 0], 1, 2, layout=GAP)
     with pytest.raises(ValueError, match="1 image tokens unlabelled"):
-        class_building.label_grid(image[:3], token[:3], [1, 0, 0], 2, 2, class_token=False)
+        class_building.label_grid(image[:3], token[:3], [1, 0, 0], 2, 2, layout=GAP)
     with pytest.raises(ValueError, match="once"):  # image 0 token 0 twice, token 1 never
-        class_building.label_grid(image, np.array([0, 0, 0, 1]), [1, 0, 0, 1], 2, 2, class_token=False)
+        class_building.label_grid(image, np.array([0, 0, 0, 1]), [1, 0, 0, 1], 2, 2, layout=GAP)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +264,7 @@ def models(tmp_path_factory):
                 "name": name,
                 "display_name": name.upper(),
                 "class_token": class_token,
+                "token_grid": 2,  # the layout's prefix is what the figures read
                 "num_blocks": len(layers["hs"]),
                 "extract_dir": str(root / name),
             }

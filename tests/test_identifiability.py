@@ -15,7 +15,12 @@ from class_embedding.analyses import identifiability
 from class_embedding.errors import InputError
 from class_embedding.extraction import reader
 from class_embedding.figures import identifiability_figures
+from class_embedding.models.tokens import TokenLayout
 from class_embedding.tables import write_table
+
+# The functions under test read only the prefix from a layout; hand-made arrays need no square grid.
+CLS_ONLY = TokenLayout(token_grid=2, class_token=True)
+GAP = TokenLayout(token_grid=2, class_token=False)
 
 C = 4  # classes in every hand-made example
 
@@ -35,14 +40,14 @@ def test_class_identifiability_is_one_minus_rank_over_classes():
 
 
 def test_image_tokens_drop_token_zero_only_with_class_token_or_paper_convention():
-    assert identifiability.image_tokens(class_token=True) == slice(1, None)
-    assert identifiability.image_tokens(class_token=False) == slice(None)
-    assert identifiability.image_tokens(class_token=False, paper_convention=True) == slice(1, None)
+    assert identifiability.image_tokens(CLS_ONLY) == slice(1, None)
+    assert identifiability.image_tokens(GAP) == slice(0, None)
+    assert identifiability.image_tokens(GAP, paper_convention=True) == slice(1, None)
 
 
 def test_rates_with_class_token():
     # Image tokens 1..3: identifiable counts 2, 0, 2 of 3 -> mean 4/9; 2 of 3 images have one.
-    rates = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(True))
+    rates = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(CLS_ONLY))
     assert rates["pct_tokens"] == pytest.approx(100 * 4 / 9)
     assert rates["pct_images"] == pytest.approx(100 * 2 / 3)
     assert rates["n_identifiable_images"] == 2
@@ -52,11 +57,11 @@ def test_rates_with_class_token():
 
 def test_rates_gap_corrected_and_paper_convention():
     # All 4 tokens: counts 3, 0, 3 of 4 -> 50 %.
-    corrected = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(False))
+    corrected = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(GAP))
     assert corrected["pct_tokens"] == pytest.approx(50.0)
     assert corrected["n_image_tokens"] == 4
     # Paper drops token 0 although it is an image token: the class-token numbers.
-    paper = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(False, paper_convention=True))
+    paper = identifiability.identifiability_rates(RANKS, identifiability.image_tokens(GAP, paper_convention=True))
     assert paper["pct_tokens"] == pytest.approx(100 * 4 / 9)
 
 
@@ -76,10 +81,10 @@ def test_accuracy_in_percent():
 
 def test_token_types_split_cls_and_image_tokens():
     ci = identifiability.class_identifiability(RANKS, C)
-    split = identifiability.token_types(ci, class_token=True)
+    split = identifiability.token_types(ci, CLS_ONLY)
     np.testing.assert_allclose(split[identifiability.CLS], [1, 0.5, 1])
     assert split[identifiability.IMAGE].mean() == pytest.approx(7 / 9)
-    gap = identifiability.token_types(ci, class_token=False)
+    gap = identifiability.token_types(ci, GAP)
     assert list(gap) == [identifiability.IMAGE]
     assert gap[identifiability.IMAGE].shape == (3, 4)
 
@@ -199,7 +204,8 @@ def models(tmp_path_factory):
     ]:
         (root / name).mkdir()
         write_extract(root / name, ranks, logits, correct)
-    common = {"num_blocks": 2, "num_classes": C}
+    # token_grid names the layout only: the figures take the prefix from it, not the grid.
+    common = {"num_blocks": 2, "num_classes": C, "token_grid": 2}
     twin = {"name": "cls_model_random", "extract_dir": str(root / "cls_model_random")}
     cls_model = dict(name="cls_model", display_name="CLS ViT", class_token=True, block_group=1)
     gap_model = dict(name="gap_model", display_name="GAP ViT", class_token=False, block_group=2)

@@ -255,6 +255,7 @@ def fake_model(root, name, spec, display_name, rng):
         "num_blocks": 2,
         "num_classes": 7,
         "class_token": spec["class_token"],
+        "token_grid": spec["token_grid"],
         "block_group": 1,
         "stimuli": str(root / "stimuli.parquet"),
         "memories": str(cache),

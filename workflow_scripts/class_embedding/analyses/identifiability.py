@@ -37,14 +37,8 @@ def token_types(values: np.ndarray, layout: TokenLayout) -> dict[str, np.ndarray
     """Split per-token values by token kind, in sequence order.
 
     "[CLS]" and "[DIST]" map to (n_images,) arrays, "register" to (n_images, n_registers) and
-    "image" to (n_images, grid²); kinds the model lacks are absent.
+    "image" to (n_images, tokens after the prefix); kinds the model lacks are absent.
     """
-    kinds = layout.token_kinds()
-    if values.shape[1] != len(kinds):
-        raise ValueError(
-            f"{values.shape[1]} tokens per image, but the layout has {layout.n_prefix} prefix tokens and "
-            f"{layout.n_image_tokens} image tokens (token_grid {layout.token_grid})"
-        )
     split = {kind: values[:, layout.positions(kind)[0]] for kind in (CLS, DISTILLATION) if kind in layout.prefix}
     if layout.register_tokens:
         split[REGISTER] = values[:, layout.positions(REGISTER)]
