@@ -325,6 +325,9 @@ def hand_model(tmp_path):
         "name": "hand",
         "display_name": "Hand",
         "num_blocks": 2,
+        # The tables read the prefix ([CLS] only) from the layout; the hand-made rows have 2 image tokens.
+        "class_token": True,
+        "token_grid": 1,
         "extract_dir": str(extract),
         "perturbation_dir": str(perturbed),
         "token_labels": str(tmp_path / "labels.parquet"),
