@@ -2,10 +2,11 @@
 
 Notation for block b: the MLP value matrix ``W = fc2.weight`` (D×M, column k = value vector of
 memory k) and the attention value matrix ``W = proj.weight`` (D×D, column k = value vector of the
-k-th coefficient of the concatenated head outputs); ``E = head.weight`` (C×D); ``P = E·W`` (head
-bias not used). The memories activated by a token are not recomputed here: extraction stores
-the five most activated ones per token (``mem_top5``) and the top-1 class of the projected
-sublayer output (``top5[..., 0]``).
+k-th coefficient of the concatenated head outputs); ``E = head.weight`` (C×D; in distilled
+models its mean with ``head_dist``, the lens's projection); ``P = E·W`` (head bias not used).
+The memories activated by a token are not recomputed here: extraction stores the five most
+activated ones per token (``mem_top5``) and the top-1 class of the projected sublayer output
+(``top5[..., 0]``).
 
 Post-norm blocks (timm ``ResPostBlock``, the GAP model) add ``norm(sublayer(x))`` to the residual
 stream. That LayerNorm acts on the whole sublayer output, so one value vector's contribution is
@@ -46,7 +47,16 @@ def value_baseline_seed(seed: int, name: str) -> int:
 
 def has_post_norm(model) -> bool:
     """Whether the blocks add a normalised sublayer output (ResPostBlock) to the residual."""
-    return type(model.blocks[0]).__name__ == "ResPostBlock"
+    from ..models import families  # torch: only the rule that reads the weights gets here
+
+    return families.has_post_norm(model.blocks[0])
+
+
+def head_embeddings(model) -> np.ndarray:
+    """The C×D matrix the lens projects through (a distilled model's: the mean of its two heads)."""
+    from ..extraction import lens
+
+    return as_array(lens.linear_head(model)[0])
 
 
 def as_array(parameter) -> np.ndarray:
@@ -158,7 +168,7 @@ def fixed_size_lists(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeList
 
 def sublayer_projections(model, baseline, block: int, layer_type: str, includes_post_norm: bool):
     """(class-side table columns, memory-side table columns) of one sublayer and variant."""
-    embeddings = as_array(model.head.weight)
+    embeddings = head_embeddings(model)
     values = value_matrix(model.blocks[block], layer_type, includes_post_norm)
     baseline_values = value_matrix(baseline.blocks[block], layer_type, includes_post_norm)
     projections = embeddings @ values
@@ -169,7 +179,7 @@ def sublayer_projections(model, baseline, block: int, layer_type: str, includes_
         **{key: [value] * num_classes for key, value in keys.items()},
         "class_index": np.arange(num_classes, dtype=np.int32),
         "agreement_score": class_value_agreement(embeddings, values).astype(np.float32),
-        "random_agreement_score": class_value_agreement(as_array(baseline.head.weight), baseline_values).astype(
+        "random_agreement_score": class_value_agreement(head_embeddings(baseline), baseline_values).astype(
             np.float32
         ),
         "top_memories": fixed_size_lists(top_memories(projections).astype(np.int32), pa.int32()),

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from timm.models.vision_transformer import Block, ResPostBlock, VisionTransformer
+from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import InputError
+from ..models import families
 
 LAYER_KINDS = ("hs", "attn", "mlp")
 TOP_K = 5
@@ -40,13 +41,41 @@ def project(model: VisionTransformer, states: torch.Tensor) -> torch.Tensor:
 
 
 def linear_head(model: VisionTransformer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The class-embedding matrix (C, D) and bias (C,) that the lens applies after the final norm, in float32."""
-    return model.head.weight.float(), model.head.bias.float()
+    """The class-embedding matrix (C, D) and bias (C,) that the lens applies after the final norm, in float32.
+
+    A distilled model outputs the mean of its [CLS] head and its distillation head; their mean is
+    the one linear map that both tokens feed, so the lens projects every token through it.
+    """
+    weight, bias = model.head.weight.float(), model.head.bias.float()
+    if families.pooling(model).kind == "distilled":
+        weight = (weight + model.head_dist.weight.float()) / 2
+        bias = (bias + model.head_dist.bias.float()) / 2
+    return weight, bias
 
 
-def pooled_logits(model: VisionTransformer, last_state: torch.Tensor) -> torch.Tensor:
-    """What the lens says the model outputs: its pooled token through the same projection."""
-    pooled = last_state[:, 0] if has_class_token(model) else last_state.mean(dim=1)
+def pooled_logits(
+    model: VisionTransformer, last_state: torch.Tensor, pooling: families.Pooling | None = None
+) -> torch.Tensor:
+    """What the lens says the model outputs, from its last residual state (B, N, D), pooled as the
+    model pools (``pooling``: the model's own unless given).
+
+    With the final norm before an average pool, the output is the mean of the per-token
+    projections (the head is linear); a distilled model's is the mean of its two heads applied
+    to their own tokens.
+    """
+    pool = families.pooling(model) if pooling is None else pooling
+    if pool.kind == "token":
+        return project(model, last_state[:, 0])
+    if pool.kind == "distilled":
+        normed = model.norm(last_state[:, :2]).float()
+        first = torch.nn.functional.linear(normed[:, 0], model.head.weight.float(), model.head.bias.float())
+        second = torch.nn.functional.linear(normed[:, 1], model.head_dist.weight.float(), model.head_dist.bias.float())
+        return (first + second) / 2
+    tokens = last_state[:, pool.first_token :]
+    if pool.norm_first:  # only "avg" gets here
+        return project(model, tokens).mean(dim=1)
+    mean, peak = tokens.mean(dim=1), tokens.amax(dim=1)
+    pooled = {"avg": mean, "max": peak, "avgmax": (mean + peak) / 2}[pool.kind]
     return project(model, pooled)
 
 
@@ -66,15 +95,13 @@ def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Modules whose outputs are exactly what the attention and MLP sublayers add to the stream.
 
-    Pre-norm blocks add ``ls(sublayer(norm(x)))`` (LayerScale is the identity in the paper's
-    models); residual post-norm blocks add ``norm(sublayer(x))``, so their post-norm is part of
-    the update that the lens projects (docs/method.md §3, GAP model).
+    Pre-norm blocks add ``drop_path(ls(sublayer(norm(x))))``: the drop-path module (the identity
+    in eval mode) sees the update after LayerScale, whichever way a family scales it. Residual
+    post-norm blocks add ``norm(sublayer(x))``, so their post-norm is part of the update that
+    the lens projects (docs/method.md §3, GAP model).
     """
-    if isinstance(block, ResPostBlock):
-        return block.norm1, block.norm2
-    if isinstance(block, Block):
-        return block.ls1, block.ls2
-    raise InputError(f"unsupported block type {type(block).__name__}: expected timm Block or ResPostBlock.")
+    attn_name, mlp_name = families.block_family(block)
+    return getattr(block, attn_name), getattr(block, mlp_name)
 
 
 @dataclass
@@ -97,6 +124,11 @@ class BatchRecord:
     layers: dict[str, LayerReduction] = field(default_factory=dict)
     memory_top5: dict[str, torch.Tensor] = field(default_factory=dict)
     last_state: torch.Tensor | None = None
+
+
+def register_memory_hook(module: torch.nn.Module, hook, from_input: bool):
+    """Register ``hook`` to see the module's input (a pre-hook) or its output."""
+    return module.register_forward_pre_hook(hook) if from_input else module.register_forward_hook(hook)
 
 
 class ClassEmbeddingLens:
@@ -136,7 +168,8 @@ class ClassEmbeddingLens:
 
     def _memory_hook(self, name: str, from_input: bool):
         # Attention memories are the coefficients entering the output projection (the
-        # concatenated head outputs); MLP memories are the fc1 outputs before GELU (docs/method.md §4.11b).
+        # concatenated head outputs); MLP memories are the fc1 outputs before GELU (docs/method.md
+        # §4.11b), or the input of fc2 in gated MLPs, where fc1 is wider than fc2 has value vectors.
         def hook(module, inputs, output=None):
             coefficients = inputs[0] if from_input else output
             self.record.memory_top5[name] = coefficients.topk(TOP_K, dim=-1).indices.to(torch.int16)
@@ -148,8 +181,10 @@ class ClassEmbeddingLens:
         for b, block in enumerate(blocks):
             attn_update, mlp_update = residual_update_modules(block)
             self._handles += [
-                block.attn.proj.register_forward_pre_hook(self._memory_hook(f"attn_{b}", from_input=True)),
-                block.mlp.fc1.register_forward_hook(self._memory_hook(f"mlp_{b}", from_input=False)),
+                register_memory_hook(module, self._memory_hook(f"{kind}_{b}", from_input), from_input)
+                for kind, (module, from_input) in zip(("attn", "mlp"), families.memory_modules(block))
+            ]
+            self._handles += [
                 attn_update.register_forward_hook(self._state_hook(f"attn_{b}")),
                 mlp_update.register_forward_hook(self._state_hook(f"mlp_{b}")),
                 block.register_forward_hook(self._state_hook(f"hs_{b}", keep_last=b == len(blocks) - 1)),
@@ -162,13 +197,20 @@ class ClassEmbeddingLens:
         self._handles.clear()
 
 
-def audit(model: VisionTransformer, last_state: torch.Tensor, logits: torch.Tensor, context: str) -> None:
-    """Lens audit: the projection of the last residual state must reproduce the model's logits."""
-    lens_logits = pooled_logits(model, last_state)
+def audit(
+    model: VisionTransformer,
+    last_state: torch.Tensor,
+    logits: torch.Tensor,
+    context: str,
+    pooling: families.Pooling | None = None,
+) -> None:
+    """Lens audit: the projection of the last residual state, pooled as the model pools, must
+    reproduce the model's logits."""
+    lens_logits = pooled_logits(model, last_state, pooling)
     error = (lens_logits - logits.float()).abs().max().item()
     scale = max(logits.float().abs().max().item(), 1.0)
     if error > 1e-3 * scale:
         raise RuntimeError(
             f"lens audit failed for {context}: the projected last block differs from the model's "
-            f"logits by {error:.3g}; the model is not a standard timm VisionTransformer."
+            f"logits by {error:.3g}; the model does not compute its logits as the lens projects them."
         )
