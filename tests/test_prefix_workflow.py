@@ -1,0 +1,122 @@
+"""End to end with prefix tokens besides [CLS] (4 registers; a distilled model), and on a plain
+labelled image folder without masks."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import timm
+import torch
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO_PREFIX = REPO / "tests" / "configs" / "micro_prefix.yaml"
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(config: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile")]
+        + ["--configfile", str(config), "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+
+
+@pytest.fixture(scope="module")
+def prefix_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("micro_prefix")
+    result = snakemake(MICRO_PREFIX, workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir / "results"
+
+
+def test_every_figure_and_table_is_built(prefix_run):
+    assert (prefix_run / "tables/tab_identifiability_rates.csv").is_file()
+    for model in ("micro_reg", "micro_dist"):
+        for name in ("fig_class_building", "fig_context_identifiability", "fig_explain_sum"):
+            assert (prefix_run / f"figures/{name}_{model}.pdf").is_file()
+    assert set(pd.read_csv(prefix_run / "tables/tab_context_perturbation.csv")["model"]) == {"micro_reg", "micro_dist"}
+
+
+def test_prefix_tokens_are_not_image_tokens(prefix_run):
+    rates = pd.read_csv(prefix_run / "tables/tab_identifiability_rates.csv").set_index("model")
+    assert rates.loc["micro_reg", "n_image_tokens"] == 16
+    assert rates.loc["micro_dist", "n_image_tokens"] == 16
+    # Brute force from the extraction: grid tokens only (positions after [CLS] and the registers).
+    hs = pq.read_table(prefix_run / "extract/micro_reg/hs_1.parquet").to_pandas()
+    assert hs["token"].max() + 1 == 1 + 4 + 16
+    image = hs[hs["token"] >= 5]
+    per_image = image.groupby("image")["rank"].apply(lambda r: np.mean(r == 0) * 100)
+    assert rates.loc["micro_reg", "pct_tokens"] == pytest.approx(per_image.mean())
+    metadata = pq.read_schema(prefix_run / "extract/micro_reg/hs_1.parquet").metadata
+    assert metadata[b"num_prefix_tokens"] == b"5"
+
+
+def test_register_and_distillation_tokens_are_their_own_token_types(prefix_run):
+    evolution = pd.read_csv(prefix_run / "figures/fig_identifiability_evolution.csv")
+    kinds = evolution.groupby("model")["token_type"].agg(set)
+    assert kinds["micro_reg"] == {"[CLS]", "register", "image"}
+    assert kinds["micro_dist"] == {"[CLS]", "[DIST]", "image"}
+    n_values = evolution.set_index(["model", "token_type"])["n_values"].groupby(level=[0, 1]).first()
+    n_images = n_values["micro_reg", "[CLS]"]
+    assert n_values["micro_reg", "register"] == 4 * n_images
+    assert n_values["micro_reg", "image"] == 16 * n_images
+    building = pd.read_csv(prefix_run / "figures/fig_class_building_micro_dist.csv")
+    assert {"attn - [DIST]", "mlp - [DIST]"} <= set(building["series"])
+
+
+def write_image_folder(root: Path) -> None:
+    """Three class folders (class names of timm's ImageNet-1k list) of four small PNGs each."""
+    rng = np.random.default_rng(0)
+    for label in ("tench", "goldfish", "great_white_shark"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"img{i}.png")
+
+
+def test_image_folder_without_masks_skips_the_class_context_targets(tmp_path):
+    images = tmp_path / "images"
+    write_image_folder(images)
+    config = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
+    config["datasets"] = {"mine": {"image_folder": {"root": str(images), "labels": "class_name"}}}
+    cls_model = config["models"]["micro_cls"]
+    kwargs = {**cls_model["kwargs"], "num_classes": 1000}
+    # Your own 1000-class checkpoint (a random tiny model here), evaluated on your folder.
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "mine.pt"
+    torch.save(timm.create_model(cls_model["arch"], pretrained=False, **kwargs).state_dict(), checkpoint)
+    config["models"] = {
+        "folder_cls": {
+            **cls_model,
+            "dataset": "mine",
+            "kwargs": kwargs,
+            "num_classes": 1000,
+            "weights": {"source": "file", "path": str(checkpoint)},
+            "random_twin": False,
+        }
+    }
+    config["stimuli"]["images_per_class"] = 2
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "work"
+    result = snakemake(config_file, workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "Skipped targets:" in result.stderr
+    assert "fig_context_identifiability_folder_cls" in result.stderr
+    results = workdir / "results"
+    stimuli = pd.read_parquet(results / "data/mine/stimuli.parquet")
+    assert list(stimuli["class_index"]) == [1, 1, 2, 2, 0, 0]  # goldfish, great white shark, tench
+    assert not list(results.glob("data/mine/token_labels_*"))
+    assert not (results / "figures/fig_context_identifiability_folder_cls.pdf").exists()
+    assert (results / "figures/fig_identifiability_evolution.pdf").is_file()
+    assert (results / "figures/fig_class_building_folder_cls.pdf").is_file()
+    assert pd.read_csv(results / "tables/tab_identifiability_rates.csv")["n_image_tokens"].tolist() == [16]
