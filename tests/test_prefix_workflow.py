@@ -61,7 +61,7 @@ def test_prefix_tokens_are_not_image_tokens(prefix_run):
 
 
 def test_register_and_distillation_tokens_are_their_own_token_types(prefix_run):
-    evolution = pd.read_csv(prefix_run / "figures/fig_identifiability_evolution.csv")
+    evolution = pd.read_csv(prefix_run / "tables/fig_identifiability_evolution.csv")
     kinds = evolution.groupby("model")["token_type"].agg(set)
     assert kinds["micro_reg"] == {"[CLS]", "register", "image"}
     assert kinds["micro_dist"] == {"[CLS]", "[DIST]", "image"}
@@ -69,7 +69,7 @@ def test_register_and_distillation_tokens_are_their_own_token_types(prefix_run):
     n_images = n_values["micro_reg", "[CLS]"]
     assert n_values["micro_reg", "register"] == 4 * n_images
     assert n_values["micro_reg", "image"] == 16 * n_images
-    building = pd.read_csv(prefix_run / "figures/fig_class_building_micro_dist.csv")
+    building = pd.read_csv(prefix_run / "tables/fig_class_building_micro_dist.csv")
     assert {"attn - [DIST]", "mlp - [DIST]"} <= set(building["series"])
 
 
