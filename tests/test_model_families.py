@@ -284,6 +284,8 @@ def test_dry_run_refuses_an_attention_pooled_model_before_any_job(tmp_path):
     path = tmp_path / "map.yaml"
     path.write_text(yaml.safe_dump(config))
     result = dry_run(path, tmp_path / "work")
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "invalid config: models.siglip_like (arch vit_base_patch16_224) cannot be analysed" in result.stderr
-    assert "global_pool 'map' is an attention pool" in result.stderr
+    assert "invalid config: models.siglip_like (arch vit_base_patch16_224) cannot be analysed" in output
+    assert "global_pool 'map' is an attention pool" in output
+    assert "train_demo_model" not in output  # stopped before any job was planned
