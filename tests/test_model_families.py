@@ -203,7 +203,9 @@ def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
 
 def test_unsupported_block_type_names_it_and_what_is_supported():
     entry = entry_of("vit_small_patch16_18x2_224", TINY, class_token=True)
-    with pytest.raises(InputError, match="models.m .*unsupported block type .*ParallelThingsBlock.*vision_transformer.Block"):
+    with pytest.raises(
+        InputError, match="models.m .*unsupported block type .*ParallelThingsBlock.*vision_transformer.Block"
+    ):
         building.check_architecture(entry, "m")
 
 

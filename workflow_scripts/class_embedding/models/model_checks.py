@@ -23,7 +23,15 @@ from .spec import ModelSpec
 CHECK_CODE = ("models/building.py", "models/families.py", "models/spec.py", "extraction/lens.py")
 LIBRARY = Path(__file__).resolve().parents[1]
 # Keys of a config entry that say nothing about the architecture.
-IRRELEVANT_KEYS = ("display_name", "dataset", "weights", "preprocessing", "random_baseline", "random_twin", "block_group")
+IRRELEVANT_KEYS = (
+    "display_name",
+    "dataset",
+    "weights",
+    "preprocessing",
+    "random_baseline",
+    "random_twin",
+    "block_group",
+)
 
 
 def verdict_key(entry: dict[str, Any]) -> str:
