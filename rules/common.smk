@@ -16,6 +16,8 @@ from snakemake.utils import validate
 
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
+from class_embedding.errors import InputError
+from class_embedding.models.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
 
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
@@ -135,8 +137,18 @@ def check_weights(config):
             )
 
 
+def check_models_analysable(config):
+    """Every configured architecture is one the lens analyses exactly (a short copy is built and
+    audited; verdicts are cached, so only a new or changed model costs a torch import)."""
+    try:
+        check_models(config["models"], os.path.join(".snakemake", "class_embedding", "model_checks.json"))
+    except InputError as err:
+        raise WorkflowError(f"invalid config: {err}") from None
+
+
 validate_config(config)
 check_weights(config)
+check_models_analysable(config)
 
 
 def twin_seed(name):

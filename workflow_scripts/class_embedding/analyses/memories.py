@@ -179,9 +179,7 @@ def sublayer_projections(model, baseline, block: int, layer_type: str, includes_
         **{key: [value] * num_classes for key, value in keys.items()},
         "class_index": np.arange(num_classes, dtype=np.int32),
         "agreement_score": class_value_agreement(embeddings, values).astype(np.float32),
-        "random_agreement_score": class_value_agreement(head_embeddings(baseline), baseline_values).astype(
-            np.float32
-        ),
+        "random_agreement_score": class_value_agreement(head_embeddings(baseline), baseline_values).astype(np.float32),
         "top_memories": fixed_size_lists(top_memories(projections).astype(np.int32), pa.int32()),
     }
     per_memory = {

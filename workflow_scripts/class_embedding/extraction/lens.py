@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ..errors import InputError
 from ..models import families
 
 LAYER_KINDS = ("hs", "attn", "mlp")

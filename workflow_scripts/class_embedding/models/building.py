@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from . import families
 from .checkpoints import sha256, unsafe_types
 from .spec import ModelSpec
 from .tokens import TokenLayout
@@ -17,8 +19,9 @@ from .tokens import TokenLayout
 log = logging.getLogger(__name__)
 
 
-def build_model(spec: ModelSpec | dict, name: str):
-    """An untrained timm model of the entry's architecture, checked against what the config declares."""
+def build_model(spec: ModelSpec | dict, name: str, ignore: tuple[str, ...] = ()):
+    """An untrained timm model of the entry's architecture, checked against what the config
+    declares (except the keys in ``ignore``)."""
     import timm
 
     spec = ModelSpec.from_params(spec, name)
@@ -30,7 +33,9 @@ def build_model(spec: ModelSpec | dict, name: str):
                 f"models.{name}.arch: '{spec.arch}' is not a timm model; pick one from timm.list_models()."
             ) from None
         raise
-    check_declared(model, spec, name)
+    except TypeError as err:
+        raise InputError(f"models.{name}: timm cannot build '{spec.arch}' with kwargs {spec.kwargs}: {err}.") from None
+    check_declared(model, spec, name, ignore)
     return model.eval()
 
 
@@ -40,8 +45,9 @@ def final_norm(model) -> str:
     return "norm" if isinstance(model.fc_norm, torch.nn.Identity) else "fc_norm"
 
 
-def check_declared(model, spec: ModelSpec, name: str) -> None:
-    """The config's description of a model (blocks, classes, tokens, final norm) matches it."""
+def check_declared(model, spec: ModelSpec, name: str, ignore: tuple[str, ...] = ()) -> None:
+    """The config's description of a model (blocks, classes, tokens, final norm) matches it,
+    except for the keys in ``ignore``."""
     layout = TokenLayout.of_timm(model)
     declared = {
         "num_blocks": len(model.blocks),
@@ -53,6 +59,8 @@ def check_declared(model, spec: ModelSpec, name: str) -> None:
         "final_norm": final_norm(model),
     }
     for key, actual in declared.items():
+        if key in ignore:
+            continue
         declared_value = getattr(spec, key)
         if declared_value is not None and declared_value != actual:
             raise InputError(f"models.{name}.{key} is {declared_value} but the timm model '{spec.arch}' has {actual}.")
@@ -109,8 +117,23 @@ def timm_pretrained(
 def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -> None:
     """Lens audit of a freshly converted checkpoint on random inputs: the projection of the last
     residual state reproduces the model's logits (raises otherwise)."""
+    audit_on_random_images(model, f"checkpoint of {name}", n_images, seed)
+
+
+def audit_on_random_images(
+    model: torch.nn.Module, context: str, n_images: int = 2, seed: int = 0, pooling: families.Pooling | None = None
+) -> None:
+    """The lens hooks every block of the model and its projection of the last residual state,
+    pooled as the model pools (``pooling`` overrides that, for tests), reproduces the model's
+    logits on random images. InputError for a model family the lens does not support,
+    RuntimeError for a failed audit."""
     from ..extraction import lens
 
+    families.pooling(model)
+    hooked = [module for block in model.blocks for module in lens.residual_update_modules(block)]
+    if len({id(module) for module in hooked}) != len(hooked):
+        # One module object in two places would report two updates as one.
+        raise InputError("the blocks share their residual-update modules; the lens cannot tell the updates apart.")
     generator = torch.Generator().manual_seed(seed)
     size = model.patch_embed.img_size
     images = torch.randn(n_images, 3, *size, generator=generator)
@@ -118,7 +141,33 @@ def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -
     with hooks, torch.inference_mode():
         hooks.set_targets(torch.zeros(n_images, dtype=torch.long))
         logits = model(images)
-        lens.audit(model, hooks.record.last_state, logits, f"checkpoint of {name}")
+        lens.audit(model, hooks.record.last_state, logits, context, pooling)
+
+
+# Blocks of the copy that the configuration check builds: every block of a ViT is alike, so two
+# show what the lens makes of all of them, at a fraction of the time and memory.
+CHECK_DEPTH = 2
+
+
+def check_architecture(spec: ModelSpec | dict, name: str, seed: int = 0) -> None:
+    """Before anything is trained or fetched: a copy of the model with its configured arch and
+    kwargs, cut to :data:`CHECK_DEPTH` blocks and given non-trivial norm, LayerScale and bias
+    parameters, matches the config's description and passes the lens audit (InputError naming
+    the model otherwise)."""
+    spec = ModelSpec.from_params(spec, name)
+    depth = min(int(spec.kwargs.get("depth", CHECK_DEPTH)), CHECK_DEPTH)
+    short = dataclasses.replace(spec, kwargs={**spec.kwargs, "depth": depth})
+    torch.manual_seed(seed)
+    model = families.randomise_identity_like(build_model(short, name, ignore=("num_blocks",)), seed)
+    try:
+        audit_on_random_images(model, f"model '{name}' ({spec.arch})", n_images=1, seed=seed)
+    except InputError as err:
+        raise InputError(
+            f"models.{name} (arch {spec.arch}) cannot be analysed with the class-embedding lens: {err} "
+            f"docs/configuration.md (Supported models) lists what can."
+        ) from None
+    except RuntimeError as err:
+        raise InputError(f"models.{name} (arch {spec.arch}): {err}") from None
 
 
 def model_metadata(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathLike) -> dict:

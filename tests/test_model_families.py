@@ -1,0 +1,293 @@
+"""Every supported timm ViT family at a tiny size, with random norm, LayerScale and bias
+parameters: the hooked residual updates add up to the block outputs, the lens audit passes with
+the model's own pooling and fails with a wrong one, the prefix tokens are counted, gated MLPs
+report memories from fc2's input, and unsupported models stop the dry run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+from class_embedding.errors import InputError
+from class_embedding.extraction import lens
+from class_embedding.models import building, families, model_checks
+from class_embedding.models.spec import ModelSpec
+from class_embedding.models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 7}
+# family -> (arch, extra kwargs, block class name, prefix tokens, pooling kind, first pooled token)
+FAMILIES = {
+    "plain": ("vit_base_patch16_224", {}, "Block", [CLS], "token", 0),
+    "distilled": ("deit_tiny_distilled_patch16_224", {}, "Block", [CLS, DISTILLATION], "distilled", 0),
+    "registers_cls": ("vit_base_patch16_224", {"reg_tokens": 4}, "Block", [CLS] + [REGISTER] * 4, "token", 0),
+    "registers_avg": ("vit_base_patch16_reg4_gap_256", {}, "Block", [REGISTER] * 4, "avg", 4),
+    "avg_cls": ("vit_base_patch16_224", {"global_pool": "avg"}, "Block", [CLS], "avg", 1),
+    "norm_then_pool_gap": (
+        "vit_base_patch16_224",
+        {"global_pool": "avg", "class_token": False, "fc_norm": False},
+        "Block",
+        [],
+        "avg",
+        0,
+    ),
+    "respost_gap": ("vit_base_patch16_rpn_224", {}, "ResPostBlock", [], "avg", 0),
+    "deit3_layerscale": ("deit3_small_patch16_224", {}, "Block", [CLS], "token", 0),
+    "clip_pre_norm": ("vit_base_patch16_clip_224", {}, "Block", [CLS], "token", 0),
+    "relpos": ("vit_relpos_small_patch16_224", {}, "RelPosBlock", [], "avg", 0),
+    "relpos_post_norm": ("vit_relpos_base_patch16_rpn_224", {}, "ResPostRelPosBlock", [], "avg", 0),
+    "beit": ("beit_base_patch16_224", {}, "Block", [CLS], "avg", 1),
+    "eva02": ("eva02_tiny_patch14_224", {}, "EvaBlock", [CLS], "avg", 1),
+    "eva_post_norm": ("eva02_tiny_patch14_224", {"use_post_norm": True}, "EvaBlockPostNorm", [CLS], "avg", 1),
+    "swiglu_packed": ("vit_giant_patch14_dinov2", {"mlp_ratio": 5.33334}, "Block", [CLS], "token", 0),
+    "swiglu": ("aimv2_large_patch14_224", {}, "Block", [], "avg", 0),
+    "max_pool": ("vit_base_patch16_224", {"global_pool": "max", "class_token": False}, "Block", [], "max", 0),
+}
+
+
+def tiny(family: str, seed: int = 0) -> torch.nn.Module:
+    arch, extra, *_ = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, **{**TINY, **extra})
+    return families.randomise_identity_like(model, seed).eval()
+
+
+def images(n: int = 3) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hooked_updates_add_up_to_each_block_output(family):
+    model = tiny(family)
+    assert type(model.blocks[0]).__name__ == FAMILIES[family][2]
+    seen = {}
+
+    def keep(key):
+        return lambda module, inputs, output: seen.__setitem__(key, output.clone())
+
+    handles = []
+    for b, block in enumerate(model.blocks):
+        attn, mlp = lens.residual_update_modules(block)
+        handles += [
+            block.register_forward_pre_hook(lambda module, inputs, b=b: seen.__setitem__(("in", b), inputs[0].clone())),
+            attn.register_forward_hook(keep(("attn", b))),
+            mlp.register_forward_hook(keep(("mlp", b))),
+            block.register_forward_hook(keep(("out", b))),
+        ]
+    with torch.inference_mode():
+        model(images())
+    for handle in handles:
+        handle.remove()
+    for b in range(len(model.blocks)):
+        update = seen[("attn", b)] + seen[("mlp", b)]
+        assert update.abs().max() > 1e-2  # far above the tolerance: the check means something
+        torch.testing.assert_close(seen[("in", b)] + update, seen[("out", b)], rtol=0, atol=1e-5)
+    # Every hooked module is its own object: a shared one would fire for two updates.
+    modules = [m for block in model.blocks for m in lens.residual_update_modules(block)]
+    assert len({id(m) for m in modules}) == len(modules)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lens_audit_passes_with_the_models_own_pooling(family):
+    model = tiny(family)
+    pool = families.pooling(model)
+    assert (pool.kind, pool.first_token) == FAMILIES[family][4:]
+    building.audit_on_random_images(model, family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_tokens_are_counted_from_the_model(family):
+    model = tiny(family)
+    layout = TokenLayout.of_timm(model)
+    assert list(layout.prefix) == FAMILIES[family][3]
+    assert layout.n_prefix == model.num_prefix_tokens and layout.n_image_tokens == 16
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(2, dtype=torch.long))
+        model(images(2))
+    assert hooks.record.last_state.shape[1] == layout.n_tokens
+    assert hooks.record.layers["hs_1"].rank.shape == (2, layout.n_tokens)
+
+
+def test_pooling_the_registers_too_fails_the_audit():
+    # timm averages x[:, 4:]; averaging all 20 tokens (registers included) must not pass.
+    model = tiny("registers_avg")
+    wrong = families.Pooling("avg", first_token=0, norm_first=False)
+    with pytest.raises(RuntimeError, match="lens audit failed for registers"):
+        building.audit_on_random_images(model, "registers", pooling=wrong)
+
+
+def test_projecting_the_cls_token_alone_fails_for_avg_pooled_and_distilled_models():
+    for family in ("avg_cls", "distilled", "beit"):
+        with pytest.raises(RuntimeError, match="lens audit failed"):
+            building.audit_on_random_images(tiny(family), family, pooling=families.Pooling("token"))
+
+
+def test_distilled_model_output_is_the_mean_of_its_two_heads():
+    model = tiny("distilled")
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(3, dtype=torch.long))
+        logits = model(images())
+        normed = model.norm(hooks.record.last_state)
+        by_hand = (normed[:, 0] @ model.head.weight.T + model.head.bias + normed[:, 1] @ model.head_dist.weight.T) / 2
+        by_hand += model.head_dist.bias / 2
+    torch.testing.assert_close(logits, by_hand, rtol=1e-4, atol=1e-4)
+    weight, bias = lens.linear_head(model)
+    torch.testing.assert_close(weight, (model.head.weight + model.head_dist.weight) / 2)
+    torch.testing.assert_close(bias, (model.head.bias + model.head_dist.bias) / 2)
+
+
+def brute_force_fc2_input(mlp, hidden: torch.Tensor) -> torch.Tensor:
+    """The gated MLP's fc2 input, recomputed from its weights."""
+    if hasattr(mlp, "fc1_g"):  # SwiGLU
+        gate, value = mlp.fc1_g(hidden), mlp.fc1_x(hidden)
+    else:  # GluMlp / SwiGLUPacked: one fc1, gate first unless gate_last
+        first, second = mlp.fc1(hidden).chunk(2, dim=-1)
+        gate, value = (second, first) if mlp.gate_last else (first, second)
+    return mlp.norm(torch.nn.functional.silu(gate) * value)
+
+
+@pytest.mark.parametrize("family", ["swiglu", "swiglu_packed", "eva02"])
+def test_gated_mlp_memories_are_the_top5_of_fc2s_input(family):
+    model = tiny(family)
+    mlp_inputs = {}
+    handles = [
+        block.mlp.register_forward_pre_hook(lambda m, inputs, b=b: mlp_inputs.__setitem__(b, inputs[0].clone()))
+        for b, block in enumerate(model.blocks)
+    ]
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(3, dtype=torch.long))
+        model(images())
+    for handle in handles:
+        handle.remove()
+    for b, block in enumerate(model.blocks):
+        with torch.inference_mode():
+            coefficients = brute_force_fc2_input(block.mlp, mlp_inputs[b])
+        assert coefficients.shape[-1] == block.mlp.fc2.in_features
+        if hasattr(block.mlp, "fc1"):
+            assert block.mlp.fc1.out_features == 2 * block.mlp.fc2.in_features  # packed: fc1 is twice as wide
+        expected = coefficients.topk(5, dim=-1).indices
+        assert torch.equal(hooks.record.layers[f"mlp_{b}"].mem_top5.long(), expected)
+
+
+def test_plain_mlp_memories_stay_the_pre_gelu_fc1_output():
+    model = tiny("plain")
+    fc1_out = {}
+    model.blocks[1].mlp.fc1.register_forward_hook(lambda m, i, o: fc1_out.__setitem__("x", o.clone()))
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(3, dtype=torch.long))
+        model(images())
+    assert torch.equal(hooks.record.layers["mlp_1"].mem_top5.long(), fc1_out["x"].topk(5, dim=-1).indices)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"global_pool": "map", "class_token": False}, "attention pool"),
+        ({"global_pool": "max", "class_token": False, "fc_norm": False}, "maximum over normalised tokens"),
+        ({"global_pool": ""}, "logits per token"),
+    ],
+)
+def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
+    entry = entry_of("vit_base_patch16_224", {**TINY, **kwargs}, class_token=kwargs.get("class_token", True))
+    with pytest.raises(InputError, match=f"models.m \\(arch vit_base_patch16_224\\) cannot be analysed.*{reason}"):
+        building.check_architecture(entry, "m")
+
+
+def test_unsupported_block_type_names_it_and_what_is_supported():
+    entry = entry_of("vit_small_patch16_18x2_224", TINY, class_token=True)
+    with pytest.raises(
+        InputError, match="models.m .*unsupported block type .*ParallelThingsBlock.*vision_transformer.Block"
+    ):
+        building.check_architecture(entry, "m")
+
+
+def test_class_valued_kwargs_say_which_arch_to_start_from():
+    with pytest.raises(InputError, match="kwargs.mlp_layer is the string 'SwiGLUPacked'.*vit_giant_patch14_dinov2"):
+        ModelSpec.from_params(entry_of("vit_base_patch16_224", {"mlp_layer": "SwiGLUPacked"}, class_token=True), "m")
+
+
+def test_the_check_builds_a_two_block_copy_but_checks_the_declared_tokens():
+    entry = entry_of("vit_base_patch16_224", {**TINY, "depth": 12}, class_token=True, num_blocks=12)
+    building.check_architecture(entry, "m")
+    with pytest.raises(InputError, match="models.m.register_tokens is 2 but"):
+        building.check_architecture({**entry, "register_tokens": 2}, "m")
+
+
+def test_verdicts_are_cached_and_torch_is_not_needed_for_a_cached_one(tmp_path, monkeypatch):
+    models = {"a": entry_of("vit_base_patch16_224", TINY, class_token=True)}
+    bad = {"b": entry_of("vit_base_patch16_224", {**TINY, "global_pool": "map"}, class_token=True)}
+    cache = tmp_path / "checks.json"
+    model_checks.check_models(models, cache)
+    with pytest.raises(InputError, match="models.b .*attention pool"):
+        model_checks.check_models(bad, cache)
+
+    def no_build(*args):
+        raise AssertionError("a cached verdict was recomputed")
+
+    monkeypatch.setattr(building, "check_architecture", no_build)
+    model_checks.check_models(models, cache)
+    with pytest.raises(InputError, match="models.c .*attention pool"):  # the cached message names the model asked
+        model_checks.check_models({"c": bad["b"]}, cache)
+
+
+def entry_of(arch: str, kwargs: dict, class_token: bool, num_blocks: int = 2) -> dict:
+    return {
+        "display_name": "m",
+        "dataset": "micro",
+        "arch": arch,
+        "kwargs": kwargs,
+        "num_blocks": num_blocks,
+        "token_grid": 4,
+        "class_token": class_token,
+        "num_classes": 7,
+        "weights": {"source": "demo_training"},
+        "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+    }
+
+
+def dry_run(config: Path, workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(config)]
+        + ["--directory", str(workdir), "--quiet", "rules"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+EXAMPLES = sorted((REPO / "config" / "examples").glob("*.yaml"))
+
+
+def test_there_is_an_example_config_per_family():
+    assert {path.stem for path in EXAMPLES} == set(FAMILIES) - {"relpos_post_norm", "eva_post_norm", "max_pool"}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
+def test_example_config_passes_the_dry_run(example, tmp_path):
+    result = dry_run(example, tmp_path / "work")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.workflow
+def test_dry_run_refuses_an_attention_pooled_model_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "examples" / "plain.yaml").read_text())
+    config["models"]["siglip_like"] = config["models"].pop("plain")
+    config["models"]["siglip_like"]["kwargs"].update(global_pool="map", class_token=False)
+    config["models"]["siglip_like"]["class_token"] = False
+    path = tmp_path / "map.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = dry_run(path, tmp_path / "work")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "invalid config: models.siglip_like (arch vit_base_patch16_224) cannot be analysed" in output
+    assert "global_pool 'map' is an attention pool" in output
+    assert "train_demo_model" not in output  # stopped before any job was planned
