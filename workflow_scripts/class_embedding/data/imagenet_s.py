@@ -158,6 +158,15 @@ def token_labels(class_mask: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndar
     return labels.astype(np.int8), (sums / np.maximum(areas, 1)).reshape(-1).astype(np.float32)
 
 
+def class_mask(dataset_root: str | Path, seg_ids: dict[str, int], categories_file, wnid: str, file: str) -> np.ndarray:
+    """Boolean (H, W) mask of a stimulus's own class in its segmentation (``seg_ids`` from
+    :func:`segmentation_ids` of ``categories_file``)."""
+    if wnid not in seg_ids:
+        raise InputError(f"wnid {wnid} of stimulus {file} is not in {categories_file}.")
+    seg_root = Path(dataset_root) / IMAGES_DIR / "validation-segmentation"
+    return decode_segmentation(seg_root / wnid / (Path(file).stem + ".png")) == seg_ids[wnid]
+
+
 def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_file: str | Path, grid: int) -> pa.Table:
     """Per-(image, image token) class/context labels of every stimulus (docs/method.md §2.2).
 
@@ -165,14 +174,10 @@ def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_fi
     class token sees image token t at sequence position t + 1.
     """
     seg_ids = segmentation_ids(categories_file)
-    seg_root = Path(dataset_root) / IMAGES_DIR / "validation-segmentation"
     images, wnids, files = (stimuli.column(c).to_pylist() for c in ("image", "wnid", "file"))
     labels, fractions = [], []
     for wnid, file in zip(wnids, files):
-        if wnid not in seg_ids:
-            raise InputError(f"wnid {wnid} of stimulus {file} is not in {categories_file}.")
-        ids = decode_segmentation(seg_root / wnid / (Path(file).stem + ".png"))
-        label, fraction = token_labels(ids == seg_ids[wnid], grid)
+        label, fraction = token_labels(class_mask(dataset_root, seg_ids, categories_file, wnid, file), grid)
         labels.append(label)
         fractions.append(fraction)
     n_tokens = grid * grid
