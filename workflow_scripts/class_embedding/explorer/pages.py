@@ -30,8 +30,7 @@ from ..analyses.token_states import (
     token_labels,
 )
 from ..errors import InputError
-from ..figures.explain_figures import class_names, short_name
-from ..figures.token_map_figures import IDENTIFIABILITY_CMAP
+from ..figures.token_map_figures import IDENTIFIABILITY_CMAP, short_class_names
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import TokenLayout
 from ..tables import atomic_path
@@ -102,7 +101,7 @@ def page_data(
         raise InputError(f"{stimuli_table} has no images: the explorer page of {model['name']} would be empty.")
     num_classes, num_blocks = model["num_classes"], model["num_blocks"]
     dtype = "u1" if num_classes <= 256 else "u2"
-    names = class_names(Path(images_dir) / "LOC_synset_mapping.txt", stimuli, num_classes)
+    names = short_class_names(images_dir, stimuli, num_classes)
     layers = {(k, b): read_layer(model["extract_dir"], f"{k}_{b}", order, layout) for k in LAYER_KINDS for b in range(num_blocks)}
     rank = np.stack([np.stack([layers[k, b].rank for b in range(num_blocks)], 1) for k in LAYER_KINDS], 1)
     top5 = np.stack([np.stack([layers[k, b].top5 for b in range(num_blocks)], 1) for k in LAYER_KINDS], 1)
@@ -143,7 +142,7 @@ def page_data(
         "display_name": model["display_name"],
         "num_classes": num_classes,
         "num_blocks": num_blocks,
-        "class_names": [short_name(n) for n in names],
+        "class_names": names,
         "token_grid": layout.token_grid,
         "prefix": list(layout.prefix),
         "layers": list(LAYER_KINDS),

@@ -43,6 +43,13 @@ MASK_COLOR = "#e41a1c"
 PREFIX_SHORT = {CLS: "C", DISTILLATION: "D", REGISTER: "R"}
 
 
+def short_class_names(images_dir: str | Path, stimuli: pd.DataFrame, num_classes: int) -> list[str]:
+    """Short names of all ``num_classes`` classes (a head wider than the dataset's class list
+    names its extra outputs "class <i>")."""
+    names = class_names(Path(images_dir) / "LOC_synset_mapping.txt", stimuli, num_classes)
+    return [short_name(n) for n in names] + [f"class {i}" for i in range(len(names), num_classes)]
+
+
 def chosen_images(stimuli: pd.DataFrame, entries: list[dict] | None) -> list[int]:
     return default_images(stimuli) if entries is None else configured_images(stimuli, entries, "token_maps.images")
 
@@ -121,7 +128,7 @@ def fig_token_maps(
     images = np.asarray(chosen_images(stimuli, settings["images"]), dtype=np.int64)
     blocks = chosen_blocks(settings["blocks"], model["num_blocks"])
     num_classes = model["num_classes"]
-    names = [short_name(n) for n in class_names(Path(images_dir) / "LOC_synset_mapping.txt", stimuli, num_classes)]
+    names = short_class_names(images_dir, stimuli, num_classes)
     true, pred = read_prediction_classes(model["extract_dir"], images)
     labels = token_labels(layout, labels_table, images)
     states = {b: read_layer(model["extract_dir"], f"hs_{b}", images, layout) for b in blocks}
