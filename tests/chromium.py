@@ -49,7 +49,8 @@ class Browser:
                 f"--window-size={width},{height}",
                 "about:blank",
             ],
-            pass_fds=(3, 4),
+            # Our pipe ends are not inheritable; the copies on 3 and 4 are, and must stay open.
+            close_fds=False,
             preexec_fn=wire_pipes,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -176,12 +176,12 @@ def fig_token_maps(
                     }
                 )
             )
-        verdict = "correct" if true[i] == pred[i] else "wrong"
-        axes[i, 0].set_ylabel(f"{names[true[i]]}\npred: {names[pred[i]]} ({verdict})", fontsize="small")
+        verdict = "✓" if true[i] == pred[i] else "✗"
+        axes[i, 0].set_ylabel(f"{names[true[i]]}\npred: {names[pred[i]]} {verdict}", fontsize=6.5)
     fig.colorbar(
         ScalarMappable(Normalize(0, 1), IDENTIFIABILITY_CMAP),
         ax=axes,
-        shrink=0.8,
+        shrink=0.6,
         label="class identifiability of the true class (1 − rank/C)",
     )
     handles = [Patch(fill=False, edgecolor=TOP1_COLOR, label="true class is top-1")]
