@@ -16,7 +16,7 @@ rule fig_token_maps:
     group:
         FIGURE_GROUP
     conda:
-        "../envs/plotting.yaml"
+        "../envs/explain.yaml"
     params:
         model=model_description,
         preprocessing=model_preprocessing,
@@ -43,7 +43,7 @@ rule explorer_page:
     group:
         FIGURE_GROUP
     conda:
-        "../envs/plotting.yaml"
+        "../envs/explain.yaml"
     params:
         model=model_description,
         preprocessing=model_preprocessing,
@@ -62,7 +62,7 @@ rule explorer_index:
     group:
         FIGURE_GROUP
     conda:
-        "../envs/plotting.yaml"
+        "../envs/explain.yaml"
     params:
         models=descriptions(EXPLORER_MODELS),
     script:

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from chromium import Browser, find_browser
+
 from class_embedding import tables
 from class_embedding.analyses import token_states
 from class_embedding.data import demo_dataset, imagenet_s
@@ -30,7 +30,12 @@ NUM_CLASSES = 5
 PREPROCESSING = {"resize": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 SETTINGS = {"images_per_class": 5, "max_page_mb": 20, "image_px": 224}
 MODELS = {
-    "registers": {"arch": "vit_base_patch16_224", "class_token": True, "register_tokens": 2, "kwargs": {"reg_tokens": 2}},
+    "registers": {
+        "arch": "vit_base_patch16_224",
+        "class_token": True,
+        "register_tokens": 2,
+        "kwargs": {"reg_tokens": 2},
+    },
     "gap": {"arch": "vit_base_patch16_rpn_224", "class_token": False, "register_tokens": 0, "kwargs": {}},
 }
 
@@ -57,8 +62,15 @@ def run(tmp_path_factory, scrambled_vit):
     models = {}
     for name, arch in MODELS.items():
         network = scrambled_vit(
-            arch["arch"], img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=NUM_CLASSES,
-            seed=len(name), **arch["kwargs"],
+            arch["arch"],
+            img_size=32,
+            patch_size=8,
+            embed_dim=32,
+            depth=3,
+            num_heads=2,
+            num_classes=NUM_CLASSES,
+            seed=len(name),
+            **arch["kwargs"],
         )
         model = {
             "name": name,
@@ -74,13 +86,23 @@ def run(tmp_path_factory, scrambled_vit):
         layout = TokenLayout.of(model)
         assert layout == TokenLayout.of_timm(network)
         shards.extract_shard(
-            network, stimuli, images, Preprocessing(PREPROCESSING), root / "extract" / name,
-            batch_size=8, device=torch.device("cpu"), metadata=layout.metadata(),
+            network,
+            stimuli,
+            images,
+            Preprocessing(PREPROCESSING),
+            root / "extract" / name,
+            batch_size=8,
+            device=torch.device("cpu"),
+            metadata=layout.metadata(),
         )
         models[name] = model
     return SimpleNamespace(
-        root=root, images=images, categories=categories, stimuli=stimuli.to_pandas(),
-        labels=root / "token_labels.parquet", models=models,
+        root=root,
+        images=images,
+        categories=categories,
+        stimuli=stimuli.to_pandas(),
+        labels=root / "token_labels.parquet",
+        models=models,
     )
 
 
@@ -160,8 +182,14 @@ def test_a_layout_that_disagrees_with_the_extraction_is_refused(run, tmp_path):
     model = {**run.models["gap"], "class_token": True}
     with pytest.raises(InputError, match="has 16 tokens per image, but the model's config declares 17"):
         token_map_figures.fig_token_maps(
-            model, PREPROCESSING, run.root / "stimuli.parquet", run.images, run.categories, run.labels,
-            {"images": None, "blocks": None}, outputs(tmp_path, "bad"),
+            model,
+            PREPROCESSING,
+            run.root / "stimuli.parquet",
+            run.images,
+            run.categories,
+            run.labels,
+            {"images": None, "blocks": None},
+            outputs(tmp_path, "bad"),
         )
 
 
@@ -170,8 +198,13 @@ def test_a_layout_that_disagrees_with_the_extraction_is_refused(run, tmp_path):
 
 def build_page(run, name: str, path: Path, **settings) -> Path:
     pages.explorer_page(
-        run.models[name], PREPROCESSING, run.root / "stimuli.parquet", run.images, run.labels,
-        {**SETTINGS, **settings}, path,
+        run.models[name],
+        PREPROCESSING,
+        run.root / "stimuli.parquet",
+        run.images,
+        run.labels,
+        {**SETTINGS, **settings},
+        path,
     )
     return path
 
@@ -179,7 +212,11 @@ def build_page(run, name: str, path: Path, **settings) -> Path:
 def test_page_keeps_the_images_that_fit_the_budget(run, tmp_path):
     full = build_page(run, "registers", tmp_path / "full.html")
     data = pages.page_data(
-        run.models["registers"], PREPROCESSING, run.root / "stimuli.parquet", run.images, run.labels,
+        run.models["registers"],
+        PREPROCESSING,
+        run.root / "stimuli.parquet",
+        run.images,
+        run.labels,
         {**SETTINGS, "max_page_mb": full.stat().st_size * 0.7 / 1e6},
     )
     kept = [entry["id"] for entry in data["images"]]
@@ -227,7 +264,10 @@ def test_page_in_chromium(run, tmp_path):
 
         # The page's own controls, changed as a user would: the events a select, a range and a
         # radio button fire.
-        option, image = 5, int(browser.evaluate("JSON.parse(document.getElementById('explorer-data').textContent).images[5].id"))
+        option, image = (
+            5,
+            int(browser.evaluate("JSON.parse(document.getElementById('explorer-data').textContent).images[5].id")),
+        )
         browser.evaluate(
             f"const s = document.getElementById('image-select'); s.value = '{option}';"
             "s.dispatchEvent(new Event('change', {bubbles: true}))"

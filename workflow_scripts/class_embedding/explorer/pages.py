@@ -102,7 +102,11 @@ def page_data(
     num_classes, num_blocks = model["num_classes"], model["num_blocks"]
     dtype = "u1" if num_classes <= 256 else "u2"
     names = short_class_names(images_dir, stimuli, num_classes)
-    layers = {(k, b): read_layer(model["extract_dir"], f"{k}_{b}", order, layout) for k in LAYER_KINDS for b in range(num_blocks)}
+    layers = {
+        (k, b): read_layer(model["extract_dir"], f"{k}_{b}", order, layout)
+        for k in LAYER_KINDS
+        for b in range(num_blocks)
+    }
     rank = np.stack([np.stack([layers[k, b].rank for b in range(num_blocks)], 1) for k in LAYER_KINDS], 1)
     top5 = np.stack([np.stack([layers[k, b].top5 for b in range(num_blocks)], 1) for k in LAYER_KINDS], 1)
     true, pred = read_prediction_classes(model["extract_dir"], order)
