@@ -3,6 +3,9 @@ scrambled ViTs over a tiny generated dataset: a [CLS] model with two register to
 model. The page is driven in a real headless Chromium (skipped without one, except on CI)."""
 
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from chromium import Browser, find_browser
 
 from class_embedding import tables
@@ -24,7 +28,8 @@ from class_embedding.figures import token_map_figures
 from class_embedding.models.preprocessing import Preprocessing
 from class_embedding.models.tokens import TokenLayout
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
 GRID = 4
 NUM_CLASSES = 5
 PREPROCESSING = {"resize": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -152,6 +157,37 @@ def test_round_robin_order_keeps_classes_balanced(run):
     assert order == [ids[0] for ids in by_class] + [ids[1] for ids in by_class]
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"token_maps": {"blocks": [0, 2]}}, r"token_maps.blocks: \[2\] are outside micro_cls's blocks 0..1"),
+        ({"explorer": {"models": ["micro_vit"]}}, "explorer.models: 'micro_vit' is not a trained model"),
+    ],
+)
+def test_dry_run_refuses_blocks_and_models_the_config_lacks(tmp_path, section, message):
+    config = {**yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text()), **section}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert re.search(message, result.stdout + result.stderr), result.stderr[-2000:]
+
+
 # The figure ------------------------------------------------------------------------------------
 
 
@@ -261,6 +297,7 @@ def test_page_in_chromium(run, tmp_path):
         print(f"{page.name}: {page.stat().st_size / 1e6:.3f} MB, load event after {load_ms:.0f} ms ({wall:.2f} s wall)")
         assert load_ms < 1000
         assert browser.errors() == []
+        assert browser.evaluate("document.getElementById('photo').naturalWidth") == 32
 
         # The page's own controls, changed as a user would: the events a select, a range and a
         # radio button fire.
