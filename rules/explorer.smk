@@ -47,7 +47,8 @@ rule explorer_page:
     params:
         model=model_description,
         preprocessing=model_preprocessing,
-        settings=config["explorer"],
+        # Without explorer.models: choosing other models leaves the existing pages alone.
+        settings={key: value for key, value in config["explorer"].items() if key != "models"},
     script:
         "../workflow_scripts/explorer_page.py"
 

@@ -214,6 +214,17 @@ def test_token_map_numbers_are_the_extraction(run, tmp_path, name):
         assert (panel["predicted_class"] == predictions.loc[image, "pred"]).all()
 
 
+def test_without_masks_image_tokens_are_unlabelled(run, tmp_path):
+    """Datasets without segmentations (CIFAR-100): no token labels, no categories, no mask outline."""
+    output = outputs(tmp_path, "no_masks")
+    settings = {"images": None, "blocks": [1]}
+    token_map_figures.fig_token_maps(
+        run.models["registers"], PREPROCESSING, run.root / "stimuli.parquet", run.images, None, None, settings, output
+    )
+    labels = pd.read_csv(output.data).groupby("image")["token_label"].apply(list)
+    assert all(value == ["[CLS]", "register", "register", *["image"] * GRID**2] for value in labels)
+
+
 def test_a_layout_that_disagrees_with_the_extraction_is_refused(run, tmp_path):
     model = {**run.models["gap"], "class_token": True}
     with pytest.raises(InputError, match="has 16 tokens per image, but the model's config declares 17"):
