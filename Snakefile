@@ -10,6 +10,7 @@ Outputs, under results/:
   checkpoints/<model>.pt            timm state dicts (<model>_random.pt: seeded random twins)
   extract/<model>/<layer>.parquet   class projection of every token of every block
   figures/<name>.pdf, tables/<name>.csv
+  explorer/<model>.html             offline page of every token of every block (index.html)
 """
 
 from snakemake.utils import min_version
@@ -48,6 +49,7 @@ include: "rules/probing.smk"
 include: "rules/paper.smk"
 include: "rules/checks.smk"
 include: "rules/tutorial.smk"
+include: "rules/explorer.smk"
 
 
 rule all:

@@ -507,6 +507,26 @@ def value_vector_models():
     return list(names)
 
 
+def explorer_models():
+    """Trained models with an explorer page: explorer.models, by default all of them."""
+    names = config["explorer"]["models"]
+    if names is None:
+        return list(TRAINED_MODELS)
+    return configured_subset("explorer.models", names, TRAINED_MODELS, "a trained model")
+
+
+def check_token_map_blocks():
+    """token_maps.blocks name blocks every trained model has."""
+    blocks = config["token_maps"]["blocks"] or []
+    for name in TRAINED_MODELS:
+        outside = [b for b in blocks if b >= MODELS[name]["num_blocks"]]
+        if outside:
+            raise WorkflowError(
+                f"invalid config: token_maps.blocks: {outside} are outside {name}'s blocks "
+                f"0..{MODELS[name]['num_blocks'] - 1} (0-based; null = five spread over the depth)."
+            )
+
+
 # Trained models whose dataset has segmentations: the class/context analyses need token labels.
 SEGMENTED_MODELS = [name for name in TRAINED_MODELS if has_segmentation(model_dataset(name))]
 # Checkpoints given as a file: fine-tuned here when the path is null, else converted.
@@ -526,6 +546,8 @@ PROBE_MODELS = probe_models()
 # Probed models whose explainability perturbation curves exist (probe figures).
 PROBE_PERTURBATION_MODELS = [name for name in PROBE_MODELS if name in EXPLAIN_PERTURBATION_MODELS]
 VALUE_VECTOR_MODELS = value_vector_models()
+EXPLORER_MODELS = explorer_models()
+check_token_map_blocks()
 
 
 # Named input functions: what a job of a {model} or {dataset} wildcard reads. ---------------------
@@ -557,6 +579,21 @@ def model_predictions(wildcards):
 
 def model_token_labels(wildcards):
     return token_labels_table(wildcards.model)
+
+
+def model_preprocessing(wildcards):
+    return MODELS[wildcards.model]["preprocessing"]
+
+
+def model_token_map_inputs(wildcards):
+    """What drawing a model's tokens over its images reads besides the layer tables: the images,
+    stimuli and predictions, and the token labels with the segmentation categories where masks exist."""
+    model = wildcards.model
+    files = dataset_files(model_dataset(model))
+    inputs = {"images": files["images"], "stimuli": stimuli_table(model), "predictions": predictions_table(model)}
+    if token_labels_table(model) is not None:
+        inputs.update(categories=files["categories"], token_labels=token_labels_table(model))
+    return inputs
 
 
 def model_dataset_files(wildcards):
@@ -789,6 +826,9 @@ def final_outputs():
     targets += per_model_targets(["fig_probe_perturbation", "fig_linear_probing_all"], PROBE_PERTURBATION_MODELS)
     targets += per_model_targets(["fig_explain_sum"], EXPLAIN_MODELS)
     targets += [f"{model_dir('explain', model)}/maps.parquet" for model in EXPLAIN_MODELS]
+    targets += per_model_targets(["fig_token_maps"], TRAINED_MODELS)
+    if EXPLORER_MODELS:
+        targets.append("results/explorer/index.html")
     return targets
 
 

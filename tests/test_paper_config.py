@@ -140,6 +140,8 @@ def test_dry_run_lists_the_complete_paper_dag(tmp_path):
     assert jobs["fig_class_building"] == 7
     assert jobs["fig_context_identifiability"] == 6, "CIFAR has no segmentations"
     assert jobs["token_labels"] == 2  # grids 7 and 14 of ImageNet-S only
+    # Tokens over their images for every trained model, CIFAR (no masks) included.
+    assert jobs["fig_token_maps"] == 7 and jobs["explorer_page"] == 7 and jobs["explorer_index"] == 1
     # The tutorial's values checked on ViT-B/16 before its extraction; the tutorial's figures.
     assert jobs["weight_check"] == 1 and jobs["download_sample_image"] == 2
     assert jobs["fig_tutorial_cls_logits"] == 1 and jobs["fig_tutorial_heatmap"] == 1

@@ -78,7 +78,7 @@ def test_everything_is_built_and_consistent(built):
         "fig_memory_compare",
         *[
             f"{name}_{model}"
-            for name in ("fig_class_building", "fig_context_identifiability")
+            for name in ("fig_class_building", "fig_context_identifiability", "fig_token_maps")
             for model in ("micro_cls", "micro_gap")
         ],
         # Explanations, perturbation test and linear probes: [CLS] models only.
@@ -99,6 +99,10 @@ def test_everything_is_built_and_consistent(built):
     for name in figures:
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+    # One offline explorer page per trained model, linked from the index.
+    index = (results / "explorer" / "index.html").read_text()
+    for model in ("micro_cls", "micro_gap"):
+        assert f'href="{model}.html"' in index and (results / "explorer" / f"{model}.html").stat().st_size > 10_000
     for name in [
         "tab_context_change_rate_diff",
         "tab_attn_perturbation",

@@ -158,19 +158,21 @@ def token_labels(class_mask: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndar
     return labels.astype(np.int8), (sums / np.maximum(areas, 1)).reshape(-1).astype(np.float32)
 
 
+def class_mask(dataset_root: str | Path, seg_ids: dict[str, int], categories_file, wnid: str, file: str) -> np.ndarray:
+    """Boolean (H, W) mask of a stimulus's own class in its segmentation (``seg_ids`` from
+    :func:`segmentation_ids` of ``categories_file``)."""
+    if wnid not in seg_ids:
+        raise InputError(f"wnid {wnid} of stimulus {file} is not in {categories_file}.")
+    seg_root = Path(dataset_root) / IMAGES_DIR / "validation-segmentation"
+    return decode_segmentation(seg_root / wnid / (Path(file).stem + ".png")) == seg_ids[wnid]
+
+
 def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_file: str | Path, grid: int) -> pa.Table:
     """Per-(image, image token) class/context labels of every stimulus (docs/method.md §2.2)."""
     seg_ids = segmentation_ids(categories_file)
-    seg_root = Path(dataset_root) / IMAGES_DIR / "validation-segmentation"
     wnids, files = (stimuli.column(c).to_pylist() for c in ("wnid", "file"))
-
-    def class_masks():
-        for wnid, file in zip(wnids, files):
-            if wnid not in seg_ids:
-                raise InputError(f"wnid {wnid} of stimulus {file} is not in {categories_file}.")
-            yield decode_segmentation(seg_root / wnid / (Path(file).stem + ".png")) == seg_ids[wnid]
-
-    return token_label_rows(stimuli.column("image").to_numpy(), class_masks(), grid)
+    class_masks = (class_mask(dataset_root, seg_ids, categories_file, w, f) for w, f in zip(wnids, files))
+    return token_label_rows(stimuli.column("image").to_numpy(), class_masks, grid)
 
 
 def token_label_rows(images: np.ndarray, class_masks, grid: int) -> pa.Table:
@@ -180,8 +182,8 @@ def token_label_rows(images: np.ndarray, class_masks, grid: int) -> pa.Table:
     P prefix tokens ([CLS], [DIST], registers) sees image token t at sequence position t + P.
     """
     labels, fractions = [], []
-    for class_mask in class_masks:
-        label, fraction = token_labels(class_mask, grid)
+    for mask in class_masks:
+        label, fraction = token_labels(mask, grid)
         labels.append(label)
         fractions.append(fraction)
     n_tokens = grid * grid

@@ -30,6 +30,11 @@ class Preprocessing:
         self.std = np.asarray(spec["std"], np.float32).reshape(3, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = np.asarray(self.model_view(image), np.float32).transpose(2, 0, 1) / 255.0
+        return torch.from_numpy((pixels - self.mean) / self.std)
+
+    def model_view(self, image: Image.Image) -> Image.Image:
+        """The resized and cropped RGB image, before normalisation: what the model sees."""
         image = image.convert("RGB")
         if isinstance(self.resize, int):
             width, height = image.size
@@ -43,8 +48,7 @@ class Preprocessing:
             left = int(round((image.size[0] - self.crop) / 2.0))
             top = int(round((image.size[1] - self.crop) / 2.0))
             image = image.crop((left, top, left + self.crop, top + self.crop))
-        pixels = np.asarray(image, np.float32).transpose(2, 0, 1) / 255.0
-        return torch.from_numpy((pixels - self.mean) / self.std)
+        return image
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

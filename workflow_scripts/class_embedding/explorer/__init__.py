@@ -1,0 +1,1 @@
+"""Offline HTML pages of every token of every block (results/explorer/)."""
