@@ -592,7 +592,8 @@ def model_token_map_inputs(wildcards):
     files = dataset_files(model_dataset(model))
     inputs = {"images": files["images"], "stimuli": stimuli_table(model), "predictions": predictions_table(model)}
     if token_labels_table(model) is not None:
-        inputs.update(categories=files["categories"], token_labels=token_labels_table(model))
+        # ImageNet-S masks come with a categories file, an image folder's masks are files of their own.
+        inputs.update(token_labels=token_labels_table(model), **{k: files[k] for k in ("categories", "masks") if k in files})
     return inputs
 
 

@@ -83,14 +83,16 @@ def write_image_folder(root: Path) -> None:
             Image.fromarray(pixels).save(root / label / f"img{i}.png")
 
 
-def test_image_folder_without_masks_skips_the_class_context_targets(tmp_path):
+def image_folder_config(tmp_path: Path, masks: Path | None = None) -> Path:
+    """The micro config on your own folder (and masks), with your own 1000-class checkpoint (a
+    random tiny model here)."""
     images = tmp_path / "images"
     write_image_folder(images)
     config = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
-    config["datasets"] = {"mine": {"image_folder": {"root": str(images), "labels": "class_name"}}}
+    folder = {"root": str(images), "labels": "class_name", **({"masks": str(masks)} if masks else {})}
+    config["datasets"] = {"mine": {"image_folder": folder}}
     cls_model = config["models"]["micro_cls"]
     kwargs = {**cls_model["kwargs"], "num_classes": 1000}
-    # Your own 1000-class checkpoint (a random tiny model here), evaluated on your folder.
     torch.manual_seed(0)
     checkpoint = tmp_path / "mine.pt"
     torch.save(timm.create_model(cls_model["arch"], pretrained=False, **kwargs).state_dict(), checkpoint)
@@ -107,6 +109,29 @@ def test_image_folder_without_masks_skips_the_class_context_targets(tmp_path):
     config["stimuli"]["images_per_class"] = 2
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
+    return config_file
+
+
+def test_image_folder_masks_outline_the_token_maps(tmp_path):
+    masks = tmp_path / "masks"
+    for label in ("tench", "goldfish", "great_white_shark"):
+        (masks / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.zeros((40, 36), dtype=np.uint8)
+            pixels[:20, :18] = 255  # the top-left quarter is the class
+            Image.fromarray(pixels).save(masks / label / f"img{i}.png")
+    config_file = image_folder_config(tmp_path, masks)
+    workdir = tmp_path / "work"
+    result = snakemake(config_file, workdir, "results/figures/fig_token_maps_folder_cls.pdf")
+    assert result.returncode == 0, result.stderr[-5000:]
+    labels = pd.read_parquet(workdir / "results/data/mine/token_labels_g4.parquet")
+    # 40x36 pixels resized and cropped to the 4x4 grid: the top-left 2x2 tokens are the class.
+    first = labels[labels["image"] == 0].sort_values("token")["label"].astype(str).tolist()
+    assert first == ["class", "class", "context", "context"] * 2 + ["context"] * 8
+
+
+def test_image_folder_without_masks_skips_the_class_context_targets(tmp_path):
+    config_file = image_folder_config(tmp_path)
     workdir = tmp_path / "work"
     result = snakemake(config_file, workdir)
     assert result.returncode == 0, result.stderr[-5000:]

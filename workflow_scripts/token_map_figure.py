@@ -9,6 +9,7 @@ with logs.logged(snakemake):
         images_dir=snakemake.input.images,
         categories=snakemake.input.get("categories"),
         labels_table=snakemake.input.get("token_labels"),
+        masks_dir=snakemake.input.get("masks"),
         settings=snakemake.params.settings,
         output=snakemake.output,
     )

@@ -28,7 +28,7 @@ from ..analyses.token_states import (
     spread_blocks,
     token_labels,
 )
-from ..data import imagenet_s
+from ..data import image_folder, imagenet_s
 from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
@@ -119,6 +119,7 @@ def fig_token_maps(
     labels_table: str | None,
     settings: dict,
     output,
+    masks_dir: str | None = None,
 ) -> None:
     """Rows: images (``settings["images"]``, default the first image of four classes); columns:
     blocks (``settings["blocks"]``, default five spread over the depth); the residual stream
@@ -133,7 +134,7 @@ def fig_token_maps(
     labels = token_labels(layout, labels_table, images)
     states = {b: read_layer(model["extract_dir"], f"hs_{b}", images, layout) for b in blocks}
     prep = Preprocessing(preprocessing)
-    seg_ids = imagenet_s.segmentation_ids(categories) if labels_table is not None else None
+    seg_ids = imagenet_s.segmentation_ids(categories) if categories is not None else None
 
     fig, axes = new_figure(len(images), len(blocks), (1.55 * len(blocks) + 1.3, 1.6 * len(images) + 0.6))
     rows = []
@@ -142,7 +143,12 @@ def fig_token_maps(
         source = load_image(Path(images_dir) / stimulus["file"])
         view = np.asarray(prep.model_view(source))
         mask = None
-        if seg_ids is not None:
+        if masks_dir is not None:  # a labelled image folder with masks
+            file = Path(stimulus["file"])
+            mask = mask_view(
+                image_folder.read_mask(Path(masks_dir) / file.parent / (file.stem + image_folder.MASK_SUFFIX)), prep
+            )
+        elif seg_ids is not None:
             mask = mask_view(
                 imagenet_s.class_mask(Path(images_dir).parent, seg_ids, categories, stimulus["wnid"], stimulus["file"]),
                 prep,
