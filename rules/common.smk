@@ -137,11 +137,18 @@ def check_weights(config):
             )
 
 
+def model_checks_cache():
+    """Where the verdicts of the model check are kept: in the working directory's .snakemake/,
+    unless CLASS_EMBEDDING_MODEL_CHECKS names a file (the tests share one across their workdirs)."""
+    default = os.path.join(".snakemake", "class_embedding", "model_checks.json")
+    return os.environ.get("CLASS_EMBEDDING_MODEL_CHECKS") or default
+
+
 def check_models_analysable(config):
     """Every configured architecture is one the lens analyses exactly (a short copy is built and
     audited; verdicts are cached, so only a new or changed model costs a torch import)."""
     try:
-        check_models(config["models"], os.path.join(".snakemake", "class_embedding", "model_checks.json"))
+        check_models(config["models"], model_checks_cache())
     except InputError as err:
         raise WorkflowError(f"invalid config: {err}") from None
 

@@ -8,6 +8,16 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_checks(tmp_path_factory):
+    """One cache of model-check verdicts for every workflow a test runs in its own directory
+    (each would otherwise import torch and audit the same architectures at parse time)."""
+    cache = tmp_path_factory.mktemp("model_checks") / "model_checks.json"
+    os.environ["CLASS_EMBEDDING_MODEL_CHECKS"] = str(cache)
+    yield cache
+    os.environ.pop("CLASS_EMBEDDING_MODEL_CHECKS", None)
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
