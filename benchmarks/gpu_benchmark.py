@@ -110,10 +110,11 @@ def extraction_preloaded(settings: dict, device: torch.device) -> list[dict]:
                         batch,
                         settings["repeats"],
                     )
-                    row[f"lens_{projection}_over_bare"] = row["bare_images_per_s"] / row[f"lens_{projection}_images_per_s"]
+                    row[f"lens_{projection}_over_bare"] = (
+                        row["bare_images_per_s"] / row[f"lens_{projection}_images_per_s"]
+                    )
                 print(f"[extraction] {row}", file=sys.stderr)
                 rows.append(row)
-        del model, hooks
     set_tf32(False)
     return rows
 
@@ -130,7 +131,9 @@ def extraction_from_jpeg(settings: dict, device: torch.device) -> dict:
             tmp / "images", spec["images"], model.num_classes, spec["size"], np.random.default_rng(0)
         )
         writing_s = time.perf_counter() - started
-        dataset = shards.StimulusImages(stimuli.column("file").to_pylist(), tmp / "images", preprocessing.Preprocessing(squash))
+        dataset = shards.StimulusImages(
+            stimuli.column("file").to_pylist(), tmp / "images", preprocessing.Preprocessing(squash)
+        )
         loader = torch.utils.data.DataLoader(dataset, batch_size=spec["batch"], num_workers=spec["workers"])
         loading_s, _ = benchmark_common.timed(lambda: sum(len(b) for b in loader), device)
         extract_s, _ = benchmark_common.timed(
@@ -232,7 +235,12 @@ def main() -> None:
     device = benchmark_common.prepare(args)
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
-    record = {"benchmark": "gpu", **benchmark_common.machine_record(device), "quick": args.quick, "timm": timm.__version__}
+    record = {
+        "benchmark": "gpu",
+        **benchmark_common.machine_record(device),
+        "quick": args.quick,
+        "timm": timm.__version__,
+    }
     record["extraction_preloaded"] = extraction_preloaded(settings, device)
     record["extraction_from_jpeg"] = extraction_from_jpeg(settings, device)
     record["explain_perturbation_curves"] = explain_curves(settings, device)

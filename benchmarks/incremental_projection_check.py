@@ -13,7 +13,6 @@ both paths' [CLS]-stream logits against a float64 projection of the same float32
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -188,7 +187,9 @@ def main() -> None:
             targets = torch.cat([t for _, t in batches])
             tables = results / "extract" / variant
             if tables.is_dir():
-                entry["incremental_vs_stored_tables"] = compare(incremental, stored_tables(tables, logits), logits, targets)
+                entry["incremental_vs_stored_tables"] = compare(
+                    incremental, stored_tables(tables, logits), logits, targets
+                )
                 entry["direct_vs_stored_tables"] = compare(direct, stored_tables(tables, logits), logits, targets)
             record["models"][variant] = entry
             print(f"[{variant}] {entry}", file=sys.stderr)

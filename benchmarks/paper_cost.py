@@ -145,7 +145,11 @@ def job_cost(job: dict, config: dict, shape: dict, lens_ratio: float) -> dict:
         forwards = 0
     else:
         raise ValueError(f"GPU rule {rule} has no cost model in benchmarks/paper_cost.py: add one")
-    return {"forwards": forwards, "backwards": backwards, "forward_equivalents": forwards + BACKWARD_FORWARDS * backwards}
+    return {
+        "forwards": forwards,
+        "backwards": backwards,
+        "forward_equivalents": forwards + BACKWARD_FORWARDS * backwards,
+    }
 
 
 def throughputs(args) -> dict[str, dict]:
@@ -162,7 +166,9 @@ def throughputs(args) -> dict[str, dict]:
         gpu = json.loads(gpu_path.read_text())
         if not gpu.get("quick"):
             row = next(
-                r for r in gpu["extraction_preloaded"] if (r["shape"], r["batch"], r["precision"]) == ("vit_b16", 256, "tf32")
+                r
+                for r in gpu["extraction_preloaded"]
+                if (r["shape"], r["batch"], r["precision"]) == ("vit_b16", 256, "tf32")
             )
             out[f"GPU ({gpu['device_name']})"] = {
                 "images_per_s": row["bare_images_per_s"],
@@ -194,8 +200,10 @@ def cost_table(jobs: list[dict], config: dict, devices: dict) -> tuple[str, dict
     lines = [header, "|" + "---|" * (5 + len(devices))]
     for (model, rule), row in sorted(rows.items()):
         hours = " | ".join(f"{row['hours'][d]:,.2f}" for d in devices)
-        lines.append(f"| {model} | {rule} | {row['jobs']} | {row['forwards']:,.0f} | {row['backwards']:,.0f} | {hours} |")
-    lines.append(f"| **all** | | | | | " + " | ".join(f"**{totals[d]:,.1f}**" for d in devices) + " |")
+        lines.append(
+            f"| {model} | {rule} | {row['jobs']} | {row['forwards']:,.0f} | {row['backwards']:,.0f} | {hours} |"
+        )
+    lines.append("| **all** | | | | | " + " | ".join(f"**{totals[d]:,.1f}**" for d in devices) + " |")
     return "\n".join(lines), totals
 
 
@@ -216,7 +224,10 @@ def main() -> None:
         f"(`stimuli.images_per_class`, `explainability`, `probing`, fine-tuning `epochs`) with "
         f"{DATASET_CLASSES['imagenet_s']} ImageNet-S classes, {DATASET_CLASSES['cifar100']} CIFAR-100 classes, "
         f"{PROBE_IMAGES} probe images and {CIFAR_TRAIN_IMAGES} CIFAR-100 training images; throughput: "
-        + "; ".join(f"{d}: {m['images_per_s']:.2f} images/s bare, lens ×{m['lens_ratio']:.2f}, from {m['source']}" for d, m in devices.items())
+        + "; ".join(
+            f"{d}: {m['images_per_s']:.2f} images/s bare, lens ×{m['lens_ratio']:.2f}, from {m['source']}"
+            for d, m in devices.items()
+        )
         + ". A backward counts as 2 forwards; models are weighed by transformer FLOPs against ViT-B/16."
         + ("" if len(devices) > 1 else " Not measured on a GPU.")
     )

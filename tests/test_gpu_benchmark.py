@@ -20,7 +20,10 @@ def test_gpu_benchmark_quick_writes_every_measurement(tmp_path):
     rows = record["extraction_preloaded"]
     # Two shapes × two batch sizes × float32 / TF32.
     assert {(r["shape"], r["batch"], r["precision"]) for r in rows} == {
-        (shape, batch, precision) for shape in ("vit_b16", "vit_b32") for batch in (4, 8) for precision in ("float32", "tf32")
+        (shape, batch, precision)
+        for shape in ("vit_b16", "vit_b32")
+        for batch in (4, 8)
+        for precision in ("float32", "tf32")
     }
     for row in rows:
         for key in ("bare_images_per_s", "lens_incremental_images_per_s", "lens_direct_images_per_s"):
