@@ -24,7 +24,7 @@ AGREEMENT_TOLERANCE = 1e-3
 
 
 class FoldedHead:
-    """The head with the final norm's affine folded in: ``W`` (as Wᵀ, D × C), ``W·1`` and ``c``.
+    """The head with the final norm's affine folded in: ``W`` (as Wᵀ, D × C), ``c`` and ``W·1``.
 
     ``eps`` is None where the final norm is the identity (no μ/σ step).
     """
@@ -35,7 +35,7 @@ class FoldedHead:
         if isinstance(norm, torch.nn.Identity):
             self.weight_t = weight.t().contiguous()
             self.bias = bias.clone()
-            self.row_sums = None
+            self.corrections = None
             self.eps = None
         else:
             gamma = norm.weight.float() if norm.weight is not None else torch.ones_like(weight[0])
@@ -43,7 +43,8 @@ class FoldedHead:
             folded = weight * gamma
             self.weight_t = folded.t().contiguous()
             self.bias = torch.addmv(bias, weight, beta)
-            self.row_sums = folded.sum(dim=1)
+            # Rows W·1 and c: the right-hand side of the rank-2 correction in :meth:`logits`.
+            self.corrections = torch.stack((folded.sum(dim=1), self.bias))
             self.eps = norm.eps
 
     def raw(self, states: torch.Tensor) -> torch.Tensor:
@@ -51,14 +52,18 @@ class FoldedHead:
         flat = states.reshape(-1, states.shape[-1]).float()
         return (flat @ self.weight_t).reshape(*states.shape[:-1], -1)
 
-    def logits(self, raw: torch.Tensor, states: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits from ``W·x`` and the states' own statistics; written into ``out`` when given
-        (``out`` may be ``raw`` itself when ``raw`` is not needed afterwards)."""
+    def logits(self, raw: torch.Tensor, states: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """Logits from ``W·x`` and the states' own statistics, written over ``raw`` when ``in_place``."""
+        flat_raw = raw.view(-1, raw.shape[-1])
         if self.eps is None:
-            return torch.add(raw, self.bias, out=out)
-        variance, mean = torch.var_mean(states.float(), dim=-1, unbiased=False, keepdim=True)
-        centred = torch.sub(raw, mean * self.row_sums, out=out)
-        return centred.mul_(torch.rsqrt(variance + self.eps)).add_(self.bias)
+            return torch.add(raw, self.bias, out=raw if in_place else None)
+        flat = states.reshape(-1, states.shape[-1]).float()
+        # μ and 1/σ exactly as LayerNorm computes them (torch.var_mean is several times slower on CPU).
+        _, mean, scale = torch.native_layer_norm(flat, flat.shape[-1:], None, None, self.eps)
+        scaled = flat_raw.mul_(scale) if in_place else flat_raw * scale
+        # −μ/σ·W·1 + c in one rank-2 update: two passes over the logits in all, no temporaries.
+        corrections = torch.cat((-mean * scale, torch.ones_like(mean)), dim=1)
+        return scaled.addmm_(corrections, self.corrections).view_as(raw)
 
 
 def final_layer_norm(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -91,7 +96,7 @@ class IncrementalProjection:
 
     def start(self, block_input: torch.Tensor) -> None:
         if self._device != block_input.device:
-            for name in ("weight_t", "bias", "row_sums"):
+            for name in ("weight_t", "bias", "corrections"):
                 value = getattr(self.head, name)
                 if value is not None:
                     setattr(self.head, name, value.to(block_input.device))
@@ -102,7 +107,7 @@ class IncrementalProjection:
         """Logits of one sublayer update; its ``W·x`` joins the stream's running sum."""
         raw = self.head.raw(states)
         self._stream_raw.add_(raw)
-        return self.head.logits(raw, states, out=raw)
+        return self.head.logits(raw, states, in_place=True)
 
     def stream(self, states: torch.Tensor) -> torch.Tensor:
         """Logits of the residual stream after a block, from the running sum."""
