@@ -55,13 +55,18 @@ def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """0-based rank of ``target`` among the last-axis logits, as a stable descending sort gives.
 
     Counting larger logits is O(C) per row instead of a sort; an exact tie counts against the
-    target only for classes with a smaller index.
+    target only for classes with a smaller index. Exact float32 ties are rare, so that tie-break
+    runs only on the rows that have one.
     """
     target_logit = logits.gather(-1, target.unsqueeze(-1))
-    larger = (logits > target_logit).sum(-1)
-    class_ids = torch.arange(logits.shape[-1], device=logits.device)
-    tied_before = ((logits == target_logit) & (class_ids < target.unsqueeze(-1))).sum(-1)
-    return larger + tied_before
+    rank = (logits > target_logit).sum(-1)
+    tied = (logits == target_logit).sum(-1) > 1
+    if tied.any():
+        rows = tied.nonzero(as_tuple=True)
+        class_ids = torch.arange(logits.shape[-1], device=logits.device)
+        tied_before = (logits[rows] == target_logit[rows]) & (class_ids < target[rows].unsqueeze(-1))
+        rank[rows] += tied_before.sum(-1)
+    return rank
 
 
 def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
