@@ -56,8 +56,9 @@ def dry_run_jobs(config: Path, workdir: Path) -> list[dict]:
 def parse_dry_run(text: str) -> list[dict]:
     """Jobs of a ``snakemake -n`` listing: rule, wildcards, and whether ``gpu=1`` is among its resources."""
     jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        head = re.match(r"(?:local)?rule (\w+):", block)
+    # Jobs of group jobs are indented; checkpoints are jobs too.
+    for block in re.split(r"\n(?=\s*(?:local)?(?:rule|checkpoint) \w+:)", text):
+        head = re.match(r"\s*(?:local)?(?:rule|checkpoint) (\w+):", block)
         if not head:
             continue
         wildcards = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
@@ -114,11 +115,13 @@ def job_cost(job: dict, config: dict, shape: dict, lens_ratio: float) -> dict:
     spec = model_spec(config, model) if model else None
     stimuli = stimuli_count(config, spec["dataset"]) if spec else 0
     forwards = backwards = 0.0
+    lens_forwards = 0.0
     if rule == "extract_shard":
         shard_size = config["extraction"].get("shard_size")
         shard = int(job["wildcards"].get("shard", 0))
         images = min(shard_size, stimuli - shard * shard_size) if shard_size else stimuli
-        forwards = images * lens_ratio
+        forwards = images
+        lens_forwards = images * (lens_ratio - 1)
     elif rule in ("attn_perturbation", "token_perturbation"):
         forwards = stimuli
     elif rule == "explain_maps":
@@ -148,7 +151,7 @@ def job_cost(job: dict, config: dict, shape: dict, lens_ratio: float) -> dict:
     return {
         "forwards": forwards,
         "backwards": backwards,
-        "forward_equivalents": forwards + BACKWARD_FORWARDS * backwards,
+        "forward_equivalents": forwards + lens_forwards + BACKWARD_FORWARDS * backwards,
     }
 
 
@@ -156,10 +159,12 @@ def throughputs(args) -> dict[str, dict]:
     """Measured images/s of a bare ViT-B/16-shaped forward, and the lens ratio, per device."""
     out = {}
     cpu = json.loads(Path(args.cpu_record).read_text())["models"]["vit_b16"]
+    # The fastest runs: on a shared machine other processes only ever add time.
     out["CPU"] = {
-        "images_per_s": cpu["batch"] / cpu["bare_median_s"],
-        "lens_ratio": cpu["ratio"],
-        "source": f"{Path(args.cpu_record).relative_to(REPO)} (ViT-B/16 shape, batch {cpu['batch']}, 2 threads)",
+        "images_per_s": cpu["batch"] / cpu["timing"]["bare_min_s"],
+        "lens_ratio": cpu["timing"]["ratio_of_minima"],
+        "source": f"{Path(args.cpu_record).relative_to(REPO)} (ViT-B/16 shape, batch {cpu['batch']}, "
+        f"{cpu.get('threads', 2)} threads, fastest of {cpu['timing']['pairs']} runs)",
     }
     gpu_path = Path(args.gpu_record)
     if gpu_path.is_file():
@@ -196,7 +201,7 @@ def cost_table(jobs: list[dict], config: dict, devices: dict) -> tuple[str, dict
                 row["backwards"] += cost["backwards"]
             row["hours"][device] = row["hours"].get(device, 0.0) + hours
             totals[device] += hours
-    header = "| model | rule | jobs | image forwards | backwards | " + " | ".join(f"hours, {d}" for d in devices) + " |"
+    header = "| model | rule | jobs | forwards (full images) | backwards | " + " | ".join(f"hours, {d}" for d in devices) + " |"
     lines = [header, "|" + "---|" * (5 + len(devices))]
     for (model, rule), row in sorted(rows.items()):
         hours = " | ".join(f"{row['hours'][d]:,.2f}" for d in devices)

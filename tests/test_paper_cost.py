@@ -32,14 +32,17 @@ def test_dry_run_listing_gives_rules_wildcards_and_gpu_jobs():
         {"rule": "probe_stimuli", "wildcards": {"dataset": "imagenet_s"}, "gpu": False},
         {"rule": "finetune_cifar", "wildcards": {"model": "vit_cifar_16"}, "gpu": True},
         {"rule": "extract_shard", "wildcards": {"model": "deit_ensemble_16", "shard": "0"}, "gpu": True},
+        {"rule": "stimuli", "wildcards": {"dataset": "cifar100"}, "gpu": False},  # a checkpoint
+        {"rule": "tab_value_vector_classes", "wildcards": {}, "gpu": False},  # inside a group job
     ]
 
 
 def test_counts_by_hand():
     stimuli = 910 * 5
-    assert cost("extract_shard")["forwards"] == stimuli * 1.25
+    extraction = cost("extract_shard")
+    assert (extraction["forwards"], extraction["forward_equivalents"]) == (stimuli, stimuli * 1.25)
     sharded = {**CONFIG, "extraction": {"shard_size": 1000}}
-    assert cost("extract_shard", sharded, shard="4")["forwards"] == 550 * 1.25  # the last shard: 4000..4549
+    assert cost("extract_shard", sharded, shard="4")["forwards"] == 550  # the last shard: 4000..4549
     assert cost("attn_perturbation")["forwards"] == stimuli
     maps = cost("explain_maps")
     assert (maps["forwards"], maps["backwards"], maps["forward_equivalents"]) == (9100, 9100, 27300)
