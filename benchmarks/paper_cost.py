@@ -201,7 +201,11 @@ def cost_table(jobs: list[dict], config: dict, devices: dict) -> tuple[str, dict
                 row["backwards"] += cost["backwards"]
             row["hours"][device] = row["hours"].get(device, 0.0) + hours
             totals[device] += hours
-    header = "| model | rule | jobs | forwards (full images) | backwards | " + " | ".join(f"hours, {d}" for d in devices) + " |"
+    header = (
+        "| model | rule | jobs | forwards (full images) | backwards | "
+        + " | ".join(f"hours, {d}" for d in devices)
+        + " |"
+    )
     lines = [header, "|" + "---|" * (5 + len(devices))]
     for (model, rule), row in sorted(rows.items()):
         hours = " | ".join(f"{row['hours'][d]:,.2f}" for d in devices)
