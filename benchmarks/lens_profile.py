@@ -28,8 +28,8 @@ from class_embedding.models import building
 class TimedLens(lens.ClassEmbeddingLens):
     """The lens with a stopwatch around every step of its hooks (seconds summed per forward)."""
 
-    def __init__(self, model):
-        super().__init__(model)
+    def __init__(self, model, projection="incremental"):
+        super().__init__(model, projection)
         self.seconds: dict[str, float] = defaultdict(float)
         self.samples: dict[str, torch.Tensor] = {}
 
@@ -39,15 +39,8 @@ class TimedLens(lens.ClassEmbeddingLens):
         self.seconds[label] += time.perf_counter() - start
         return value
 
-    def _reduce(self, name, states):
-        model = self.model
-        normed = self._step("project: norm", lambda: model.fc_norm(model.norm(states)).float())
-        logits = self._step(
-            "project: addmm",
-            lambda: torch.addmm(
-                model.head.bias.float(), normed.reshape(-1, normed.shape[-1]), model.head.weight.float().t()
-            ).reshape(*normed.shape[:-1], -1),
-        )
+    def _reduce(self, name, states, is_last=False):
+        logits = self._step(f"projection ({self.projection})", lambda: self._logits(name, states, is_last))
         targets = self.targets.view(-1, 1).expand(logits.shape[:2])
         rank = self._step("rank_of", lambda: lens.rank_of(logits, targets).to(torch.int16))
         logit = self._step("gather logit", lambda: logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
@@ -155,6 +148,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--projection", choices=("incremental", "direct"), default="incremental")
     parser.add_argument("--output", default=str(benchmark_common.RESULTS / "lens_profile.json"))
     args = parser.parse_args()
     if args.threads:
@@ -176,7 +170,7 @@ def main() -> None:
         with torch.inference_mode():
             model(x)
 
-    hooks = TimedLens(model)
+    hooks = TimedLens(model, args.projection)
 
     def with_lens():
         with hooks, torch.inference_mode():
@@ -207,7 +201,10 @@ def main() -> None:
         alt = alternatives(model, hooks.samples, targets, max(args.repeats * 6, 20))
     n_blocks = len(model.blocks)
 
-    print(f"{args.arch}, batch {args.batch}, {torch.get_num_threads()} threads, medians of {args.repeats}")
+    print(
+        f"{args.arch}, batch {args.batch}, {args.projection} projection, {torch.get_num_threads()} threads, "
+        f"medians of {args.repeats}"
+    )
     print(f"bare forward {bare_s:.3f} s, lens forward {lens_s:.3f} s, ratio {lens_s / bare_s:.2f}×\n")
     print("| step (summed over one forward) | s | % of bare forward |")
     print("|---|---|---|")
@@ -226,6 +223,7 @@ def main() -> None:
             {
                 "arch": args.arch,
                 "batch": args.batch,
+                "projection": args.projection,
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "bare_median_s": bare_s,

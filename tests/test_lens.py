@@ -95,6 +95,9 @@ def test_rank_of_matches_sort_on_random_logits(rng):
     order = logits.argsort(dim=-1, descending=True, stable=True)
     expected = (order == targets[:, None]).float().argmax(-1)
     assert torch.equal(lens.rank_of(logits, targets), expected)
+    # (images, tokens, classes) as the lens calls it, ties in some rows only.
+    logits3, targets3 = logits.view(5, 100, 97), targets.view(5, 100)
+    assert torch.equal(lens.rank_of(logits3, targets3), expected.view(5, 100))
 
 
 def test_layer_names_order():

@@ -15,6 +15,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ..models import families
+from . import incremental_projection
 
 LAYER_KINDS = ("hs", "attn", "mlp")
 TOP_K = 5
@@ -82,13 +83,18 @@ def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """0-based rank of ``target`` among the last-axis logits, as a stable descending sort gives.
 
     Counting larger logits is O(C) per row instead of a sort; an exact tie counts against the
-    target only for classes with a smaller index.
+    target only for classes with a smaller index. Exact float32 ties are rare, so that tie-break
+    runs only on the rows that have one.
     """
     target_logit = logits.gather(-1, target.unsqueeze(-1))
-    larger = (logits > target_logit).sum(-1)
-    class_ids = torch.arange(logits.shape[-1], device=logits.device)
-    tied_before = ((logits == target_logit) & (class_ids < target.unsqueeze(-1))).sum(-1)
-    return larger + tied_before
+    rank = (logits > target_logit).sum(-1)
+    tied = (logits == target_logit).sum(-1) > 1
+    if tied.any():
+        rows = tied.nonzero(as_tuple=True)
+        class_ids = torch.arange(logits.shape[-1], device=logits.device)
+        tied_before = (logits[rows] == target_logit[rows]) & (class_ids < target[rows].unsqueeze(-1))
+        rank[rows] += tied_before.sum(-1)
+    return rank
 
 
 def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -135,20 +141,43 @@ class ClassEmbeddingLens:
 
     Use as a context manager around ``model(images)`` after :meth:`set_targets`; the hooks are
     removed on exit. ``record`` holds the reductions of the last batch.
+
+    ``projection="incremental"`` (the default) projects each sublayer update once and obtains the
+    streams' logits from running sums (see :mod:`.incremental_projection`); ``"direct"`` projects
+    every state through :func:`project`. They agree up to float32 rounding. Models whose final norm
+    is neither a LayerNorm nor the identity always use the direct projection.
     """
 
-    def __init__(self, model: VisionTransformer):
+    def __init__(self, model: VisionTransformer, projection: str = "incremental"):
+        if projection not in ("incremental", "direct"):
+            raise ValueError(f"projection must be 'incremental' or 'direct', not {projection!r}")
         self.model = model
         self.targets: torch.Tensor | None = None
         self.record = BatchRecord()
         self._handles: list = []
+        self._incremental = (
+            incremental_projection.IncrementalProjection(model)
+            if projection == "incremental" and incremental_projection.supports(model)
+            else None
+        )
+        self.projection = "incremental" if self._incremental else "direct"
 
     def set_targets(self, targets: torch.Tensor) -> None:
         self.targets = targets
         self.record = BatchRecord()
 
-    def _reduce(self, name: str, states: torch.Tensor) -> None:
-        logits = project(self.model, states)
+    def _logits(self, name: str, states: torch.Tensor, is_last: bool = False) -> torch.Tensor:
+        if self._incremental is None:
+            return project(self.model, states)
+        if name.startswith("hs"):
+            logits = self._incremental.stream(states)
+            if is_last:
+                self._incremental.check_against_direct(states, logits, type(self.model).__name__)
+            return logits
+        return self._incremental.update(states)
+
+    def _reduce(self, name: str, states: torch.Tensor, is_last: bool = False) -> None:
+        logits = self._logits(name, states, is_last)
         targets = self.targets.view(-1, 1).expand(logits.shape[:2])
         self.record.layers[name] = LayerReduction(
             rank=rank_of(logits, targets).to(torch.int16),
@@ -161,7 +190,7 @@ class ClassEmbeddingLens:
         def hook(module, inputs, output):
             if keep_last:
                 self.record.last_state = output
-            self._reduce(name, output)
+            self._reduce(name, output, is_last=keep_last)
 
         return hook
 
@@ -177,6 +206,9 @@ class ClassEmbeddingLens:
 
     def __enter__(self) -> ClassEmbeddingLens:
         blocks = list(self.model.blocks)
+        if self._incremental is not None:
+            start = self._incremental.start
+            self._handles.append(blocks[0].register_forward_pre_hook(lambda module, inputs: start(inputs[0])))
         for b, block in enumerate(blocks):
             attn_update, mlp_update = residual_update_modules(block)
             self._handles += [
