@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..errors import InputError
 from .downloads import verify
+from .imagenet_s import stimulus_table
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +133,12 @@ def select_stimuli(images_dir: str | os.PathLike, images_per_class: int) -> pa.T
             f"{images_per_class} test images; the CIFAR-100 test split has 100 per label."
         )
     rows = [(label, index, img_index) for label, taken in chosen.items() for img_index, index in enumerate(taken)]
-    n = len(rows)
-    return pa.table(
-        {
-            "image": pa.array(np.arange(n, dtype=np.int32)),
-            "wnid": [str(label) for label, _, _ in rows],
-            "class_index": pa.array([label for label, _, _ in rows], pa.int16()),
-            "category": [names[label] for label, _, _ in rows],
-            "file": [f"validation/{label}/{index:0{IMAGE_DIGITS}d}.png" for label, index, _ in rows],
-            "img_index": pa.array([i for _, _, i in rows], pa.int8()),
-        }
+    return stimulus_table(
+        wnid=[str(label) for label, _, _ in rows],
+        class_index=[label for label, _, _ in rows],
+        category=[names[label] for label, _, _ in rows],
+        file=[f"validation/{label}/{index:0{IMAGE_DIGITS}d}.png" for label, index, _ in rows],
+        img_index=[i for _, _, i in rows],
     )
 
 

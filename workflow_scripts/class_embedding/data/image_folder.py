@@ -18,7 +18,7 @@ import pyarrow as pa
 from PIL import Image
 
 from ..errors import InputError
-from .imagenet_s import token_label_rows
+from .imagenet_s import stimulus_table, token_label_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LABEL_KINDS = ("wnid", "index", "class_name")
@@ -121,17 +121,7 @@ def select_stimuli(
             f"no class folder of {root} has {images_per_class} images ({', '.join(IMAGE_SUFFIXES)}): lower "
             "stimuli.images_per_class or add images."
         )
-    n = len(rows["wnid"])
-    return pa.table(
-        {
-            "image": pa.array(np.arange(n, dtype=np.int32)),
-            "wnid": rows["wnid"],
-            "class_index": pa.array(rows["class_index"], pa.int16()),
-            "category": rows["category"],
-            "file": rows["file"],
-            "img_index": pa.array(rows["img_index"], pa.int8()),
-        }
-    )
+    return stimulus_table(**rows)
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -63,6 +63,24 @@ def segmentation_ids(categories_file: str | Path) -> dict[str, int]:
     return {wnid: rank for rank, wnid in enumerate(wnids, start=1)}
 
 
+def stimulus_table(
+    wnid: list[str], class_index: list[int], category: list[str], file: list[str], img_index: list[int]
+) -> pa.Table:
+    """The stimulus table every dataset kind writes (``stimuli.parquet``), from its columns: one
+    row per image, numbered 0..n-1 in the given order; ``file`` relative to the dataset's images
+    directory."""
+    return pa.table(
+        {
+            "image": pa.array(np.arange(len(file), dtype=np.int32)),
+            "wnid": list(wnid),
+            "class_index": pa.array(class_index, pa.int16()),
+            "category": list(category),
+            "file": list(file),
+            "img_index": pa.array(img_index, pa.int8()),
+        }
+    )
+
+
 def select_stimuli(
     split_dir: str | Path,
     mapping_file: str | Path,
@@ -108,17 +126,7 @@ def select_stimuli(
             f"no class in {split_dir} has {images_per_class} images: lower "
             f"stimuli.images_per_class or check the dataset."
         )
-    n = len(rows["wnid"])
-    return pa.table(
-        {
-            "image": pa.array(np.arange(n, dtype=np.int32)),
-            "wnid": rows["wnid"],
-            "class_index": pa.array(rows["class_index"], pa.int16()),
-            "category": rows["category"],
-            "file": rows["file"],
-            "img_index": pa.array(rows["img_index"], pa.int8()),
-        }
-    )
+    return stimulus_table(**rows)
 
 
 def decode_segmentation(path: str | Path) -> np.ndarray:
@@ -245,14 +253,10 @@ def stimuli_from_csv(
             f"{csv_file}: class {wnid} has {n} rows, not stimuli.images_per_class = {images_per_class} "
             f"({len(short)} such classes)."
         )
-    n = len(rows)
-    return pa.table(
-        {
-            "image": pa.array(np.arange(n, dtype=np.int32)),
-            "wnid": [r["imagenet_id"] for r in rows],
-            "class_index": pa.array([class_index[r["imagenet_id"]] for r in rows], pa.int16()),
-            "category": [categories[class_index[r["imagenet_id"]]] for r in rows],
-            "file": [f"{split_dir.name}/{r['imagenet_id']}/{r['img_name']}" for r in rows],
-            "img_index": pa.array([int(r["img_index"]) for r in rows], pa.int8()),
-        }
+    return stimulus_table(
+        wnid=[r["imagenet_id"] for r in rows],
+        class_index=[class_index[r["imagenet_id"]] for r in rows],
+        category=[categories[class_index[r["imagenet_id"]]] for r in rows],
+        file=[f"{split_dir.name}/{r['imagenet_id']}/{r['img_name']}" for r in rows],
+        img_index=[int(r["img_index"]) for r in rows],
     )
