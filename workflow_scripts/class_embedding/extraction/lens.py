@@ -47,7 +47,7 @@ def linear_head(model: VisionTransformer) -> tuple[torch.Tensor, torch.Tensor]:
     the one linear map that both tokens feed, so the lens projects every token through it.
     """
     weight, bias = model.head.weight.float(), model.head.bias.float()
-    if families.pooling(model).kind == "distilled":
+    if getattr(model, "head_dist", None) is not None:
         weight = (weight + model.head_dist.weight.float()) / 2
         bias = (bias + model.head_dist.bias.float()) / 2
     return weight, bias
