@@ -484,9 +484,7 @@ def probe_models():
     names = config["probing"]["models"]
     if names is None:
         # CIFAR-100 and image folders have no ImageNet-S test split to train probes on.
-        return [
-            name for name in TRAINED_MODELS if MODELS[name]["class_token"] and has_probe_split(model_dataset(name))
-        ]
+        return [name for name in TRAINED_MODELS if MODELS[name]["class_token"] and has_probe_split(model_dataset(name))]
     for name in names:
         if name not in TRAINED_MODELS:
             raise WorkflowError(
@@ -600,7 +598,9 @@ def model_token_map_inputs(wildcards):
     inputs = {"images": files["images"], "stimuli": stimuli_table(model), "predictions": predictions_table(model)}
     if token_labels_table(model) is not None:
         # ImageNet-S masks come with a categories file, an image folder's masks are files of their own.
-        inputs.update(token_labels=token_labels_table(model), **{k: files[k] for k in ("categories", "masks") if k in files})
+        inputs.update(
+            token_labels=token_labels_table(model), **{k: files[k] for k in ("categories", "masks") if k in files}
+        )
     return inputs
 
 

@@ -10,7 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
-from class_embedding.data import image_folder
+from class_embedding.data import folder_masks, image_folder
 from class_embedding.errors import InputError
 from class_embedding.models import building
 
@@ -72,12 +72,12 @@ def test_token_labels_from_masks(tmp_path):
     mask[3, 0] = 1  # one pixel of the bottom-left cell
     (tmp_path / "masks" / "3").mkdir(parents=True)
     Image.fromarray(mask).save(tmp_path / "masks" / "3" / "im0.png")
-    table = image_folder.token_label_table(stimuli, tmp_path / "masks", 2).to_pydict()
+    table = folder_masks.token_label_table(stimuli, tmp_path / "masks", 2).to_pydict()
     assert table["token"] == [0, 1, 2, 3]
     assert [str(label) for label in table["label"]] == ["context", "class", "context", "context"]
     np.testing.assert_allclose(table["class_fraction"], [0, 1, 0.25, 0])
     with pytest.raises(InputError, match="mask .* not found"):
-        image_folder.token_label_table(stimuli, tmp_path / "elsewhere", 2)
+        folder_masks.token_label_table(stimuli, tmp_path / "elsewhere", 2)
 
 
 def test_schema_accepts_every_timm_pretrained_vit_tag():

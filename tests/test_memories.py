@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from class_embedding import errors
-from class_embedding.analyses import memories, memory_statistics
+from class_embedding.analyses import memories, memory_statistics, value_projections
 from class_embedding.figures import memory_figures
 from class_embedding.models import building
 from class_embedding.tables import write_table
@@ -122,7 +122,7 @@ def cls_pair():
 
 def test_class_value_agreement_equals_direct_cosines(cls_pair):
     model, baseline = cls_pair
-    per_class, _ = memories.value_projection_tables(model, baseline)
+    per_class, _ = value_projections.value_projection_tables(model, baseline)
     scores = per_class.to_pandas()
     head = model.head.weight.detach()
     for layer_type, block in [("mlp", 1), ("attn", 0)]:
@@ -144,7 +144,7 @@ def test_class_value_agreement_equals_direct_cosines(cls_pair):
 def test_projections_leave_the_weights_untouched(cls_pair):
     model, baseline = cls_pair
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    memories.value_projection_tables(model, baseline)
+    value_projections.value_projection_tables(model, baseline)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -156,7 +156,7 @@ def test_random_baseline_is_reproducible_for_a_seed_and_its_wilcoxon_p_too(tmp_p
     for run in range(2):
         baseline = building.random_model(CLS_SPEC, "tiny_value_baseline", seed)
         directory = tmp_path / str(run)
-        memories.write_value_projections(
+        value_projections.write_value_projections(
             model, baseline, directory / memory_statistics.CLASS_TABLE, directory / memory_statistics.MEMORY_TABLE, {}
         )
         data = memory_statistics.class_value_data(
@@ -170,20 +170,22 @@ def test_random_baseline_is_reproducible_for_a_seed_and_its_wilcoxon_p_too(tmp_p
 def test_gap_post_norm_variant_scales_the_values():
     torch.manual_seed(1)
     model = building.build_model(GAP_SPEC, "tiny_gap")
-    assert memories.value_variants(model) == [False, True]  # the paper's (no post-norm) first
+    assert value_projections.value_variants(model) == [False, True]  # the paper's (no post-norm) first
     block = model.blocks[1]
-    plain = memories.value_matrix(block, "mlp", includes_post_norm=False)
+    plain = value_projections.value_matrix(block, "mlp", includes_post_norm=False)
     # Random init sets every post-norm weight to 1e-5: a uniform scale changes no cosine.
     np.testing.assert_allclose(
-        memories.class_value_agreement(memories.as_array(model.head.weight), memories.value_matrix(block, "mlp", True)),
-        memories.class_value_agreement(memories.as_array(model.head.weight), plain),
+        memories.class_value_agreement(
+            value_projections.as_array(model.head.weight), value_projections.value_matrix(block, "mlp", True)
+        ),
+        memories.class_value_agreement(value_projections.as_array(model.head.weight), plain),
         rtol=1e-5,
     )
     with torch.no_grad():
         block.norm2.weight.copy_(torch.linspace(0.1, 3.0, D))
-    scaled = memories.value_matrix(block, "mlp", includes_post_norm=True)
+    scaled = value_projections.value_matrix(block, "mlp", includes_post_norm=True)
     np.testing.assert_allclose(scaled, np.linspace(0.1, 3.0, D)[:, None] * plain, rtol=1e-6)
-    embeddings = memories.as_array(model.head.weight)
+    embeddings = value_projections.as_array(model.head.weight)
     assert not np.allclose(
         memories.class_value_agreement(embeddings, scaled), memories.class_value_agreement(embeddings, plain)
     )
@@ -205,8 +207,8 @@ def layer_rows(rng, n_tokens, n_memories):
             "token": np.tile(np.arange(n_tokens, dtype=np.int16), N_IMAGES),
             "rank": np.zeros(N_IMAGES * n_tokens, dtype=np.int16),
             "logit": np.zeros(N_IMAGES * n_tokens, dtype=np.float32),
-            "top5": memories.fixed_size_lists(top5.astype(np.int16), pa.int16()),
-            "mem_top5": memories.fixed_size_lists(activated.astype(np.int16), pa.int16()),
+            "top5": value_projections.fixed_size_lists(top5.astype(np.int16), pa.int16()),
+            "mem_top5": value_projections.fixed_size_lists(activated.astype(np.int16), pa.int16()),
         }
     )
     return table, activated, top5[..., 0]
@@ -224,7 +226,7 @@ def fake_model(root, name, spec, display_name, rng):
                 block.norm2.weight.uniform_(0.1, 3.0)
     baseline = building.random_model(spec, f"{name}_value_baseline", memories.value_baseline_seed(0, name))
     cache = root / "memories" / name
-    memories.write_value_projections(
+    value_projections.write_value_projections(
         network, baseline, cache / memory_statistics.CLASS_TABLE, cache / memory_statistics.MEMORY_TABLE, {}
     )
     extract = root / "extract" / name
@@ -399,7 +401,7 @@ def test_value_vector_table_names_the_top_classes(fake_inputs):
     cls = table[table["model"] == "tiny_cls"]
     assert len(cls) == 25 and set(cls["block_index"]) == {0}  # L-2 of 2 blocks, 5 memories × 5 classes
     (_, network, _), _ = fakes
-    projections = network.head.weight.detach().numpy() @ memories.value_matrix(network.blocks[0], "mlp", False)
+    projections = network.head.weight.detach().numpy() @ value_projections.value_matrix(network.blocks[0], "mlp", False)
     expected_memories = np.argsort(-projections.max(axis=0), kind="stable")[:5]
     np.testing.assert_array_equal(cls["memory"].unique(), expected_memories)
     first = cls[cls["memory"] == expected_memories[0]]

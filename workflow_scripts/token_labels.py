@@ -1,13 +1,13 @@
 from pathlib import Path
 
 from class_embedding import logs, tables
-from class_embedding.data import image_folder, imagenet_s
+from class_embedding.data import folder_masks, imagenet_s
 
 with logs.logged(snakemake):
     grid = int(snakemake.wildcards.grid)
     stimuli = tables.read_table(snakemake.input.stimuli)
     if "masks" in snakemake.input.keys():
-        labels = image_folder.token_label_table(stimuli, snakemake.input.masks, grid)
+        labels = folder_masks.token_label_table(stimuli, snakemake.input.masks, grid)
     else:
         labels = imagenet_s.token_label_table(
             stimuli, Path(snakemake.input.images).parent, snakemake.input.categories, grid

@@ -1,5 +1,5 @@
 from class_embedding import logs
-from class_embedding.analyses import memories
+from class_embedding.analyses import memories, value_projections
 from class_embedding.models import building, checkpoints
 
 with logs.logged(snakemake):
@@ -8,7 +8,7 @@ with logs.logged(snakemake):
     # A second, independent random initialisation (docs/method.md §4.11a), never the random twin.
     baseline_seed = memories.value_baseline_seed(seed, name)
     baseline = building.random_model(spec, f"{name}_value_baseline", baseline_seed)
-    memories.write_value_projections(
+    value_projections.write_value_projections(
         model,
         baseline,
         snakemake.output.classes,
@@ -17,6 +17,6 @@ with logs.logged(snakemake):
             "model": name,
             "weights_sha256": checkpoints.sha256(snakemake.input.checkpoint),
             "value_baseline_seed": baseline_seed,
-            "value_variants": ["with post-norm" if v else "plain" for v in memories.value_variants(model)],
+            "value_variants": ["with post-norm" if v else "plain" for v in value_projections.value_variants(model)],
         },
     )

@@ -13,16 +13,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from ..errors import InputError
-from .imagenet_s import stimulus_table, token_label_rows
+from .imagenet_s import stimulus_table
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LABEL_KINDS = ("wnid", "index", "class_name")
-MASK_SUFFIX = ".png"
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +119,3 @@ def select_stimuli(
             "stimuli.images_per_class or add images."
         )
     return stimulus_table(**rows)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Class pixels (non-zero) of a mask PNG."""
-    try:
-        with Image.open(path) as png:
-            return np.asarray(png.convert("L")) > 0
-    except FileNotFoundError:
-        raise InputError(f"mask {path} not found: every stimulus needs <masks>/<label>/<stem>.png.") from None
-    except OSError as err:
-        raise InputError(f"mask {path} cannot be decoded ({err}): replace the file.") from None
-
-
-def token_label_table(stimuli: pa.Table, masks_root: str | Path, grid: int) -> pa.Table:
-    """Per-(image, image token) class/context labels from the masks, as ImageNet-S's table."""
-    masks_root = Path(masks_root)
-    files = stimuli.column("file").to_pylist()
-    masks = (read_mask(masks_root / Path(file).parent / (Path(file).stem + MASK_SUFFIX)) for file in files)
-    return token_label_rows(stimuli.column("image").to_numpy(), masks, grid)

@@ -28,7 +28,7 @@ from ..analyses.token_states import (
     spread_blocks,
     token_labels,
 )
-from ..data import image_folder, imagenet_s
+from ..data import folder_masks, imagenet_s
 from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
@@ -144,10 +144,7 @@ def fig_token_maps(
         view = np.asarray(prep.model_view(source))
         mask = None
         if masks_dir is not None:  # a labelled image folder with masks
-            file = Path(stimulus["file"])
-            mask = mask_view(
-                image_folder.read_mask(Path(masks_dir) / file.parent / (file.stem + image_folder.MASK_SUFFIX)), prep
-            )
+            mask = mask_view(folder_masks.mask_of(masks_dir, stimulus["file"]), prep)
         elif seg_ids is not None:
             mask = mask_view(
                 imagenet_s.class_mask(Path(images_dir).parent, seg_ids, categories, stimulus["wnid"], stimulus["file"]),
