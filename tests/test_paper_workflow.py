@@ -17,7 +17,6 @@ from workflow_runs import snakemake, write_config
 from class_embedding import tables
 from class_embedding.models import building
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 SQUASH = {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
 

@@ -15,8 +15,6 @@ from workflow_runs import snakemake, write_config
 
 from class_embedding.models import preprocessing
 
-REPO = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.workflow
 
 
