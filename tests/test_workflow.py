@@ -173,7 +173,7 @@ def test_corrupt_image_stops_extraction_without_partial_output(built, tmp_path, 
     assert not [p for p in extract.rglob("*") if "partial" in p.name]
 
 
-def write_config(tmp_path: Path, edit) -> Path:
+def edited_micro_config(tmp_path: Path, edit) -> Path:
     config = yaml.safe_load(MICRO.read_text())
     edit(config)
     return workflow_runs.write_config(config, tmp_path / "config.yaml")
@@ -209,13 +209,13 @@ SCHEMA_HINT = "config/schema.yaml documents every key"
 )
 def test_bad_config_names_the_key(tmp_path, edit, problem, remedy):
     with pytest.raises(WorkflowError) as error:
-        run(tmp_path, config=write_config(tmp_path, edit), dryrun=True)
+        run(tmp_path, config=edited_micro_config(tmp_path, edit), dryrun=True)
     assert problem in str(error.value)
     assert remedy in str(error.value)
 
 
 def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
-    config = write_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
+    config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
     capfd.readouterr()
     with pytest.raises(Exception):  # noqa: B017 (the message is what is checked, below)
         run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
