@@ -10,13 +10,13 @@ import hashlib
 import io
 import pickle
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from workflow_runs import snakemake, write_config
 
 from class_embedding.data import cifar, downloads
 from class_embedding.errors import InputError
@@ -99,29 +99,8 @@ def test_timm_loading_of_a_file_that_runs_code_is_refused(tmp_path):
 
 
 def run_workflow(config: dict, work: Path, *targets: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    config_file = work / "config.yaml"
-    work.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "2",
-            "--keep-going",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(config_file),
-            "--directory",
-            str(work),
-            *targets,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    config_file = write_config(config, work / "config.yaml")
+    return snakemake("--cores", "2", "--keep-going", *targets, configfiles=[config_file], workdir=work, timeout=timeout)
 
 
 def micro_config(models_section: dict) -> dict:

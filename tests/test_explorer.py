@@ -4,8 +4,6 @@ model. The page is driven in a real headless Chromium (skipped without one, exce
 
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +15,7 @@ import pytest
 import torch
 import yaml
 from chromium import Browser, find_browser
+from workflow_runs import snakemake, write_config
 
 from class_embedding import tables
 from class_embedding.analyses import token_states
@@ -166,23 +165,8 @@ def test_round_robin_order_keeps_classes_balanced(run):
 )
 def test_dry_run_refuses_blocks_and_models_the_config_lacks(tmp_path, section, message):
     config = {**yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text()), **section}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--directory",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = snakemake(
+        "-n", configfiles=[write_config(config, tmp_path / "config.yaml")], workdir=tmp_path, timeout=300
     )
     assert result.returncode != 0
     assert re.search(message, result.stdout + result.stderr), result.stderr[-2000:]

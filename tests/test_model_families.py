@@ -4,13 +4,13 @@ the model's own pooling and fails with a wrong one, the prefix tokens are counte
 report memories from fc2's input, and unsupported models stop the dry run."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 import yaml
+from workflow_runs import snakemake, write_config
 
 from class_embedding.errors import InputError
 from class_embedding.extraction import lens
@@ -254,13 +254,7 @@ def entry_of(arch: str, kwargs: dict, class_token: bool, num_blocks: int = 2) ->
 
 
 def dry_run(configs: list[Path], workdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile")]
-        + ["--configfile", *map(str, configs), "--directory", str(workdir), "--quiet", "rules"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return snakemake("-n", "--quiet", "rules", configfiles=configs, workdir=workdir, timeout=600)
 
 
 EXAMPLE_BASE = REPO / "config" / "examples" / "base.yaml"
@@ -290,8 +284,7 @@ def test_dry_run_refuses_an_attention_pooled_model_before_any_job(tmp_path):
     config["models"]["siglip_like"] = config["models"].pop("plain")
     config["models"]["siglip_like"]["kwargs"].update(global_pool="map", class_token=False)
     config["models"]["siglip_like"]["class_token"] = False
-    path = tmp_path / "map.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(config, tmp_path / "map.yaml")
     result = dry_run([EXAMPLE_BASE, path], tmp_path / "work")
     output = result.stdout + result.stderr
     assert result.returncode != 0

@@ -3,13 +3,13 @@ run with dummy data paths, config errors naming the path, and the reproduction t
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
+from workflow_runs import snakemake, write_config
 
 from class_embedding.analyses import reproduction
 from class_embedding.models import building
@@ -91,31 +91,12 @@ def paper_copy(tmp_path: Path, **edits) -> Path:
         for part in parents:
             node = node[part]
         node[last] = value
-    path = tmp_path / "paper.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(config, tmp_path / "paper.yaml")
 
 
 def dry_run(tmp_path: Path, config: Path, *targets: str, quiet: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            *targets,
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(config),
-            "--directory",
-            str(tmp_path / "work"),
-            *(["--quiet", "rules"] if quiet else []),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    quiet_flags = ["--quiet", "rules"] if quiet else []
+    return snakemake("-n", *targets, *quiet_flags, configfiles=[config], workdir=tmp_path / "work", timeout=120)
 
 
 def job_counts(output: str) -> dict[str, int]:

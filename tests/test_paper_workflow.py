@@ -3,8 +3,6 @@ DeiT-style release served on 127.0.0.1, a fake ImageNet-val archive, fake CIFAR-
 checkpoints in the CIFAR format, for tiny models."""
 
 import hashlib
-import subprocess
-import sys
 import tarfile
 import threading
 from functools import partial
@@ -13,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from test_paper_data import make_sources, write_cifar
+from workflow_runs import snakemake, write_config
 
 from class_embedding import tables
 from class_embedding.models import building
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 SQUASH = {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
 
@@ -112,8 +109,7 @@ def paper_run(tmp_path_factory):
         },
         "paper_reference": {"deit": {"accuracy": 84.97, "pct_tokens": 79.641502, "pct_images": 96.263733}},
     }
-    config_file = root / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    config_file = write_config(config, root / "config.yaml")
     work = root / "work"
     # Everything up to extraction (which the demo's tests cover): downloads, preparation,
     # stimuli, token labels, checkpoint conversion.
@@ -123,25 +119,7 @@ def paper_run(tmp_path_factory):
         "results/checkpoints/deit.pt",
         "results/checkpoints/cifar_vit.pt",
     ]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "2",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(config_file),
-            "--directory",
-            str(work),
-            *targets,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = snakemake("--cores", "2", *targets, configfiles=[config_file], workdir=work, timeout=600)
     server.shutdown()
     server.server_close()
     return work, result, {"deit": deit, "cifar_vit": cifar_model}

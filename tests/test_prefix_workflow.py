@@ -2,7 +2,6 @@
 labelled image folder without masks."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import timm
 import torch
 import yaml
 from PIL import Image
+from workflow_runs import snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO_PREFIX = REPO / "tests" / "configs" / "micro_prefix.yaml"
@@ -20,20 +20,14 @@ MICRO_PREFIX = REPO / "tests" / "configs" / "micro_prefix.yaml"
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(config: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile")]
-        + ["--configfile", str(config), "--directory", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        timeout=3000,
-    )
+def run_micro(config: Path, workdir: Path, *targets: str) -> subprocess.CompletedProcess:
+    return snakemake("--cores", "2", *targets, configfiles=[config], workdir=workdir, timeout=3000)
 
 
 @pytest.fixture(scope="module")
 def prefix_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("micro_prefix")
-    result = snakemake(MICRO_PREFIX, workdir)
+    result = run_micro(MICRO_PREFIX, workdir)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir / "results"
 
@@ -107,9 +101,7 @@ def image_folder_config(tmp_path: Path, masks: Path | None = None) -> Path:
         }
     }
     config["stimuli"]["images_per_class"] = 2
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    return config_file
+    return write_config(config, tmp_path / "config.yaml")
 
 
 def test_image_folder_masks_outline_the_token_maps(tmp_path):
@@ -122,7 +114,7 @@ def test_image_folder_masks_outline_the_token_maps(tmp_path):
             Image.fromarray(pixels).save(masks / label / f"img{i}.png")
     config_file = image_folder_config(tmp_path, masks)
     workdir = tmp_path / "work"
-    result = snakemake(config_file, workdir, "results/figures/fig_token_maps_folder_cls.pdf")
+    result = run_micro(config_file, workdir, "results/figures/fig_token_maps_folder_cls.pdf")
     assert result.returncode == 0, result.stderr[-5000:]
     labels = pd.read_parquet(workdir / "results/data/mine/token_labels_g4.parquet")
     # 40x36 pixels resized and cropped to the 4x4 grid: the top-left 2x2 tokens are the class.
@@ -133,7 +125,7 @@ def test_image_folder_masks_outline_the_token_maps(tmp_path):
 def test_image_folder_without_masks_skips_the_class_context_targets(tmp_path):
     config_file = image_folder_config(tmp_path)
     workdir = tmp_path / "work"
-    result = snakemake(config_file, workdir)
+    result = run_micro(config_file, workdir)
     assert result.returncode == 0, result.stderr[-5000:]
     assert "Skipped targets:" in result.stderr
     assert "fig_context_identifiability_folder_cls" in result.stderr

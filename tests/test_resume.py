@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import workflow_runs
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
@@ -19,18 +20,7 @@ pytestmark = pytest.mark.workflow
 
 def snakemake(workdir: Path, *args: str, **popen) -> subprocess.Popen:
     """The CLI as a user runs it (the workflow profile profiles/default applies)."""
-    command = [
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(MICRO),
-        "--cores",
-        "2",
-        *args,
-    ]
+    command = workflow_runs.command("--cores", "2", *args, configfiles=[MICRO], workdir=workdir)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 

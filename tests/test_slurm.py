@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from workflow_runs import snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1800
@@ -64,24 +65,7 @@ def gpu_rules() -> set[str]:
     """Rules whose jobs ask for a GPU, as Snakemake plans them for the demo (rules declare it
     through gpu_job() of rules/common.smk, some in loops, so the rule files are not parsed)."""
     with tempfile.TemporaryDirectory() as workdir:
-        plan = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-n",
-                "--snakefile",
-                str(REPO / "Snakefile"),
-                "--configfile",
-                str(REPO / "config.yaml"),
-                "--directory",
-                workdir,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
+        plan = snakemake("-n", configfiles=[REPO / "config.yaml"], workdir=workdir, timeout=300, check=True)
     names, rule = set(), None
     for line in (plan.stdout + plan.stderr).splitlines():
         if match := re.match(r"\s*(?:local)?(?:rule|checkpoint) (\w+):$", line):
@@ -142,9 +126,7 @@ def test_short_profile_name_plans_the_demo_in_a_fresh_copy(workflow_copy, tmp_pa
     assert (workflow_copy / "slurm").is_symlink(), "the link slurm -> profiles/slurm is not tracked by git"
 
     def dry_run(*profile: str) -> str:
-        run = subprocess.run(
-            ["snakemake", *profile, "-n"], cwd=workflow_copy, env=env, capture_output=True, text=True, timeout=300
-        )
+        run = snakemake(*profile, "-n", snakefile=None, cwd=workflow_copy, env=env, timeout=300)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         return run.stdout + run.stderr
 
@@ -194,12 +176,13 @@ def test_missing_slurm_commands_stop_the_run_before_anything_runs(tmp_path):
     path = os.pathsep.join([str(Path(sys.executable).parent), str(tools)])
     assert not any(shutil.which(command, path=path) for command in ("sbatch", "squeue", "scancel", "sinfo"))
     workdir = fresh_copy(tmp_path / "workflow")
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "slurm", "--configfile", "tests/configs/micro.yaml"],
+    run = snakemake(
+        "--profile",
+        "slurm",
+        configfiles=[Path("tests/configs/micro.yaml")],
+        snakefile=None,
         cwd=workdir,
         env={**no_user_profiles(tmp_path), "PATH": path},
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     output = run.stdout + run.stderr

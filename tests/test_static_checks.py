@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from test_paper_config import paper_copy
+from workflow_runs import snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,6 @@ def test_code_passes_the_linters(command):
 @pytest.mark.parametrize("config", ["config.yaml", "tests/configs/micro.yaml", "config/paper.yaml"])
 def test_snakemake_lint_is_clean(config, tmp_path):
     configfile = paper_copy(tmp_path) if config == "config/paper.yaml" else REPO / config
-    result = run(sys.executable, "-m", "snakemake", "--lint", "--configfile", str(configfile))
+    result = snakemake("--lint", configfiles=[configfile], snakefile=None, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Lints for" not in result.stdout, result.stdout[-4000:]

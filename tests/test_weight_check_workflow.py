@@ -5,31 +5,23 @@ by brute force. Extraction waits for the check; a wrong expected value stops the
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 from test_weight_check import CLASS, SQUASH, TINY, brute_force_values, sample, spec  # noqa: F401 (fixture)
+from workflow_runs import snakemake, write_config
 
 from class_embedding.models import preprocessing
-
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(config: dict, workdir: Path, *targets, dry_run=False) -> subprocess.CompletedProcess:
-    path = workdir / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *(["-n", "--quiet", "rules"] if dry_run else ["--cores", "2"]),
-         "--snakefile", str(REPO / "Snakefile"), "--configfile", str(path), "--directory", str(workdir), *targets],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+def run_tiny(config: dict, workdir: Path, *targets, dry_run=False) -> subprocess.CompletedProcess:
+    mode = ["-n", "--quiet", "rules"] if dry_run else ["--cores", "2"]
+    config_file = write_config(config, workdir / "config.yaml")
+    return snakemake(*targets, *mode, configfiles=[config_file], workdir=workdir, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def test_check_passes_and_tutorial_figures_are_built(setup):
     root, config, sample_image = setup
     work = root / "pass"
     targets = [f"results/figures/fig_tutorial_{name}.pdf" for name in ("cls_logits", "heatmap")]
-    result = snakemake(config, work, *targets)
+    result = run_tiny(config, work, *targets)
     assert result.returncode == 0, result.stderr[-4000:]
     results = work / "results"
     assert (work / "resources/samples/sample").read_bytes() == sample_image.path.read_bytes()
@@ -80,7 +72,7 @@ def test_check_passes_and_tutorial_figures_are_built(setup):
 
 def test_every_extraction_waits_for_the_check(setup):
     root, config, _ = setup
-    result = snakemake(config, root / "plan", "results/extract/tiny/hs_0.parquet", dry_run=True)
+    result = run_tiny(config, root / "plan", "results/extract/tiny/hs_0.parquet", dry_run=True)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = result.stdout + result.stderr
     assert "weight_check" in jobs and "download_sample_image" in jobs and "extract_shard" in jobs
@@ -93,7 +85,7 @@ def test_a_wrong_value_stops_the_run_naming_it(setup):
     expected["ranks"]["hs_1"][2] = (right + 1) % 10
     expected["logits"] = {}  # the rank is then the first mismatch listed
     wrong = {**config, "expected_values": {"tiny": expected}}
-    result = snakemake(wrong, root / "fail", "results/checks/weights_tiny.json")
+    result = run_tiny(wrong, root / "fail", "results/checks/weights_tiny.json")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "weight check of model 'tiny' failed on sample image 'sample'" in output
@@ -125,6 +117,6 @@ def test_config_errors_stop_the_dry_run(setup, tmp_path, edit, message):
     _, config, _ = setup
     config = json.loads(json.dumps(config))
     edit(config)
-    result = snakemake(config, tmp_path, dry_run=True)
+    result = run_tiny(config, tmp_path, dry_run=True)
     assert result.returncode != 0
     assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]

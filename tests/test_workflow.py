@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import workflow_runs
 import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.exceptions import WorkflowError
@@ -172,12 +173,10 @@ def test_corrupt_image_stops_extraction_without_partial_output(built, tmp_path, 
     assert not [p for p in extract.rglob("*") if "partial" in p.name]
 
 
-def write_config(tmp_path: Path, edit) -> Path:
+def edited_micro_config(tmp_path: Path, edit) -> Path:
     config = yaml.safe_load(MICRO.read_text())
     edit(config)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return workflow_runs.write_config(config, tmp_path / "config.yaml")
 
 
 SCHEMA_HINT = "config/schema.yaml documents every key"
@@ -210,13 +209,13 @@ SCHEMA_HINT = "config/schema.yaml documents every key"
 )
 def test_bad_config_names_the_key(tmp_path, edit, problem, remedy):
     with pytest.raises(WorkflowError) as error:
-        run(tmp_path, config=write_config(tmp_path, edit), dryrun=True)
+        run(tmp_path, config=edited_micro_config(tmp_path, edit), dryrun=True)
     assert problem in str(error.value)
     assert remedy in str(error.value)
 
 
 def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
-    config = write_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
+    config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
     capfd.readouterr()
     with pytest.raises(Exception):  # noqa: B017 (the message is what is checked, below)
         run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
@@ -226,27 +225,11 @@ def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
 
 def test_report_has_every_figure_and_table_with_its_caption(built, tmp_path):
     """`snakemake --report` packs every reported output with the caption from report/<name>.rst."""
-    import subprocess
     import zipfile
 
     workdir, _ = built
     report = tmp_path / "report.zip"
-    subprocess.run(
-        [
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(workdir),
-            "--configfile",
-            str(MICRO),
-            "--report",
-            str(report),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    workflow_runs.snakemake("--report", str(report), configfiles=[MICRO], workdir=workdir, timeout=None, check=True)
     names = zipfile.ZipFile(report).namelist()
     page = "".join(
         zipfile.ZipFile(report).read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js"))
