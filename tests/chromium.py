@@ -5,6 +5,7 @@ no WebDriver and no websocket client are needed."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -33,8 +34,11 @@ class Browser:
         self._from_browser, from_browser_write = os.pipe()
 
         def wire_pipes():
-            os.dup2(to_browser_read, 3)
-            os.dup2(from_browser_write, 4)
+            # Copies above 4 first: a pipe end may itself be fd 3 or 4 (then dup2 onto itself would
+            # keep it close-on-exec, or the second dup2 would overwrite the first end).
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_read, from_browser_write)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
 
         self.process = subprocess.Popen(
             [
