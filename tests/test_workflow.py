@@ -214,13 +214,13 @@ def test_bad_config_names_the_key(tmp_path, edit, problem, remedy):
     assert remedy in str(error.value)
 
 
-def test_unknown_model_architecture_names_the_key(tmp_path, capfd):
+def test_unknown_model_architecture_names_the_key(tmp_path):
+    """Stopped when the workflow is read (the model check builds every architecture), before any job."""
     config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
-    capfd.readouterr()
-    with pytest.raises(Exception):  # noqa: B017 (the message is what is checked, below)
+    with pytest.raises(WorkflowError) as error:
         run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
-    assert "models.micro_cls_random.arch: 'vit_does_not_exist' is not a timm model" in "".join(capfd.readouterr())
-    assert not (tmp_path / "results/checkpoints/micro_cls_random.pt").exists()
+    assert "invalid config: models.micro_cls.arch: 'vit_does_not_exist' is not a timm model" in str(error.value)
+    assert not (tmp_path / "results").exists()
 
 
 def test_report_has_every_figure_and_table_with_its_caption(built, tmp_path):
