@@ -16,8 +16,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ..models import families
 from . import incremental_projection
+from .reader import LAYER_KINDS
 
-LAYER_KINDS = ("hs", "attn", "mlp")
 TOP_K = 5
 
 

@@ -11,6 +11,9 @@ import pyarrow as pa
 from ..errors import InputError
 from ..tables import read_table
 
+#: The layer kinds of the extraction tables: ``<kind>_<block>.parquet``.
+LAYER_KINDS = ("hs", "attn", "mlp")
+
 
 def column_arrays(table: pa.Table) -> dict[str, np.ndarray]:
     """Table columns as numpy arrays; fixed-size list columns become (rows, width) arrays."""

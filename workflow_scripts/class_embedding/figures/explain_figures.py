@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .. import tables
 from ..analyses import gradients
+from ..analyses.token_states import read_stimuli
 from ..data import imagenet_s
 from ..errors import InputError
 from ..extraction import shards
@@ -112,7 +112,7 @@ class Explained:
     ) -> Explained:
         spec = ModelSpec.from_params(spec, model["name"])
         network = checkpoints.load_checkpoint(building.build_model(spec, model["name"]), checkpoint, model["name"])
-        table = tables.read_table(stimuli).to_pandas().sort_values("image", kind="stable").reset_index(drop=True)
+        table = read_stimuli(stimuli)
         categories = class_names(Path(images) / "LOC_synset_mapping.txt", table, spec.num_classes)
         dataset = shards.StimulusImages(table["file"].tolist(), images, preprocessing.Preprocessing(spec.preprocessing))
         return cls(model["name"], network, dataset, table, categories, loss)

@@ -14,12 +14,11 @@ import seaborn as sns
 
 from ..analyses.explain_auc import paper_auc
 from ..analyses.statistics import bootstrap_interval
-from ..extraction.reader import load_block, load_correct
+from ..extraction.reader import LAYER_KINDS, load_block, load_correct
 from ..models.tokens import TokenLayout
 from ..tables import read_table
 from .plotting import new_figure, save_figure
 
-LAYER_KINDS = ("hs", "attn", "mlp")  # as class_embedding.extraction.lens, without importing torch
 PANEL_TITLES = {"probe": "linear probing", "projection": "cls projection"}
 KIND_COLORS = dict(zip(LAYER_KINDS, sns.color_palette(n_colors=len(LAYER_KINDS))))
 
