@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from class_embedding.extraction import incremental_projection, lens
+from class_embedding.extraction import incremental_projection, lens, selection
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=4, num_classes=23)
 FAMILIES = {
@@ -39,7 +39,7 @@ def direct_logits(model, images):
 def assert_same_up_to_near_ties(direct, hooks, targets, tolerance):
     for name, logits in direct.items():
         got = hooks.record.layers[name]
-        expected_rank = lens.rank_of(logits, targets.view(-1, 1).expand(logits.shape[:2]))
+        expected_rank = selection.rank_of(logits, targets.view(-1, 1).expand(logits.shape[:2]))
         target_logit = logits.gather(-1, targets.view(-1, 1, 1).expand(*logits.shape[:2], 1))
         # A rank may only move where another class is within rounding of the target's logit.
         near_tie = ((logits - target_logit).abs() <= tolerance).sum(-1) > 1

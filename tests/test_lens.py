@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from class_embedding.extraction import lens
+from class_embedding.extraction import lens, selection
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, num_classes=11)
 
@@ -86,7 +86,7 @@ def test_rank_of_breaks_ties_like_stable_sort():
     logits = torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
     targets = torch.tensor([2, 3])
     # Row 0: class 1 ties ahead of class 2 (smaller index); row 1: classes 0..2 come first.
-    assert lens.rank_of(logits, targets).tolist() == [1, 3]
+    assert selection.rank_of(logits, targets).tolist() == [1, 3]
 
 
 def test_rank_of_matches_sort_on_random_logits(rng):
@@ -94,10 +94,10 @@ def test_rank_of_matches_sort_on_random_logits(rng):
     targets = torch.randint(0, 97, (500,), generator=rng)
     order = logits.argsort(dim=-1, descending=True, stable=True)
     expected = (order == targets[:, None]).float().argmax(-1)
-    assert torch.equal(lens.rank_of(logits, targets), expected)
+    assert torch.equal(selection.rank_of(logits, targets), expected)
     # (images, tokens, classes) as the lens calls it, ties in some rows only.
     logits3, targets3 = logits.view(5, 100, 97), targets.view(5, 100)
-    assert torch.equal(lens.rank_of(logits3, targets3), expected.view(5, 100))
+    assert torch.equal(selection.rank_of(logits3, targets3), expected.view(5, 100))
 
 
 def test_layer_names_order():

@@ -14,7 +14,7 @@ from class_embedding import tables
 from class_embedding.analyses import perturbation, perturbation_tables
 from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
-from class_embedding.extraction import lens
+from class_embedding.extraction import lens, selection
 
 NUM_CLASSES = 5
 GRID = 4  # 16 image tokens + [CLS]
@@ -183,7 +183,7 @@ def test_attention_perturbation_batched_equals_one_image_at_a_time(model, images
     with torch.no_grad():
         logits = lens.project(model, manual_forward(model, images, zero_cls_column))
     targets = torch.arange(len(images)) % NUM_CLASSES
-    expected = lens.rank_of(logits, targets.view(-1, 1).expand(logits.shape[:2]))
+    expected = selection.rank_of(logits, targets.view(-1, 1).expand(logits.shape[:2]))
     assert np.array_equal(batched.tokens.column("rank").to_numpy(), expected.numpy().reshape(-1))
 
 
@@ -248,7 +248,7 @@ def test_token_perturbation_batched_equals_each_image_alone(model, images, class
         with torch.no_grad():
             x = model._pos_embed(model.patch_embed(images[image : image + 1]))[:, positions]
             logits = lens.project(model, model.blocks(x))[0]
-        expected = lens.rank_of(logits, torch.full((len(positions),), image % NUM_CLASSES))
+        expected = selection.rank_of(logits, torch.full((len(positions),), image % NUM_CLASSES))
         assert tokens.loc[tokens["image"] == image, "rank"].tolist() == expected.tolist()
         assert predictions.loc[image, "pred"] == logits[0].argmax().item()
     only_cls = 1 if mask == "context" else 4

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .. import tables
 from ..errors import InputError
-from ..extraction import lens, shards
+from ..extraction import lens, selection, shards
 from ..models import ModelSpec, building, checkpoints, preprocessing
 from ..models.tokens import TokenLayout
 from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
@@ -198,7 +198,7 @@ def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str)
     logits = lens.project(model, state)
     token_targets = targets.view(-1, 1).expand(logits.shape[:2])
     return LastBlock(
-        rank=lens.rank_of(logits, token_targets).cpu(),
+        rank=selection.rank_of(logits, token_targets).cpu(),
         logit=logits.gather(-1, token_targets.unsqueeze(-1)).squeeze(-1).cpu(),
         model_logits=model_logits.float().cpu(),
     )

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..data import imagenet_s
 from ..errors import InputError
-from ..extraction import lens
+from ..extraction import lens, selection
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def probe_ranks(
     x = features.to(weights.dtype)
     scores = torch.baddbmm(intercepts.unsqueeze(1), x, weights)  # (P, B, C)
     target = targets.to(x.device).view(1, -1).expand(scores.shape[:2])
-    return lens.rank_of(scores, target).transpose(0, 1).to(torch.int16)
+    return selection.rank_of(scores, target).transpose(0, 1).to(torch.int16)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ..models import families
-from . import incremental_projection
+from . import incremental_projection, selection
 from .reader import LAYER_KINDS
 
-TOP_K = 5
+TOP_K = selection.TOP_K
 
 
 def layer_names(num_blocks: int) -> list[str]:
@@ -77,24 +77,6 @@ def pooled_logits(
     mean, peak = tokens.mean(dim=1), tokens.amax(dim=1)
     pooled = {"avg": mean, "max": peak, "avgmax": (mean + peak) / 2}[pool.kind]
     return project(model, pooled)
-
-
-def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """0-based rank of ``target`` among the last-axis logits, as a stable descending sort gives.
-
-    Counting larger logits is O(C) per row instead of a sort; an exact tie counts against the
-    target only for classes with a smaller index. Exact float32 ties are rare, so that tie-break
-    runs only on the rows that have one.
-    """
-    target_logit = logits.gather(-1, target.unsqueeze(-1))
-    rank = (logits > target_logit).sum(-1)
-    tied = (logits == target_logit).sum(-1) > 1
-    if tied.any():
-        rows = tied.nonzero(as_tuple=True)
-        class_ids = torch.arange(logits.shape[-1], device=logits.device)
-        tied_before = (logits[rows] == target_logit[rows]) & (class_ids < target[rows].unsqueeze(-1))
-        rank[rows] += tied_before.sum(-1)
-    return rank
 
 
 def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -179,12 +161,8 @@ class ClassEmbeddingLens:
     def _reduce(self, name: str, states: torch.Tensor, is_last: bool = False) -> None:
         logits = self._logits(name, states, is_last)
         targets = self.targets.view(-1, 1).expand(logits.shape[:2])
-        self.record.layers[name] = LayerReduction(
-            rank=rank_of(logits, targets).to(torch.int16),
-            logit=logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
-            top5=logits.topk(TOP_K, dim=-1).indices.to(torch.int16),
-            mem_top5=self.record.memory_top5.pop(name, None),
-        )
+        rank, logit, top5 = selection.rank_logit_top5(logits, targets)
+        self.record.layers[name] = LayerReduction(rank, logit, top5, self.record.memory_top5.pop(name, None))
 
     def _state_hook(self, name: str, keep_last: bool = False):
         def hook(module, inputs, output):
@@ -200,7 +178,7 @@ class ClassEmbeddingLens:
         # §4.11b), or the input of fc2 in gated MLPs, where fc1 is wider than fc2 has value vectors.
         def hook(module, inputs, output=None):
             coefficients = inputs[0] if from_input else output
-            self.record.memory_top5[name] = coefficients.topk(TOP_K, dim=-1).indices.to(torch.int16)
+            self.record.memory_top5[name] = selection.top5(coefficients)
 
         return hook
 

@@ -15,7 +15,7 @@ import torch
 
 from ..analyses import gradients
 from ..analyses.perturbation import require_class_token
-from ..extraction import lens
+from ..extraction import lens, selection
 from ..extraction.weight_check import SampleImage
 from ..models import ModelSpec
 from ..models.preprocessing import Preprocessing, load_image
@@ -60,7 +60,7 @@ def fig_tutorial_cls_logits(
             "token": 0,
             "class_index": classes,
             "logit": logits.astype(np.float64),
-            "rank": lens.rank_of(
+            "rank": selection.rank_of(
                 torch.from_numpy(logits)[None].expand(logits.size, -1), torch.from_numpy(classes)
             ).numpy(),
         }
