@@ -21,7 +21,7 @@ import benchmark_common  # puts the workflow package on the path
 import timm
 import torch
 
-from class_embedding.extraction import lens
+from class_embedding.extraction import incremental_projection, lens, selection
 from class_embedding.models import building
 
 
@@ -42,9 +42,9 @@ class TimedLens(lens.ClassEmbeddingLens):
     def _reduce(self, name, states, is_last=False):
         logits = self._step(f"projection ({self.projection})", lambda: self._logits(name, states, is_last))
         targets = self.targets.view(-1, 1).expand(logits.shape[:2])
-        rank = self._step("rank_of", lambda: lens.rank_of(logits, targets).to(torch.int16))
-        logit = self._step("gather logit", lambda: logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
-        top5 = self._step("top-5 classes", lambda: logits.topk(lens.TOP_K, dim=-1).indices.to(torch.int16))
+        rank, logit, top5 = self._step(
+            "rank, logit, top-5 classes (selection)", lambda: selection.rank_logit_top5(logits, targets)
+        )
         self.record.layers[name] = lens.LayerReduction(rank, logit, top5, self.record.memory_top5.pop(name, None))
         if name.startswith("mlp") and "states" not in self.samples:
             self.samples["states"], self.samples["logits"] = states, logits
@@ -55,9 +55,7 @@ class TimedLens(lens.ClassEmbeddingLens):
         def hook(module, inputs, output=None):
             coefficients = inputs[0] if from_input else output
             self.samples.setdefault(f"{kind} memories", coefficients)
-            self.record.memory_top5[name] = self._step(
-                f"memory top-5 ({kind})", lambda: coefficients.topk(lens.TOP_K, dim=-1).indices.to(torch.int16)
-            )
+            self.record.memory_top5[name] = self._step(f"memory top-5 ({kind})", lambda: selection.top5(coefficients))
 
         return hook
 
@@ -83,60 +81,48 @@ def timed(fn, repeats: int) -> float:
     return min(times)
 
 
-def rank_two_pass(logits, target):
-    """Alternative: count ``>=`` and ``>``; the full tie-break only where a tie exists (rare in float32)."""
-    target_logit = logits.gather(-1, target.unsqueeze(-1))
-    larger = (logits > target_logit).sum(-1)
-    at_least = (logits >= target_logit).sum(-1)
-    if bool((at_least > larger + 1).any()):
-        return lens.rank_of(logits, target)
-    return larger
-
-
-def rank_one_pass(logits, target):
-    """Lower bound: one comparison pass and no tie-break (differs from a stable sort on exact ties)."""
-    target_logit = logits.gather(-1, target.unsqueeze(-1))
-    larger = (logits > target_logit).sum(-1)
-    return larger
-
-
 def alternatives(model, samples: dict, targets: torch.Tensor, repeats: int) -> dict:
-    """Fastest seconds of one call for the current step and a few alternatives, on captured tensors."""
+    """Fastest seconds of one call of each step the lens runs and of the torch ops it replaced, on
+    captured tensors, and whether both give the same result there."""
     states, logits = samples["states"], samples["logits"]
     full_targets = targets.view(-1, 1).expand(logits.shape[:2])
-    head_w, head_b = model.head.weight, model.head.bias
     flat = states.reshape(-1, states.shape[-1])
-    out = torch.empty(flat.shape[0], head_w.shape[0])
-    # LayerNorm's affine folded into the head: logits = ((x - mu) / sigma) W'ᵀ + b'.
-    norm = model.norm
-    folded_w = head_w * norm.weight if isinstance(norm, torch.nn.LayerNorm) else head_w
-    folded_b = head_b + head_w @ norm.bias if isinstance(norm, torch.nn.LayerNorm) else head_b
-    folded_wt = folded_w.t().contiguous()
-    head_wt = head_w.t().contiguous()
-
-    results = {
-        "project: norm (LayerNorm)": timed(lambda: model.fc_norm(model.norm(states)), repeats),
-        "project: addmm (weight.t() view)": timed(lambda: torch.addmm(head_b, flat, head_w.t()), repeats),
-        "project: addmm (contiguous Wᵀ)": timed(lambda: torch.addmm(head_b, flat, head_wt), repeats),
-        "project: addmm into preallocated out": timed(lambda: torch.addmm(head_b, flat, head_w.t(), out=out), repeats),
-        "project: F.linear": timed(lambda: torch.nn.functional.linear(flat, head_w, head_b), repeats),
-        "project: standardise + folded addmm": timed(
-            lambda: torch.addmm(folded_b, torch.nn.functional.layer_norm(flat, flat.shape[-1:]), folded_wt), repeats
+    results = {}
+    if incremental_projection.supports(model):
+        head = incremental_projection.FoldedHead(model)
+        raw = head.raw(states)
+        results |= {
+            "head matmul W_c·x (one per update)": timed(lambda: head.raw(states), repeats),
+            "1/σ: inverse_deviation": timed(lambda: incremental_projection.inverse_deviation(flat, 1e-6), repeats),
+            "1/σ: native_layer_norm": timed(
+                lambda: torch.native_layer_norm(flat, flat.shape[-1:], None, None, 1e-6), repeats
+            ),
+            "scale and shift: logits from W_c·x": timed(lambda: head.logits(raw, states), repeats),
+        }
+    results |= {
+        "direct projection: norm + addmm": timed(lambda: lens.project(model, states), repeats),
+        "rank, logit, top-5: selection kernel": timed(lambda: selection.rank_logit_top5(logits, full_targets), repeats),
+        "rank, logit, top-5: torch (sign-sum rank, gather, topk)": timed(
+            lambda: selection.rank_logit_top5_torch(logits, full_targets), repeats
         ),
-        "rank_of (current)": timed(lambda: lens.rank_of(logits, full_targets), repeats),
-        "rank: >= and > counts, tie-break only on ties": timed(lambda: rank_two_pass(logits, full_targets), repeats),
-        "rank: > count only (no tie-break)": timed(lambda: rank_one_pass(logits, full_targets), repeats),
-        "top-5 classes: topk": timed(lambda: logits.topk(lens.TOP_K, dim=-1), repeats),
-        "top-5 classes: topk sorted=False": timed(lambda: logits.topk(lens.TOP_K, dim=-1, sorted=False), repeats),
     }
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(
+            selection.rank_logit_top5(logits, full_targets), selection.rank_logit_top5_torch(logits, full_targets)
+        )
+    )
     for kind in ("attn", "mlp"):
         coefficients = samples[f"{kind} memories"]
-        results[f"memory top-5 ({kind}): topk {tuple(coefficients.shape)}"] = timed(
-            lambda: coefficients.topk(lens.TOP_K, dim=-1), repeats
+        shape = tuple(coefficients.shape)
+        results[f"memory top-5 ({kind}) {shape}: selection kernel"] = timed(
+            lambda: selection.top5(coefficients), repeats
         )
-    # Correctness of the cheaper rank on these tensors.
-    same = torch.equal(rank_two_pass(logits, full_targets), lens.rank_of(logits, full_targets))
-    results["(rank alternative identical)"] = same
+        results[f"memory top-5 ({kind}) {shape}: torch.topk"] = timed(
+            lambda: selection.top5_torch(coefficients), repeats
+        )
+        same = same and torch.equal(selection.top5(coefficients), selection.top5_torch(coefficients))
+    results["(kernels identical to torch on these tensors)"] = same
     return results
 
 

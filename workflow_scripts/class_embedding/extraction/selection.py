@@ -73,7 +73,18 @@ def _strided_maxima(values, n, maxima):
 @numba.njit(inline="always")
 def _top5_of(values, n, lower_bound):
     """Top five of ``values[:n]`` among those ≥ ``lower_bound`` (a bound the fifth largest meets)."""
-    top = (-np.inf, -np.inf, -np.inf, -np.inf, -np.inf, _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_INDEX)
+    top = (
+        -np.inf,
+        -np.inf,
+        -np.inf,
+        -np.inf,
+        -np.inf,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+    )
     for j in range(n):
         v = values[j]
         if v >= lower_bound and _first(v, j, top[4], top[9]):
@@ -84,7 +95,18 @@ def _top5_of(values, n, lower_bound):
 @numba.njit
 def _top5_row(row, maxima, maxima_of_maxima, out):
     n = row.shape[0]
-    top = (-np.inf, -np.inf, -np.inf, -np.inf, -np.inf, _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_INDEX)
+    top = (
+        -np.inf,
+        -np.inf,
+        -np.inf,
+        -np.inf,
+        -np.inf,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+        _EMPTY_INDEX,
+    )
     grouped = False
     if n >= MIN_GROUPED_WIDTH:
         width = _strided_maxima(row, n, maxima)
@@ -184,7 +206,11 @@ def rank_logit_top5(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
     rank, logit, top = np.empty(rows, np.int16), np.empty(rows, flat.numpy().dtype), np.empty((rows, TOP_K), np.int16)
     _rank_logit_top5_kernel(flat.numpy(), flat_targets.numpy(), rank, logit, top, _threads())
     shape = logits.shape[:-1]
-    return torch.from_numpy(rank).view(shape), torch.from_numpy(logit).view(shape), torch.from_numpy(top).view(*shape, TOP_K)
+    return (
+        torch.from_numpy(rank).view(shape),
+        torch.from_numpy(logit).view(shape),
+        torch.from_numpy(top).view(*shape, TOP_K),
+    )
 
 
 def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -201,7 +227,9 @@ def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     net = signs.sum(-1)  # above − below
     unequal = signs.abs_().sum(-1)  # above + below
     if torch.isnan(net).any():
-        raise ValueError("rank_of: NaN among the logits (or an infinite target logit); the model's scores are not finite")
+        raise ValueError(
+            "rank_of: NaN among the logits (or an infinite target logit); the model's scores are not finite"
+        )
     rank = ((net + unequal) / 2).long()
     tied = unequal < logits.shape[-1] - 1
     if tied.any():
@@ -217,6 +245,8 @@ def top5_torch(values: torch.Tensor) -> torch.Tensor:
     return values.topk(TOP_K, dim=-1).indices.to(torch.int16)
 
 
-def rank_logit_top5_torch(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rank_logit_top5_torch(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return rank_of(logits, targets).to(torch.int16), logit, top5_torch(logits)
