@@ -10,9 +10,9 @@ fixed batch:
 2. stored Parquet bytes per image: ``extract_shard`` run for real on a few random JPEGs in a
    temporary ImageNet-S-like tree, all layer tables plus ``predictions.parquet``.
 
-Goals (docs/method.md §9, §10): lens/bare ≤ 1.5× (aim ≤ 1.2×); ≤ 100 KB stored per image for ViT-B/16,
-against ≈ 66 MB per image written by the original (docs/method.md §6: 330 MB raw activations + 1.84 MB
-projections per 5-image class).
+Goals (docs/method.md §9, §10): lens/bare ≤ 1.25× for ViT-B/16 (≤ 1.5× for the demo models); ≤ 100 KB
+stored per image for ViT-B/16, against ≈ 66 MB per image written by the original (docs/method.md §6:
+330 MB raw activations + 1.84 MB projections per 5-image class).
 
     python benchmarks/extraction_overhead.py [--quick] [--output benchmarks/results/extraction_overhead.json]
 """
@@ -40,8 +40,10 @@ from class_embedding.data import imagenet_s
 from class_embedding.extraction import lens, shards
 from class_embedding.models import building, preprocessing
 
+# lens/bare: ≤ 1.25× for the ViT-B/16 shape (docs/method.md §10); the demo models, whose forward is
+# so small that the lens's fixed work per state weighs as much as the model, only need ≤ 1.5×.
+RATIO_GOAL_VIT_B16 = 1.25
 RATIO_GOAL = 1.5
-RATIO_AIM = 1.2
 BYTES_GOAL = 100_000
 ORIGINAL_BYTES_PER_IMAGE = (330e6 + 1.84e6) / 5  # docs/method.md §6, ViT-B/16, per 5-image class
 SQUASH_224 = {"resize": [224, 224], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
@@ -253,7 +255,7 @@ def markdown(results: list[dict]) -> str:
 
 def goals_text(results: list[dict]) -> str:
     lines = [
-        f"Goals: lens/bare ≤ {RATIO_GOAL}× (docs/method.md §10 aims at ≤ {RATIO_AIM}×); "
+        f"Goals: lens/bare ≤ {RATIO_GOAL_VIT_B16}× for ViT-B/16, ≤ {RATIO_GOAL}× for the demo models; "
         f"stored ≤ {BYTES_GOAL / 1e3:.0f} KB "
         f"per image for ViT-B/16 (the original wrote ≈ {ORIGINAL_BYTES_PER_IMAGE / 1e6:.0f} MB per image). "
         "KB are 1000 bytes; 'without footers' leaves out the per-file Parquet footers and schema metadata, "
@@ -261,11 +263,8 @@ def goals_text(results: list[dict]) -> str:
     ]
     for r in results:
         ratio = r["timing"]["ratio"]
-        if ratio <= RATIO_AIM:
-            verdict = "meets the aim"
-        else:
-            verdict = "meets the goal" if ratio <= RATIO_GOAL else "MISSES the goal"
-        line = f"- {r['model']}: ratio {ratio:.2f}× {verdict}"
+        goal = RATIO_GOAL_VIT_B16 if r["model"] == VIT_B16 else RATIO_GOAL
+        line = f"- {r['model']}: ratio {ratio:.2f}× {'meets' if ratio <= goal else 'MISSES'} the goal (≤ {goal}×)"
         if r["model"] == VIT_B16:
             per_image = r["storage"]["bytes_per_image"]
             line += (
@@ -348,7 +347,7 @@ def main() -> None:
         "batch_sizes": {r["model"]: r["batch"] for r in results},
         "goals": {
             "ratio_max": RATIO_GOAL,
-            "ratio_aim": RATIO_AIM,
+            "ratio_max_vit_b16": RATIO_GOAL_VIT_B16,
             "vit_b16_bytes_per_image_max": BYTES_GOAL,
             "original_vit_b16_bytes_per_image": ORIGINAL_BYTES_PER_IMAGE,
         },
