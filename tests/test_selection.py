@@ -64,7 +64,9 @@ def test_shapes_follow_the_input(rng):
 def test_torch_path_agrees_on_distinct_values(rng):
     logits = torch.randn(300, 1000, generator=rng)
     targets = torch.randint(0, 1000, (300,), generator=rng)
-    for kernel, reference in zip(selection.rank_logit_top5(logits, targets), selection.rank_logit_top5_torch(logits, targets)):
+    for kernel, reference in zip(
+        selection.rank_logit_top5(logits, targets), selection.rank_logit_top5_torch(logits, targets)
+    ):
         assert torch.equal(kernel, reference)
     # Half precision on the CPU takes the torch path.
     half = logits.half()
