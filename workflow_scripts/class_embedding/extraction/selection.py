@@ -220,20 +220,17 @@ def rank_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     target, 0 at it and −1 below (exact: a float32 difference is zero only for equal values), and
     its sum and the sum of its absolute values give the count above; two float passes, several
     times faster on a CPU than comparisons to booleans. Rows where another class ties the target
-    exactly (rare) are recounted with the stable sort's tie-break: smaller class indices first.
+    exactly (rare), or with a NaN or an infinite difference, are recounted with comparisons and the
+    stable sort's tie-break (smaller class indices first); NaN never counts above the target.
     """
     target_logit = logits.gather(-1, target.unsqueeze(-1))
     signs = torch.sub(logits, target_logit).sign_()
     net = signs.sum(-1)  # above − below
     unequal = signs.abs_().sum(-1)  # above + below
-    if torch.isnan(net).any():
-        raise ValueError(
-            "rank_of: NaN among the logits (or an infinite target logit); the model's scores are not finite"
-        )
     rank = ((net + unequal) / 2).long()
-    tied = unequal < logits.shape[-1] - 1
-    if tied.any():
-        rows = tied.nonzero(as_tuple=True)
+    irregular = (unequal < logits.shape[-1] - 1) | torch.isnan(net)
+    if irregular.any():
+        rows = irregular.nonzero(as_tuple=True)
         row_logits, row_target_logit = logits[rows], target_logit[rows]
         class_ids = torch.arange(logits.shape[-1], device=logits.device)
         tied_before = (row_logits == row_target_logit) & (class_ids < target[rows].unsqueeze(-1))
