@@ -71,20 +71,16 @@ def _strided_maxima(values, n, maxima):
 
 
 @numba.njit(inline="always")
+def _empty_top():
+    """No value yet: five −∞ with indices past any row, so that −∞ values still enter in index order."""
+    low, past = -np.inf, _EMPTY_INDEX
+    return low, low, low, low, low, past, past, past, past, past
+
+
+@numba.njit(inline="always")
 def _top5_of(values, n, lower_bound):
     """Top five of ``values[:n]`` among those ≥ ``lower_bound`` (a bound the fifth largest meets)."""
-    top = (
-        -np.inf,
-        -np.inf,
-        -np.inf,
-        -np.inf,
-        -np.inf,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-    )
+    top = _empty_top()
     for j in range(n):
         v = values[j]
         if v >= lower_bound and _first(v, j, top[4], top[9]):
@@ -95,18 +91,7 @@ def _top5_of(values, n, lower_bound):
 @numba.njit
 def _top5_row(row, maxima, maxima_of_maxima, out):
     n = row.shape[0]
-    top = (
-        -np.inf,
-        -np.inf,
-        -np.inf,
-        -np.inf,
-        -np.inf,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-        _EMPTY_INDEX,
-    )
+    top = _empty_top()
     grouped = False
     if n >= MIN_GROUPED_WIDTH:
         width = _strided_maxima(row, n, maxima)
