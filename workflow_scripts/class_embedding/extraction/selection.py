@@ -24,7 +24,7 @@ import torch
 
 TOP_K = 5
 GROUPS = 8
-# Narrower rows are scanned whole: the strided groups need at least five groups to pay off.
+# Narrower rows are scanned whole: the grouped path needs at least five groups, and short rows gain little.
 MIN_GROUPED_WIDTH = 8 * GROUPS
 _EMPTY_INDEX = np.iinfo(np.int64).max
 
