@@ -6,12 +6,14 @@ report memories from fc2's input, and unsupported models stop the dry run."""
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 import yaml
 from workflow_runs import snakemake, write_config
 
+from class_embedding.analyses import value_projections
 from class_embedding.errors import InputError
 from class_embedding.extraction import lens
 from class_embedding.models import building, families, model_checks
@@ -47,6 +49,9 @@ FAMILIES = {
     "swiglu": ("aimv2_large_patch14_224", {}, "Block", [], "avg", 0),
     "max_pool": ("vit_base_patch16_224", {"global_pool": "max", "class_token": False}, "Block", [], "max", 0),
 }
+
+
+POST_NORM_BLOCKS = ("ResPostBlock", "ResPostRelPosBlock", "EvaBlockPostNorm")
 
 
 def tiny(family: str, seed: int = 0) -> torch.nn.Module:
@@ -174,6 +179,43 @@ def test_gated_mlp_memories_are_the_top5_of_fc2s_input(family):
             assert block.mlp.fc1.out_features == 2 * block.mlp.fc2.in_features  # packed: fc1 is twice as wide
         expected = coefficients.topk(5, dim=-1).indices
         assert torch.equal(hooks.record.layers[f"mlp_{b}"].mem_top5.long(), expected)
+
+
+def update_per_value_vector(model, block, layer_type: str) -> torch.Tensor:
+    """Brute force, D×M: what the block adds to the stream when the input of the sublayer's output
+    projection (``attn.proj`` / ``mlp.fc2``) is one-hot on each coefficient, minus what it adds at
+    zero, read at the hooked update module of a real forward pass."""
+    linear = block.mlp.fc2 if layer_type == "mlp" else block.attn.proj
+    width = linear.in_features
+    attn_update, mlp_update = lens.residual_update_modules(block)
+    update_module = mlp_update if layer_type == "mlp" else attn_update
+    n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    n_images = -(-(width + 1) // n_tokens)
+    one_hot = torch.cat([torch.zeros(1, width), torch.eye(width)])
+    one_hot = torch.cat([one_hot, torch.zeros(n_images * n_tokens - width - 1, width)])
+    seen = {}
+    handles = [
+        linear.register_forward_pre_hook(lambda m, inputs: (one_hot.view(n_images, n_tokens, width),)),
+        update_module.register_forward_hook(lambda m, inputs, output: seen.setdefault("update", output)),
+    ]
+    with torch.inference_mode():
+        model(torch.randn(n_images, 3, 32, 32))
+    for handle in handles:
+        handle.remove()
+    rows = seen["update"].reshape(-1, seen["update"].shape[-1])
+    return (rows[1 : width + 1] - rows[0]).T
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if FAMILIES[f][2] not in POST_NORM_BLOCKS])
+@pytest.mark.parametrize("layer_type", ["attn", "mlp"])
+def test_value_vectors_are_what_one_coefficient_adds_to_the_stream(family, layer_type):
+    model = tiny(family)
+    block = model.blocks[-1]
+    if family in ("deit3_layerscale", "beit", "swiglu_packed"):
+        assert families.layer_scale(block, layer_type) is not None  # the case this test is about
+    expected = update_per_value_vector(model, block, layer_type).numpy()
+    values = value_projections.value_matrix(block, layer_type, includes_post_norm=False)
+    np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_plain_mlp_memories_stay_the_pre_gelu_fc1_output():

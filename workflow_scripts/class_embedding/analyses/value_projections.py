@@ -7,7 +7,8 @@ not exactly linear; we take the norm's affine scaling ``weight ⊙ w_k`` as the 
 vector k (the shared bias shifts every memory alike and is left out). The original ignores the
 post-norm (docs/method.md §7.12), which is why its GAP panels are flat; that variant
 (``includes_post_norm=False``) is the one plotted, the scaled one is computed beside it.
-LayerScale is not applied (it is the identity in all of the paper's models).
+Where a block has LayerScale (DeiT-III, DINOv2, BEiT, …; none of the paper's models), its vector
+scales every value vector of that sublayer, as it scales the update the lens projects.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ def as_array(parameter) -> np.ndarray:
 
 
 def value_matrix(block, layer_type: str, includes_post_norm: bool) -> np.ndarray:
-    """D×M value vectors of one sublayer, as columns; optionally scaled by the block's post-norm."""
+    """D×M value vectors of one sublayer, as columns, times its LayerScale where it has one;
+    optionally scaled by the block's post-norm."""
     linear = block.mlp.fc2 if layer_type == "mlp" else block.attn.proj
     values = as_array(linear.weight)
+    gamma = families.layer_scale(block, layer_type)
+    if gamma is not None:
+        values = as_array(gamma)[:, None] * values
     if includes_post_norm:
         norm = block.norm2 if layer_type == "mlp" else block.norm1
         values = as_array(norm.weight)[:, None] * values

@@ -62,6 +62,17 @@ def has_post_norm(block: torch.nn.Module) -> bool:
     return block_family(block) == ("norm1", "norm2")
 
 
+def layer_scale(block: torch.nn.Module, layer_type: str) -> torch.Tensor | None:
+    """The LayerScale vector that multiplies a sublayer's output before it joins the stream
+    (``ls1``/``ls2`` of timm ``Block`` and ``RelPosBlock``, ``gamma_1``/``gamma_2`` of BEiT and
+    EVA blocks), or None where the block has none."""
+    index = 1 if layer_type == "attn" else 2
+    gamma = getattr(block, f"gamma_{index}", None)
+    if gamma is None:
+        gamma = getattr(getattr(block, f"ls{index}", None), "gamma", None)
+    return gamma
+
+
 @cache
 def _mlp_kinds() -> dict[type, bool]:
     """MLP class -> whether its memory coefficients are the input of fc2 (gated) rather than
