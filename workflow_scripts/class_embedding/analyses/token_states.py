@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..extraction.reader import LAYER_KINDS, column_arrays, read_grid, read_predictions
+from ..extraction.reader import column_arrays, read_grid, read_predictions
 from ..models.tokens import TokenLayout
 from ..tables import read_table
 
-__all__ = ["LAYER_KINDS"]
 CLASS, CONTEXT = "class", "context"
 
 

@@ -23,13 +23,13 @@ import pandas as pd
 from ..analyses.token_states import (
     CLASS,
     CONTEXT,
-    LAYER_KINDS,
     read_layer,
     read_prediction_classes,
     read_stimuli,
     token_labels,
 )
 from ..errors import InputError
+from ..extraction.reader import LAYER_KINDS
 from ..figures.token_map_figures import IDENTIFIABILITY_CMAP, short_class_names
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import TokenLayout
