@@ -97,7 +97,7 @@ def _top5_row(row, maxima, maxima_of_maxima, out):
         width = _strided_maxima(row, n, maxima)
         # The fifth largest maximum of maxima bounds the fifth largest group maximum from below.
         width2 = _strided_maxima(maxima, width, maxima_of_maxima)
-        bound = _top5_of(maxima_of_maxima, width2, -np.inf)[4] if width2 >= TOP_K else -np.inf
+        bound = _top5_of(maxima_of_maxima, width2, -np.inf)[4]  # −∞ with fewer than five
         groups = _top5_of(maxima, width, bound)
         fifth = groups[4]
         at_least_fifth = 0
