@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
 from class_embedding.errors import InputError
 from class_embedding.models.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
+from class_embedding.run_settings import canonical, compute_spec, result_settings
 
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
 
@@ -153,7 +154,50 @@ def check_models_analysable(config):
         raise WorkflowError(f"invalid config: {err}") from None
 
 
+def canonicalise_config(config):
+    """Sort the keys of every mapping of the config, in place: every param built from it is then
+    the same whatever order the YAML file wrote them in (the order of models in figures is
+    model_order's)."""
+    ordered = canonical(config)
+    config.clear()
+    config.update(ordered)
+
+
+def check_free_text(value, key="(top level)"):
+    """No `<` in any text of the config. Display names and other config text reach the params of
+    figure jobs, and `snakemake --report` writes those params inside a <script> element
+    unescaped: `</script>` or `<!--` there would run or hide script in the report."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            check_free_text(name, key)
+            check_free_text(item, f"{key}.{name}" if key != "(top level)" else str(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_free_text(item, f"{key}[{index}]")
+    elif isinstance(value, str) and "<" in value:
+        raise WorkflowError(
+            f"invalid config: {key}: {value!r} contains '<', which the config does not accept: the report "
+            "embeds config text in a script element, where '</script>' or '<!--' would break out of it. "
+            "Write it without '<' (a display name such as 'ViT < 1M' as 'ViT under 1M')."
+        )
+
+
+def ordered_model_names(config):
+    """The trained models in figure order: model_order, then the others by name."""
+    names = sorted(config["models"])
+    order = config["model_order"] or []
+    unknown = [name for name in order if name not in config["models"]]
+    if unknown:
+        raise WorkflowError(
+            f"invalid config: model_order: {', '.join(unknown)} {'is not a key' if len(unknown) == 1 else 'are not keys'} "
+            f"of models ({', '.join(names)})."
+        )
+    return list(order) + [name for name in names if name not in order]
+
+
+check_free_text(config)
 validate_config(config)
+canonicalise_config(config)
 check_weights(config)
 check_models_analysable(config)
 
@@ -181,7 +225,7 @@ def all_models():
 
 
 MODELS = all_models()
-TRAINED_MODELS = list(config["models"])
+TRAINED_MODELS = ordered_model_names(config)
 for reference_model in config.get("paper_reference", {}):
     if reference_model not in MODELS:
         raise WorkflowError(
@@ -559,7 +603,9 @@ check_token_map_blocks()
 
 
 def model_spec(wildcards):
-    return MODELS[wildcards.model]
+    """A model's entry as the jobs that compute from it get it: without its display name, so that
+    a new label reruns only figures, tables and pages."""
+    return compute_spec(MODELS[wildcards.model])
 
 
 def model_description(wildcards):
@@ -680,10 +726,11 @@ def model_stimulus_run_inputs(wildcards):
     return stimulus_run_inputs(wildcards.model)
 
 
-def stimulus_run_params(**extra):
+def stimulus_run_params(*sections):
     """Params of a job running a model on its stimuli: the model's spec and the extraction
-    settings (batch size, device, workers), and the extra ones given."""
-    return {"spec": model_spec, "extraction": config["extraction"], **extra}
+    settings, and those of the config sections named, each without its run settings (batch
+    size, device, workers: the job reads them from the config, class_embedding.run_settings)."""
+    return {"spec": model_spec, **{section: result_settings(config, section) for section in ("extraction", *sections)}}
 
 
 # Resources ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ rule explain_maps:
     resources:
         **gpu_job(mem_mb=8000, runtime=60),
     params:
-        **stimulus_run_params(explainability=config["explainability"]),
+        **stimulus_run_params("explainability"),
     script:
         "../workflow_scripts/explain_maps.py"
 
@@ -51,7 +51,7 @@ rule explain_perturbation:
         # Every preprocessed stimulus is held in memory (2.7 GB for 4550 images at 224²).
         **gpu_job(mem_mb=16000, runtime=120),
     params:
-        **stimulus_run_params(explainability=config["explainability"]),
+        **stimulus_run_params("explainability"),
     script:
         "../workflow_scripts/explain_curves.py"
 
@@ -74,8 +74,8 @@ for _name in EXPLAIN_HEATMAP_FIGURES:
         threads: 2
         params:
             model=MODEL_DESCRIPTIONS.get(EXPLAIN_FIGURE_MODEL),
-            spec=MODELS.get(EXPLAIN_FIGURE_MODEL),
-            explainability=config["explainability"],
+            spec=compute_spec(MODELS[EXPLAIN_FIGURE_MODEL]) if EXPLAIN_FIGURE_MODEL else None,
+            explainability=result_settings(config, "explainability"),
         script:
             "../workflow_scripts/explain_figure.py"
 
@@ -95,7 +95,7 @@ rule fig_explain_sum:
     params:
         model=model_description,
         spec=model_spec,
-        explainability=config["explainability"],
+        explainability=result_settings(config, "explainability"),
     script:
         "../workflow_scripts/explain_figure.py"
 

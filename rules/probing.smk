@@ -16,7 +16,7 @@ rule probe_stimuli:
     conda:
         "../envs/extraction.yaml"
     params:
-        probing=config["probing"],
+        probing={key: config["probing"][key] for key in ("images_per_class", "short_classes")},
         exclude_wnids=config["stimuli"]["exclude_wnids"],
     script:
         "../workflow_scripts/probe_stimuli.py"
@@ -42,7 +42,7 @@ rule linear_probes:
         # Host memory holds the statistics too when the job runs on the CPU.
         **gpu_job(mem_mb=8000 + int(1000 * config["probing"]["memory_gb"]), runtime=60),
     params:
-        **stimulus_run_params(probing=config["probing"]),
+        **stimulus_run_params("probing"),
     script:
         "../workflow_scripts/probe_fit.py"
 

@@ -33,7 +33,7 @@ if TUTORIAL_MODEL is not None:
             threads: 2
             params:
                 model=TUTORIAL_MODEL,
-                spec=MODELS[TUTORIAL_MODEL],
+                spec=compute_spec(MODELS[TUTORIAL_MODEL]),
                 figure={**TUTORIAL[_part], "block": TUTORIAL_BLOCK},
                 sample=SAMPLE_IMAGES[TUTORIAL[_part]["image"]],
                 x_label=TUTORIAL_X_LABEL,

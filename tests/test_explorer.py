@@ -4,6 +4,7 @@ model. The page is driven in a real headless Chromium (skipped without one, exce
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -339,5 +340,55 @@ def test_page_in_chromium(run, tmp_path):
         browser.screenshot(ARTIFACTS / "explorer_last_block.png")
         print(f"screenshot: {ARTIFACTS / 'explorer_last_block.png'}")
         assert browser.errors() == []
+    finally:
+        browser.close()
+
+
+INJECTED = "<!--<script>document.title = 'injected'</script>"
+
+
+def test_page_with_markup_in_names_runs_no_injected_script(run, tmp_path):
+    """A class name opening an HTML comment and a script, and a display name closing the data's
+    script element, stay text: no injected script runs and the page still works."""
+    executable = find_browser()
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs chromium (.ci/run), but no Chromium is on PATH")
+        pytest.skip("no Chromium on PATH (apt-get install chromium)")
+    images = tmp_path / "images"
+    shutil.copytree(run.images, images)
+    mapping = images / "LOC_synset_mapping.txt"
+    lines = mapping.read_text().splitlines()
+    wnid = lines[0].split(" ", 1)[0]
+    lines[0] = f"{wnid} {INJECTED} tench"
+    mapping.write_text("\n".join(lines) + "\n")
+    model = {**run.models["registers"], "display_name": "</script><script>document.title = 'injected'</script>"}
+    page = tmp_path / "page.html"
+    pages.explorer_page(model, PREPROCESSING, run.root / "stimuli.parquet", images, run.labels, SETTINGS, page)
+    browser = Browser(executable, tmp_path / "profile")
+    try:
+        browser.open(page.as_uri())
+        assert browser.errors() == []
+        assert browser.evaluate("document.title") != "injected"
+        assert model["display_name"] in browser.evaluate("document.title")
+        assert browser.evaluate("document.querySelectorAll('#image-select option').length") == 12
+        # The first class's name is shown as the text it is, in the token details.
+        first = int(run.stimuli.index[run.stimuli["wnid"] == wnid][0])
+        option = [
+            entry["id"]
+            for entry in pages.page_data(
+                model, PREPROCESSING, run.root / "stimuli.parquet", images, run.labels, SETTINGS
+            )["images"]
+        ].index(first)
+        browser.evaluate(
+            f"const s = document.getElementById('image-select'); s.value = '{option}';"
+            "s.dispatchEvent(new Event('change', {bubbles: true}))"
+        )
+        info = browser.evaluate(
+            "document.querySelector('.token[data-token=\"0\"]')"
+            ".dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));"
+            "document.getElementById('token-info').textContent"
+        )
+        assert f"{INJECTED} tench" in info
     finally:
         browser.close()

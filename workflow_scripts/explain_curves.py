@@ -2,6 +2,7 @@ import torch
 
 from class_embedding import logs
 from class_embedding.analyses import explain_perturbation, perturbation
+from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
     torch.set_num_threads(max(snakemake.threads, 1))
@@ -11,6 +12,6 @@ with logs.logged(snakemake):
         snakemake.input.maps,
         snakemake.input.get("probe_ranks"),
         snakemake.output,
-        snakemake.params.explainability,
-        snakemake.params.extraction,
+        job_settings(snakemake, "explainability"),
+        job_settings(snakemake, "extraction"),
     )

@@ -3,11 +3,12 @@ import torch
 from class_embedding import logs, tables
 from class_embedding.extraction import shards
 from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
+from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
     name = snakemake.wildcards.model
     spec = ModelSpec.from_params(snakemake.params.spec, name)
-    settings = snakemake.params.extraction
+    settings = job_settings(snakemake, "extraction")
     torch.set_num_threads(max(snakemake.threads, 1))
     stimuli = tables.read_table(snakemake.input.stimuli)
     shard = int(snakemake.wildcards.shard)

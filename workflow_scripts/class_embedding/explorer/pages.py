@@ -161,9 +161,14 @@ def page_data(
 
 
 def render(data: dict, title: str) -> str:
-    """The page: the template with the data inline (``</`` escaped so no string ends the script)."""
-    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return TEMPLATE.read_text().replace(TITLE_MARK, html.escape(title)).replace(DATA_MARK, text)
+    """The page: the template with the data inline. Every ``<``, ``>`` and ``&`` of the JSON is
+    written as its ``\\u`` escape, so no string of it (a class or display name with ``</script>``
+    or ``<!--``) can end the script element or switch the HTML parser into a comment state."""
+    text = json.dumps(data, separators=(",", ":"))
+    for char in "<>&":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    # The data first: once inline it holds no "<", so the title mark cannot appear inside it.
+    return TEMPLATE.read_text().replace(DATA_MARK, text).replace(TITLE_MARK, html.escape(title))
 
 
 def explorer_page(

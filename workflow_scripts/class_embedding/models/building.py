@@ -175,7 +175,6 @@ def model_metadata(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathL
     spec = ModelSpec.from_params(spec, name)
     return {
         "model": name,
-        "display_name": spec.display_name,
         "arch": spec.arch,
         "num_classes": spec.num_classes,
         "num_blocks": spec.num_blocks,

@@ -14,7 +14,6 @@ class ModelSpec:
     """One configured model, or a random twin (``twin_of`` names the trained model it copies)."""
 
     name: str
-    display_name: str
     dataset: str
     arch: str
     num_blocks: int
@@ -31,6 +30,8 @@ class ModelSpec:
     random_baseline: str | None = None
     random_twin: bool = True
     twin_of: str | None = None
+    # Only figures, tables and pages need it: jobs that compute are given the entry without it.
+    display_name: str | None = None
 
     def __post_init__(self) -> None:
         check_class_valued_kwargs(self.name, self.kwargs)
