@@ -1,7 +1,9 @@
 """End-to-end runs of the workflow on a micro config through the Snakemake API."""
 
+import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import workflow_runs
 import yaml
+from chromium import Browser, find_browser
 from snakemake.api import SnakemakeApi
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
@@ -39,9 +42,9 @@ def run(workdir: Path, targets=(), config: Path = MICRO, dryrun=False) -> None:
         )
 
 
-def jobs_to_run(workdir: Path, capfd, targets=()) -> str:
+def jobs_to_run(workdir: Path, capfd, targets=(), config: Path = MICRO) -> str:
     capfd.readouterr()
-    run(workdir, targets, dryrun=True)
+    run(workdir, targets, config=config, dryrun=True)
     captured = capfd.readouterr()
     return captured.out + captured.err
 
@@ -152,6 +155,51 @@ def test_rerun_with_nothing_changed_does_nothing(built, capfd):
     assert "Nothing to be done" in jobs_to_run(workdir, capfd)
 
 
+def planned_rules(output: str) -> set[str]:
+    """The rules of a dry run's job table ("rule  count" lines between "Job stats:" and "total")."""
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {match.group(1) for match in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.MULTILINE)}
+
+
+def test_config_saved_with_sorted_keys_plans_nothing(built, tmp_path, capfd):
+    """YAML mappings have no order: the same config written with sorted keys reruns nothing."""
+    workdir, _ = built
+    config = tmp_path / "sorted.yaml"
+    config.write_text(yaml.safe_dump(yaml.safe_load(MICRO.read_text()), sort_keys=True))
+    assert config.read_text() != MICRO.read_text()
+    assert "Nothing to be done" in jobs_to_run(workdir, capfd, config=config)
+
+
+def test_new_display_name_reruns_only_figures_tables_and_pages(built, tmp_path, capfd):
+    workdir, _ = built
+    config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(display_name="Micro ViT, renamed"))
+    rules = planned_rules(jobs_to_run(workdir, capfd, config=config))
+    assert "fig_class_building" in rules and "explorer_page" in rules
+    presentation = {rule for rule in rules if rule.startswith(("fig_", "tab_", "explorer_"))}
+    assert rules - presentation == {"all"}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c["extraction"].update(batch_size=3, workers=1, device="cpu"),
+        lambda c: c.update(probing={**c["probing"], "batch_size": 5, "memory_gb": 0.5}),
+        lambda c: c.update(explainability={"batch_size": 2, "tokens_per_batch": 100}),
+    ],
+)
+def test_new_batch_size_or_device_plans_nothing(built, tmp_path, capfd, edit):
+    """Batch sizes, the device, workers and memory budgets are resources, not results."""
+    workdir, _ = built
+    assert "Nothing to be done" in jobs_to_run(workdir, capfd, config=edited_micro_config(tmp_path, edit))
+
+
+def test_a_result_setting_still_reruns_what_depends_on_it(built, tmp_path, capfd):
+    """The check above can fail: a setting that changes the output (the shard size) does rerun."""
+    workdir, _ = built
+    config = edited_micro_config(tmp_path, lambda c: c["extraction"].update(shard_size=5))
+    assert "extract_shard" in planned_rules(jobs_to_run(workdir, capfd, config=config))
+
+
 def test_corrupt_image_stops_extraction_without_partial_output(built, tmp_path, capfd):
     workdir = tmp_path / "corrupt"
     shutil.copytree(built[0] / "results", workdir / "results")
@@ -199,6 +247,16 @@ SCHEMA_HINT = "config/schema.yaml documents every key"
             lambda c: c["models"]["micro_cls"].update(dataset="imagenet"),
             "models.micro_cls.dataset 'imagenet' is not a key of datasets (micro)",
             "name one of them or add the dataset",
+        ),
+        (
+            lambda c: c["models"]["micro_cls"].update(display_name="</script><script>document.title='x'</script>"),
+            "models.micro_cls.display_name: \"</script><script>document.title='x'</script>\" contains '<'",
+            "the report embeds config text in a script element",
+        ),
+        (
+            lambda c: c.update(model_order=["micro_gap", "micro_vit"]),
+            "model_order: micro_vit is not a key of models (micro_cls, micro_gap)",
+            "model_order",
         ),
         (
             lambda c: c["datasets"].update(real={"root": "/no/such/imagenet-s"}),
@@ -255,3 +313,35 @@ def test_report_has_every_figure_and_table_with_its_caption(built, tmp_path):
         # Plain words only: the report escapes symbols such as § in its embedded data.
         first_words = r"\W+".join(re.findall(r"[A-Za-z]+", caption_file.read_text())[:2])
         assert re.search(first_words, page), f"the caption of {path.name} is not in the report"
+
+
+def test_report_with_odd_display_name_opens_cleanly_in_chromium(built, tmp_path):
+    """Quotes, a backslash, an ampersand and a `$` in a display name reach the report's embedded
+    params (a `<` is refused at the dry run, above): the page loads without a script error and
+    lists the figures."""
+    executable = find_browser()
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs chromium (.ci/run), but no Chromium is on PATH")
+        pytest.skip("no Chromium on PATH (apt-get install chromium)")
+    workdir, _ = built
+    name = 'Micro "ViT" \\ it\'s & $x$ é'
+    config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(display_name=name))
+    report = tmp_path / "report.html"
+    workflow_runs.snakemake("--report", str(report), configfiles=[config], workdir=workdir, timeout=None, check=True)
+    browser = Browser(executable, tmp_path / "profile")
+    try:
+        browser.open(report.as_uri())
+        title = browser.evaluate("document.title")
+        # The report's own navigation, clicked as a user would: the category, then the model.
+        for label in ("Class building", "micro_cls"):
+            browser.evaluate(
+                "[...document.querySelectorAll('*')]"
+                f".find((e) => e.children.length === 0 && e.textContent.trim() === {label!r}).click()"
+            )
+            time.sleep(0.5)
+        assert "fig_class_building_micro_cls.pdf" in browser.evaluate("document.body.innerText")
+        assert browser.errors() == []
+        assert browser.evaluate("document.title") == title
+    finally:
+        browser.close()
