@@ -16,10 +16,12 @@ from snakemake.utils import validate
 
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
+from class_embedding.config_files import check_no_duplicate_keys
 from class_embedding.errors import InputError
 from class_embedding.models.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
 from class_embedding.run_settings import canonical, compute_spec, result_settings
+from class_embedding.table_check import unreadable_tables
 
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
 
@@ -195,6 +197,30 @@ def ordered_model_names(config):
     return list(order) + [name for name in names if name not in order]
 
 
+def check_config_files():
+    """A key given twice in a config file is an error, not a silent override (YAML loaders keep
+    the last one)."""
+    for path in workflow.configfiles:
+        try:
+            check_no_duplicate_keys(path)
+        except InputError as err:
+            raise WorkflowError(f"invalid config: {err}") from None
+
+
+def check_tables_complete():
+    """A Parquet table cut short (a killed copy, a full disk) is not rebuilt by Snakemake, which
+    only looks at its time stamp; its readers would fail after deleting their old outputs."""
+    broken = unreadable_tables("results")
+    if broken:
+        raise WorkflowError(
+            f"{len(broken)} Parquet table(s) under results/ are incomplete (cut short by a killed job, a full "
+            f"disk or a partial copy): {', '.join(broken)}. Delete them (rm {' '.join(broken)}) and run again: "
+            "Snakemake rebuilds them and what depends on them."
+        )
+
+
+check_config_files()
+check_tables_complete()
 check_free_text(config)
 validate_config(config)
 canonicalise_config(config)

@@ -272,6 +272,32 @@ def test_bad_config_names_the_key(tmp_path, edit, problem, remedy):
     assert remedy in str(error.value)
 
 
+def test_config_with_a_key_given_twice_is_refused(tmp_path):
+    """A second `extraction:` block would silently drop the first one's shard_size."""
+    config = tmp_path / "twice.yaml"
+    config.write_text(MICRO.read_text() + "\nextraction:\n  batch_size: 4\n")
+    with pytest.raises(WorkflowError) as error:
+        run(tmp_path, config=config, dryrun=True)
+    lines = [i + 1 for i, line in enumerate(config.read_text().splitlines()) if line.startswith("extraction:")]
+    assert str(config) in str(error.value) and "'extraction'" in str(error.value)
+    assert f"lines {lines[0]} and {lines[1]}" in str(error.value)
+
+
+def test_truncated_table_stops_the_dry_run_naming_it(built, tmp_path, capfd):
+    """A table cut short is named with how to rebuild it, before any job deletes a good output."""
+    workdir = tmp_path / "truncated"
+    shutil.copytree(built[0] / "results", workdir / "results")
+    table = workdir / "results/extract/micro_cls/hs_1.parquet"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    figure = workdir / "results/figures/fig_change_rate.pdf"
+    with pytest.raises(WorkflowError) as error:
+        run(workdir, dryrun=True)
+    assert "results/extract/micro_cls/hs_1.parquet" in str(error.value) and "Delete them" in str(error.value)
+    assert figure.is_file()
+    table.unlink()
+    assert "merge_extraction_micro_cls" in planned_rules(jobs_to_run(workdir, capfd))
+
+
 def test_unknown_model_architecture_names_the_key(tmp_path):
     """Stopped when the workflow is read (the model check builds every architecture), before any job."""
     config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .errors import InputError
+from .table_check import is_incomplete
 
 COMPRESSION = "zstd"
 
@@ -83,14 +85,48 @@ def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict | None 
         )
 
 
+def unreadable(path: str | os.PathLike, err: Exception) -> InputError:
+    """The error for a table that pyarrow cannot read: cut short or corrupt, and how to rebuild it.
+
+    ``--forcerun`` is offered only for a corrupt table: ``rules/common.smk`` stops at parse time
+    on any table under results/ that is cut short (see :mod:`.table_check`), so such a table has
+    to be deleted."""
+    incomplete = is_incomplete(path)
+    return InputError(
+        f"{path} is {'incomplete (cut short)' if incomplete else 'corrupt'} and cannot be read "
+        f"({str(err).rstrip('.')}). A job killed while writing, a full disk or a partial copy leaves such a "
+        f"file, and Snakemake does not rebuild a file that exists. If the workflow wrote it, delete it and rerun "
+        f"snakemake, which rebuilds it and everything that depends on it"
+        + ("" if incomplete else f" (or run `snakemake --forcerun {path}` with your usual options)")
+        + "; if it is a file you gave, replace it."
+    )
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The JSON metadata written by :func:`write_table`."""
-    raw = pq.read_schema(path).metadata or {}
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (FileNotFoundError, MemoryError, NotImplementedError):
+        raise
+    except (pa.ArrowException, OSError) as err:
+        raise unreadable(path, err) from None
     return {k.decode(): json.loads(v) for k, v in raw.items() if k != b"pandas"}
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
+    """A table; one pyarrow cannot read raises :class:`InputError` saying how to rebuild it."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (FileNotFoundError, MemoryError, NotImplementedError):
+        raise
+    except (pa.ArrowException, OSError) as err:
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowException, OSError):
+            raise unreadable(path, err) from None
+        if columns is not None and not set(columns) <= set(names):
+            raise  # a column the file does not have: the caller's mistake, not a damaged file
+        raise unreadable(path, err) from None
 
 
 def write_csv(frame, path: str | Path) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 from ..errors import InputError
 from .downloads import verify
 from .imagenet_s import stimulus_table
+from .safe_pickle import load_cifar_pickle
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,7 @@ def find_pickles(source: str | os.PathLike, scratch: Path) -> Path:
 
 def load_batch(path: str | os.PathLike) -> dict:
     """A pickle batch as (N, 32, 32, 3) uint8 images and integer fine labels."""
-    try:
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError) as err:
-        raise InputError(f"CIFAR-100 batch {path} cannot be read ({err}).") from None
+    batch = read_pickle(path, "batch")
     missing = [key for key in ("data", "fine_labels") if key not in batch]
     if missing:
         raise InputError(f"CIFAR-100 batch {path} lacks {', '.join(missing)}: is it CIFAR-10?")
@@ -64,9 +61,22 @@ def load_batch(path: str | os.PathLike) -> dict:
     return {"images": images, "labels": np.asarray(batch["fine_labels"], np.int64)}
 
 
+def read_pickle(path: str | os.PathLike, kind: str) -> dict:
+    """A CIFAR-100 pickle file as a dict, through the restricted unpickler (no code runs)."""
+    try:
+        content = load_cifar_pickle(path)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise InputError(f"CIFAR-100 {kind} {path} cannot be read ({err}).") from None
+    if not isinstance(content, dict):
+        raise InputError(f"CIFAR-100 {kind} {path} holds a {type(content).__name__}, not CIFAR-100's dict.")
+    return content
+
+
 def label_names(folder: Path) -> list[str]:
-    with open(folder / "meta", "rb") as handle:
-        return list(pickle.load(handle, encoding="latin1")["fine_label_names"])
+    meta = read_pickle(folder / "meta", "meta file")
+    if "fine_label_names" not in meta:
+        raise InputError(f"CIFAR-100 meta file {folder / 'meta'} lacks fine_label_names: is it CIFAR-10's?")
+    return list(meta["fine_label_names"])
 
 
 def prepare_cifar100(
@@ -81,7 +91,8 @@ def prepare_cifar100(
     CIFAR-100's batches are Python pickles, and unpickling runs whatever code a pickle names. A
     downloaded archive is therefore checked against its pinned ``checksum`` (the download rule
     checked it too; the file may have been replaced since) before anything in it is unpickled. A
-    root you give (no checksum) is your own file.
+    root you give (no checksum) is read with :func:`~.safe_pickle.load_cifar_pickle`, which
+    builds nothing but numpy arrays and refuses any other global.
     """
     images_out, pickles_out = Path(images_out), Path(pickles_out)
     verify(source, checksum, "CIFAR-100 archive")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import csv
 import os
-import pickle
 from pathlib import Path
 
 from ..errors import InputError
 from . import imagenet_s
 from .cifar import FOLDER as CIFAR_FOLDER
 from .imagenet_s_preparation import ImageSource
+from .safe_pickle import load_cifar_pickle
 
 IMAGENET_VAL_IMAGES = 50_000
 CIFAR_CLASSES = 100
@@ -51,8 +51,9 @@ def check_cifar_root(path: str, key: str, needs_train: bool) -> dict:
             f"root{', train included: the model is fine-tuned here' if needs_train else ''}); or set it to null to download."
         )
     try:
-        with open(folder / "meta", "rb") as handle:
-            names = pickle.load(handle, encoding="latin1")["fine_label_names"]
+        names = load_cifar_pickle(folder / "meta")["fine_label_names"]
+    except InputError as err:  # a global outside numpy's arrays: refused, nothing ran
+        raise InputError(f"{key}: {err}") from None
     except Exception as err:  # a foreign or truncated pickle
         raise InputError(f"{key}: {folder / 'meta'} is not CIFAR-100's meta file ({err}).") from None
     if len(names) != CIFAR_CLASSES:
