@@ -17,6 +17,7 @@ from snakemake.utils import validate
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
 from class_embedding.config_files import check_no_duplicate_keys
+from class_embedding.data.image_folder import scan_image_folder
 from class_embedding.errors import InputError
 from class_embedding.models.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
@@ -83,6 +84,29 @@ def check_image_folder(name, folder):
             f"invalid config: datasets.{name}.image_folder: labels: wnid takes the wnids from timm's ImageNet "
             "info; drop class_names or use labels: class_name or index."
         )
+    scan_image_folder_classes(name, folder)
+
+
+def scan_image_folder_classes(name, folder):
+    """The class folders of an image folder, listed (no image is opened): what is left out is said
+    on the console, and too few classes, clashing or unreadable names stop the dry run."""
+    num_classes = min(
+        (spec["num_classes"] for spec in config["models"].values() if spec["dataset"] == name), default=None
+    )
+    try:
+        scan = scan_image_folder(
+            folder["root"],
+            folder["labels"],
+            config["stimuli"]["images_per_class"],
+            num_classes=num_classes,
+            class_names=folder["class_names"],
+            imagenet_subset=folder["imagenet_subset"],
+            min_class_share=config["stimuli"]["min_class_share"],
+        )
+    except InputError as err:
+        raise WorkflowError(f"datasets.{name}.image_folder: {err}") from None
+    for message in scan.messages:
+        print(f"datasets.{name}.image_folder: {message}", file=sys.stderr)
 
 
 def check_paper_inputs(name, dataset):

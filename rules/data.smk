@@ -105,6 +105,7 @@ checkpoint stimuli:
         image_folder=image_folder_spec,
         num_classes=dataset_num_classes,
         images_per_class=config["stimuli"]["images_per_class"],
+        min_class_share=config["stimuli"]["min_class_share"],
         exclude_wnids=config["stimuli"]["exclude_wnids"],
     script:
         "../workflow_scripts/stimuli.py"

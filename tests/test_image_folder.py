@@ -64,6 +64,21 @@ def test_given_class_names_and_errors(tmp_path):
         image_folder.select_stimuli(tmp_path / "missing", "index", 2, 10)
 
 
+def test_dropped_folders_are_logged_as_warnings(tmp_path, caplog):
+    write_folder(tmp_path, ["1", "2", "3"])
+    (tmp_path / "4").mkdir()
+    with caplog.at_level("WARNING", logger=image_folder.__name__):
+        stimuli = image_folder.select_stimuli(tmp_path, "index", 2, 10, min_class_share=0.75)
+    assert stimuli.column("wnid").unique().to_pylist() == ["1", "2", "3"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"1 of 4 class folders of {tmp_path} dropped, fewer than stimuli.images_per_class = 2 images: '4' (0).",
+        f"1 file in the class folders of {tmp_path} not read as images (by their suffix: .txt (1)); images "
+        f"are {', '.join(image_folder.IMAGE_SUFFIXES)}: convert others (e.g. .heic) to one of these.",
+    ]
+    with pytest.raises(InputError, match="only 3 of the 4 class folders"):
+        image_folder.select_stimuli(tmp_path, "index", 2, 10, min_class_share=0.8)
+
+
 def test_token_labels_from_masks(tmp_path):
     write_folder(tmp_path / "images", ["3"], n_images=1, size=(4, 4))
     stimuli = image_folder.select_stimuli(tmp_path / "images", "index", 1, 10)

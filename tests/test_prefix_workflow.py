@@ -137,3 +137,24 @@ def test_image_folder_without_masks_skips_the_class_context_targets(tmp_path):
     assert (results / "figures/fig_identifiability_evolution.pdf").is_file()
     assert (results / "figures/fig_class_building_folder_cls.pdf").is_file()
     assert pd.read_csv(results / "tables/tab_identifiability_rates.csv")["n_image_tokens"].tolist() == [16]
+
+
+def test_dry_run_says_what_an_image_folder_leaves_out_and_stops_when_too_little_remains(tmp_path):
+    """Short folders and macOS `._` files are said on the console at the dry run; with too few
+    classes left the dry run stops naming the folders and both settings."""
+    config_file = image_folder_config(tmp_path)
+    images = tmp_path / "images"
+    (images / "goldfish" / "img3.png").unlink()
+    (images / "goldfish" / "._img0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    config = yaml.safe_load(config_file.read_text())
+    config["stimuli"]["images_per_class"] = 4
+    write_config(config, config_file)
+    result = snakemake("-n", configfiles=[config_file], workdir=tmp_path / "work")
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "datasets.mine.image_folder:" in result.stderr and "goldfish" in result.stderr
+    assert "1 hidden file" in result.stderr
+    (images / "tench" / "img3.png").unlink()
+    result = snakemake("-n", configfiles=[config_file], workdir=tmp_path / "work")
+    assert result.returncode != 0
+    assert "goldfish" in result.stderr and "tench" in result.stderr
+    assert "stimuli.images_per_class" in result.stderr and "stimuli.min_class_share" in result.stderr

@@ -17,6 +17,7 @@ with logs.logged(snakemake):
             snakemake.params.num_classes,
             folder["class_names"],
             folder["imagenet_subset"],
+            snakemake.params.min_class_share,
         )
     elif "csv" in snakemake.input.keys():
         stimuli = imagenet_s.stimuli_from_csv(

@@ -43,6 +43,7 @@ from .plotting import (
     chance_line,
     draw_stat_boxes,
     new_figure,
+    plot_text,
     remove_unused,
     save_figure,
 )
@@ -159,7 +160,7 @@ def fig_class_building(model: dict, output, seed=None) -> None:
     fig, axes = new_figure(1, 2, (13, 5))
     draw_change_rates(axes[0, 0], data[data["panel"] == CHANGE_RATE], model["num_blocks"])
     draw_composition(axes[0, 1], data[data["panel"] == COMPOSITION])
-    fig.suptitle(model["display_name"])
+    fig.suptitle(plot_text(model["display_name"]))
     save_figure(fig, data, output)
 
 
@@ -259,7 +260,7 @@ def fig_context_identifiability(model: dict, output, seed: int, n_permutations: 
     for ax in axes[:, 0]:
         ax.set_ylabel("Class identifiability")
     remove_unused(fig, axes, n_blocks)
-    fig.suptitle(model["display_name"])
+    fig.suptitle(plot_text(model["display_name"]))
     save_figure(fig, data, output)
 
 

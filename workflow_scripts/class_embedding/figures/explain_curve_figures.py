@@ -16,7 +16,7 @@ import pandas as pd
 from .. import tables
 from ..analyses.explain_auc import auc_table, paper_auc, read_correct
 from ..tables import write_csv
-from .plotting import new_figure, save_figure
+from .plotting import new_figure, plot_text, save_figure
 
 CURVES = {  # method -> (label, colour)
     "grads": ("cls-emb removal", "C0"),
@@ -78,7 +78,7 @@ def perturbation_figure(models: list[dict], direction: str, output) -> None:
             if not line.empty:
                 aucs[method] = float(paper_auc(line["kept"].to_numpy(), line["accuracy"].to_numpy(), n_tokens))
         baseline = draw_curves(ax, data, n_tokens, aucs)
-        ax.set_title(f"{model['display_name']}: {TITLES[direction]}")
+        ax.set_title(plot_text(f"{model['display_name']}: {TITLES[direction]}"))
         frames.append(data.assign(auc_paper=data["method"].map(aucs), baseline_accuracy=baseline))
     save_figure(fig, pd.concat(frames, ignore_index=True), output)
 

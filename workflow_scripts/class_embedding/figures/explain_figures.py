@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..extraction import shards
 from ..models import ModelSpec, building, checkpoints, preprocessing
 from ..models.tokens import TokenLayout
-from .plotting import new_figure, save_figure
+from .plotting import new_figure, plot_text, save_figure
 
 # ---------------------------------------------------------------------------------------------
 # Heat maps (docs/method.md §4.12)
@@ -234,7 +234,7 @@ def map_panels(explained: Explained, panels: list[Panel], kind: str) -> list[Map
 def draw_maps(axes, drawn: list[MapPanel], explained: Explained, swap_red_blue: bool) -> None:
     for ax, item in zip(axes, drawn):
         ax.imshow(overlay(explained.input(item.panel.image), item.importance, swap_red_blue))
-        ax.set_title(item.title, fontsize="medium")
+        ax.set_title(plot_text(item.title), fontsize="medium")
         ax.axis("off")
     for ax in axes[len(drawn) :]:
         ax.axis("off")

@@ -49,6 +49,7 @@ from .plotting import (
     label_blocks,
     model_colors,
     new_figure,
+    plot_text,
     remove_unused,
     save_figure,
 )
@@ -185,7 +186,7 @@ def fig_identifiability_hist(models: list[dict], output, seed=None) -> None:
         edges = np.append(panel["bin_left"], panel["bin_right"].iloc[-1])
         # Each bin's left edge stands in for its images, so hist draws the precomputed counts.
         ax.hist(edges[:-1], edges, weights=panel["n_images"], color=TOKEN_COLORS[IMAGE])
-        ax.set_title(model["display_name"])
+        ax.set_title(plot_text(model["display_name"]))
         ax.set_xlabel("Identifiable image tokens per image")
         ax.set_ylabel("Images")
     remove_unused(fig, axes, len(models))
@@ -271,7 +272,7 @@ def fig_identifiability_evolution(models: list[dict], output, seed=None) -> None
         ax.set_ylim(0, 1.17)
         ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_ylabel("Class identifiability")
-        ax.set_title(model["display_name"])
+        ax.set_title(plot_text(model["display_name"]))
         line_color = box_line_color([TOKEN_COLORS[t] for t in hue_order])
         handles = [Patch(facecolor=box_fill(t), edgecolor=line_color, label=t) for t in hue_order]
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -328,7 +329,7 @@ def fig_identifiability_mean_evolution(models: list[dict], output, seed=None) ->
         ax.set_xticks(range(1, n_normalized + 1), [""] * n_normalized)
         ax.set_xlabel("Normalized block")
     axes[0, 0].set_ylabel("Mean class identifiability")
-    handles = [Line2D([], [], color=color, label=name, **STAR_LINE) for name, color in colors.items()]
+    handles = [Line2D([], [], color=color, label=plot_text(name), **STAR_LINE) for name, color in colors.items()]
     handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1, label="Chance Level"))
     fig.legend(handles=handles, loc="outside right center")
     save_figure(fig, data, output)
@@ -372,7 +373,7 @@ def fig_change_rate(models: list[dict], output, seed=None) -> None:
         ax.plot(panel["block"], panel["rate_paper"], marker="o", color=TOKEN_COLORS[IMAGE])
         ax.set_xticks(range(2, model["num_blocks"] + 1))
         ax.set_ylim(low, 1.02)
-        ax.set_title(model["display_name"])
+        ax.set_title(plot_text(model["display_name"]))
         ax.set_xlabel("Block")
         ax.set_ylabel("Change rate")
     remove_unused(fig, axes, len(models))

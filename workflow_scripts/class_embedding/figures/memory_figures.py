@@ -40,6 +40,7 @@ from .plotting import (
     label_blocks,
     model_colors,
     new_figure,
+    plot_text,
     remove_unused,
     save_figure,
 )
@@ -105,7 +106,7 @@ def fig_class_value_agreement(models: list[dict], output, **_) -> None:
         label_blocks(ax, positions, panel["block"])
         ax.set_ylim(0, top)
         ax.set_ylabel("Class-value agreement")
-        ax.set_title(f"{model['display_name']} - {layer_type}")
+        ax.set_title(plot_text(f"{model['display_name']} - {layer_type}"))
     handles = [
         Line2D([], [], color=BASELINE_COLOR, linestyle="--", marker="o", markersize=3, label="random model (mean)")
     ]
@@ -147,7 +148,7 @@ def fig_key_value_agreement_rate(models: list[dict], output, seed: int, **_) -> 
         label_blocks(ax, range(len(blocks)), blocks)
         ax.set_ylim(0, 100)
         ax.set_ylabel("Key-value agreement rate (%)")
-        ax.set_title(f"{model['display_name']} - {layer_type}")
+        ax.set_title(plot_text(f"{model['display_name']} - {layer_type}"))
     handles = [
         Line2D([], [], color=MEAN_COLOR, marker="D", label="mean over classes"),
         Line2D([], [], color=BASELINE_COLOR, linestyle="--", marker="D", markersize=3, label="random class (mean)"),
@@ -177,7 +178,7 @@ def fig_agreement_accuracy_diff(models: list[dict], output, seed: int, n_permuta
         ax.set_ylabel("Agreement difference (pp)")
         kind = token_0_kind(model)
         quirk = "" if kind == "cls" else f" (token 0: {'an image' if kind == 'image' else 'a ' + kind} token)"
-        ax.set_title(f"{model['display_name']} - {layer_type}{quirk}")
+        ax.set_title(plot_text(f"{model['display_name']} - {layer_type}{quirk}"))
     save_figure(fig, data, output)
 
 
@@ -199,7 +200,7 @@ def fig_memory_compositionality(models: list[dict], output, **_) -> None:
         ax.set_xlabel("Block")
         ax.set_ylim(0, top)
         ax.set_ylabel("% tokens matching a memory's class")
-        ax.set_title(model["display_name"])
+        ax.set_title(plot_text(model["display_name"]))
         ax.legend(loc="upper left")
     remove_unused(fig, axes, len(models))
     save_figure(fig, data, output)
@@ -247,7 +248,7 @@ def fig_memory_compare(models: list[dict], output, seed: int, n_bootstrap: int, 
         ax.set_xticks(range(1, n_layers + 1))
         ax.set_xlabel("Normalized layer")
         ax.set_title(title, fontsize="medium")
-    handles = [Line2D([], [], color=color, label=name, **STAR_LINE) for name, color in colors.items()]
+    handles = [Line2D([], [], color=color, label=plot_text(name), **STAR_LINE) for name, color in colors.items()]
     fig.legend(handles=handles, loc="outside upper center", ncols=4)
     save_figure(fig, data, output)
 

@@ -35,6 +35,14 @@ BOX_WIDTH = 0.8  # seaborn's default total width of one category's boxes
 BOX_SATURATION = 0.75  # seaborn desaturates box fill colours by this much
 
 
+def plot_text(text) -> str:
+    """A user-given name (model display name, class name, panel title) as matplotlib text: its
+    ``$`` escaped, so that matplotlib draws it instead of parsing mathtext (``"$5 bill"``, or two
+    ``$`` in one label, would otherwise be drawn as maths or stop the figure). Every label drawn
+    from a name goes through here; the figure's CSV keeps the name itself."""
+    return str(text).replace("$", r"\$")
+
+
 def model_colors(models: list[dict]) -> dict[str, tuple]:
     return dict(zip([m["display_name"] for m in models], sns.color_palette("Set2", len(models))))
 

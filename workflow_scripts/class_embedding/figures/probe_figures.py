@@ -17,7 +17,7 @@ from ..analyses.statistics import bootstrap_interval
 from ..extraction.reader import LAYER_KINDS, load_block, load_correct
 from ..models.tokens import TokenLayout
 from ..tables import read_table
-from .plotting import new_figure, save_figure
+from .plotting import new_figure, plot_text, save_figure
 
 PANEL_TITLES = {"probe": "linear probing", "projection": "cls projection"}
 KIND_COLORS = dict(zip(LAYER_KINDS, sns.color_palette(n_colors=len(LAYER_KINDS))))
@@ -95,7 +95,7 @@ def fig_probe_vs_projection_acc(model: dict, probe_accuracy: str, output, seed: 
     data = accuracy_data(model, probe_accuracy, seed, n_bootstrap)
     fig, axes = new_figure(1, 2, (13, 5), sharey=True)
     draw_accuracy_panels(axes[0], data, model)
-    fig.suptitle(model["display_name"])
+    fig.suptitle(plot_text(model["display_name"]))
     save_figure(fig, data, output)
 
 
@@ -166,7 +166,7 @@ def fig_probe_perturbation(model: dict, curves: str, output, **_) -> None:
     baseline = baseline_accuracy(model)
     fig, axes = new_figure(1, 1, (6, 4))
     draw_perturbation(axes[0, 0], data, baseline)
-    axes[0, 0].set_title(model["display_name"])
+    axes[0, 0].set_title(plot_text(model["display_name"]))
     save_figure(fig, data.assign(baseline_accuracy=baseline), output)
 
 
@@ -181,7 +181,7 @@ def fig_linear_probing_all(
     axes[0, 1].sharey(axes[0, 0])
     draw_perturbation(axes[0, 2], perturbation, baseline)
     axes[0, 2].set_title("perturbation test")
-    fig.suptitle(model["display_name"])
+    fig.suptitle(plot_text(model["display_name"]))
     data = pd.concat(
         [accuracy, perturbation.assign(panel="perturbation", baseline_accuracy=baseline)], ignore_index=True
     )

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
 from .explain_figures import class_names, short_name
-from .plotting import new_figure, save_figure
+from .plotting import new_figure, plot_text, save_figure
 
 #: Colour map of class identifiability, shared with the explorer pages.
 IDENTIFIABILITY_CMAP = "viridis"
@@ -180,7 +180,7 @@ def fig_token_maps(
                 )
             )
         verdict = "✓" if true[i] == pred[i] else "✗"
-        axes[i, 0].set_ylabel(f"{names[true[i]]}\npred: {names[pred[i]]} {verdict}", fontsize=6.5)
+        axes[i, 0].set_ylabel(plot_text(f"{names[true[i]]}\npred: {names[pred[i]]} {verdict}"), fontsize=6.5)
     fig.colorbar(
         ScalarMappable(Normalize(0, 1), IDENTIFIABILITY_CMAP),
         ax=axes,
@@ -193,5 +193,5 @@ def fig_token_maps(
     if layout.n_prefix:
         handles.append(Patch(color="none", label="strip: " + ", ".join(layout.prefix)))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
-    fig.suptitle(f"{model['display_name']}: tokens over the image, by block", fontsize="medium")
+    fig.suptitle(plot_text(f"{model['display_name']}: tokens over the image, by block"), fontsize="medium")
     save_figure(fig, pd.concat(rows, ignore_index=True), output)

@@ -21,7 +21,7 @@ from ..models import ModelSpec
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import TokenLayout
 from .explain_figures import normalise, overlay
-from .plotting import new_figure, save_figure
+from .plotting import new_figure, plot_text, save_figure
 
 
 def cls_logits(model: torch.nn.Module, image: torch.Tensor, block: int) -> np.ndarray:
@@ -81,7 +81,7 @@ def fig_tutorial_heatmap(
     fig, axes = new_figure(1, 1, (3.2, 3.4))
     ax = axes[0, 0]
     ax.imshow(overlay(image, importance, swap_red_blue))
-    ax.set_title(f"{sample.name.replace('_', ' ')} (class {sample.class_index})", fontsize="medium")
+    ax.set_title(plot_text(f"{sample.name.replace('_', ' ')} (class {sample.class_index})"), fontsize="medium")
     ax.axis("off")
     data = pd.DataFrame(
         {
