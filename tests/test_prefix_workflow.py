@@ -156,5 +156,6 @@ def test_dry_run_says_what_an_image_folder_leaves_out_and_stops_when_too_little_
     (images / "tench" / "img3.png").unlink()
     result = snakemake("-n", configfiles=[config_file], workdir=tmp_path / "work")
     assert result.returncode != 0
-    assert "goldfish" in result.stderr and "tench" in result.stderr
-    assert "stimuli.images_per_class" in result.stderr and "stimuli.min_class_share" in result.stderr
+    output = result.stdout + result.stderr  # Snakemake prints errors of the Snakefile on stdout
+    assert "'goldfish' (3), 'tench' (3)" in output
+    assert "stimuli.images_per_class" in output and "stimuli.min_class_share" in output
