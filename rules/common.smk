@@ -595,7 +595,8 @@ def value_vector_models():
     if settings["neurons"] is None:
         names = TRAINED_MODELS
     else:
-        names = configured_subset(f"{key}.neurons", settings["neurons"], TRAINED_MODELS, "a trained model")
+        listed = configured_subset(f"{key}.neurons", settings["neurons"], TRAINED_MODELS, "a trained model")
+        names = [name for name in TRAINED_MODELS if name in listed]  # in figure order (model_order)
     block = settings["block_index"]
     for name in names:
         if block is not None and block >= MODELS[name]["num_blocks"]:
