@@ -3,9 +3,13 @@
 # extraction of that model waits for it (rules/extract.smk). `snakemake preflight` fetches,
 # converts and audits everything small, runs the weight checks and checks your paths, without
 # reading the ImageNet archive's content or needing a GPU: what to run on a login node first.
+# Offline, every fetching job fails in seconds (one reachability check per host, shared through
+# .snakemake/class_embedding/unreachable_hosts.json) naming what it needs and how to supply it
+# without network. The run ends with one table of every check, also after failures with -k
+# (class_embedding/job_status.py, printed by the onsuccess/onerror hooks of rules/common.smk).
 
 
-# Fetched like a dataset's downloads (rule download: cached, local, retried).
+# Fetched like a dataset's downloads (rule download: cached, local, retried inside the job).
 use rule download as download_sample_image with:
     output:
         sample_path("{sample}"),
@@ -13,6 +17,7 @@ use rule download as download_sample_image with:
         "results/logs/download_sample_image/{sample}.log",
     wildcard_constraints:
         sample=alternatives(DOWNLOADED_SAMPLES),
+    retries: 0
     params:
         source=sample_source,
 

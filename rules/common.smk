@@ -16,6 +16,7 @@ from snakemake.utils import validate
 
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
+from class_embedding import job_status, network
 from class_embedding.config_files import check_no_duplicate_keys
 from class_embedding.data.image_folder import scan_image_folder
 from class_embedding.errors import InputError
@@ -987,6 +988,16 @@ def check_slurm_commands():
 onstart:
     check_slurm_commands()
     report_skipped_targets()
+    network.forget()  # hosts found unreachable by an earlier run are checked again
+
+
+# The table of every check at the end of `snakemake preflight`, also when checks failed (-k).
+onsuccess:
+    job_status.report_preflight(workflow, preflight_inputs())
+
+
+onerror:
+    job_status.report_preflight(workflow, preflight_inputs())
 
 
 # Sample images, the weight check and the tutorial figures (rules/checks.smk, rules/tutorial.smk).

@@ -31,7 +31,9 @@ rule download:
     wildcard_constraints:
         item="segmentation|validation_names|validation_mapping|test_mapping|categories|cifar100",
     cache: "omit-software"
-    retries: 2
+    # Retried inside the job (transient errors only); an unreachable host fails at once, and 0
+    # also overrides a profile's retries (rules/models.smk).
+    retries: 0
     localrule: True  # compute nodes may be offline
     conda:
         "../envs/analysis.yaml"

@@ -44,9 +44,14 @@ rule random_twin_checkpoint:
 
 
 # The paper's pretrained weights (config/paper.yaml). Fetching runs on the submitting machine
-# (localrule: compute nodes may be offline) and is retried; the download cache (weights_cache)
-# is under resources/, the converted checkpoints under results/: every converted checkpoint is a
-# plain state dict of the configured architecture that passes the lens audit before it is written.
+# (localrule: compute nodes may be offline); the download cache (weights_cache) is under
+# resources/, the converted checkpoints under results/: every converted checkpoint is a plain
+# state dict of the configured architecture that passes the lens audit before it is written.
+# Weights already in weights_cache are read without network. Otherwise the host is checked first
+# (class_embedding/network.py): offline, the job fails in seconds naming the tag and the two ways
+# to supply the weights. Transient errors are retried inside the job (huggingface_hub, download()),
+# so the fetching rules set retries: 0, which also overrides a profile's retries: Snakemake would
+# retry an unreachable host as well.
 
 
 rule fetch_timm_weights:
@@ -56,7 +61,7 @@ rule fetch_timm_weights:
         "results/logs/fetch_timm_weights/{model}.log",
     wildcard_constraints:
         model=alternatives(models_with_source("timm")),
-    retries: 2
+    retries: 0
     localrule: True
     conda:
         "../envs/extraction.yaml"
@@ -67,7 +72,7 @@ rule fetch_timm_weights:
         "../workflow_scripts/fetch_timm_weights.py"
 
 
-# Fetched like a dataset's downloads (rule download: cached, local, retried).
+# Fetched like a dataset's downloads (rule download: cached, local, retried inside the job).
 use rule download as download_checkpoint with:
     output:
         release_checkpoint_path("{model}"),
@@ -75,6 +80,7 @@ use rule download as download_checkpoint with:
         "results/logs/download_checkpoint/{model}.log",
     wildcard_constraints:
         model=alternatives(models_with_source("url")),
+    retries: 0
     params:
         source=model_weights,
 
@@ -136,6 +142,5 @@ rule finetune_cifar:
     params:
         spec=model_spec,
         seed=config["seed"],
-        device=config["extraction"]["device"],
     script:
         "../workflow_scripts/finetune_cifar.py"

@@ -1,11 +1,18 @@
-"""Downloads from a local HTTP server on 127.0.0.1: checksums, retries, atomicity."""
+"""Downloads from a local HTTP server on 127.0.0.1: checksums, retries, atomicity; offline, a
+failure in seconds without retries; the notice of an unverified download on the console."""
 
 import hashlib
 import http.server
+import json
+import socket
 import threading
+import time
+import urllib.error
+from types import SimpleNamespace
 
 import pytest
 
+from class_embedding import logs, network
 from class_embedding.data import downloads
 from class_embedding.errors import InputError
 
@@ -114,3 +121,89 @@ def test_verify_user_files(tmp_path):
         downloads.verify(path, "sha256:" + "1" * 64, "ImageNet archive")
     with pytest.raises(InputError, match="md5:<hex> or sha256:<hex>"):
         downloads.parse_checksum("crc32:1234")
+
+
+# Offline: one short reachability check, no retry, and the other jobs told (class_embedding/network.py).
+
+
+def closed_port_url(path="/data.zip"):
+    """A URL on 127.0.0.1 whose port nothing listens on: the connection is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+@pytest.fixture
+def no_proxy(monkeypatch, tmp_path):
+    """No proxy from the environment, and the record of unreachable hosts in this test's folder."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_unreachable_host_fails_at_once_and_is_recorded(no_proxy, tmp_path, monkeypatch):
+    url = closed_port_url()
+    start = time.monotonic()
+    with pytest.raises(
+        network.Unreachable, match=r"127\.0\.0\.1 is unreachable .*connection to 127\.0\.0\.1:\d+ failed"
+    ):
+        downloads.download(url, tmp_path / "out" / "data.zip")
+    assert time.monotonic() - start < 5, "no retries, no backoff"
+    assert not (tmp_path / "out" / "data.zip").exists() and not (tmp_path / "out" / "data.zip.partial").exists()
+    assert network.RECORD.is_file()
+
+    # The next job reads the record and fails without connecting again.
+    def no_probe(*args):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(network, "probe", no_probe)
+    with pytest.raises(network.Unreachable, match="found by another job"):
+        downloads.download(url, tmp_path / "other.zip")
+    network.forget()
+    with pytest.raises(AssertionError, match="probed again"):
+        downloads.download(url, tmp_path / "other.zip")
+
+
+def test_name_resolution_failure_is_not_retried(no_proxy, tmp_path, monkeypatch):
+    calls = []
+
+    def unresolvable(url, *args):
+        calls.append(url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(network, "require", lambda url: None)  # the host answered the check, then vanished
+    monkeypatch.setattr(downloads, "_fetch_once", unresolvable)
+    with pytest.raises(network.Unreachable, match="DNS cannot resolve the host: Name or service not known"):
+        downloads.download("https://files.example.org/a.zip", tmp_path / "a.zip", backoff=10.0)
+    assert calls == ["https://files.example.org/a.zip"]
+    assert "files.example.org:443" in network.RECORD.read_text()
+
+
+def test_unresolvable_name_and_proxy(no_proxy, monkeypatch):
+    assert network.probe("no-such-host.invalid", 443, timeout=5).startswith("DNS ")
+    assert network.endpoint("file:///data/sample.JPEG") is None
+    assert network.endpoint("https://huggingface.co/timm/x") == ("huggingface.co", 443)
+    # Behind a proxy, the proxy is what must answer.
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    assert network.endpoint("https://huggingface.co/timm/x") == ("proxy.example", 3128)
+    monkeypatch.setenv("no_proxy", "huggingface.co")
+    assert network.endpoint("https://huggingface.co/timm/x") == ("huggingface.co", 443)
+
+
+def test_unverified_download_notice_reaches_the_console(server, tmp_path, capsys):
+    smk = SimpleNamespace(rule="download_checkpoint", log=[str(tmp_path / "download.log")], output=["list.txt"])
+    with logs.logged(smk):
+        sha = downloads.download(url(server, "/list.txt"), tmp_path / "list.txt")
+    console = capsys.readouterr().err
+    assert (
+        f"Notice from rule download_checkpoint: UNVERIFIED download: list.txt from {url(server, '/list.txt')}"
+        in console
+    )
+    assert f"pin it in the config (checksum: sha256:{sha})" in console
+    record = json.loads((tmp_path / "download.status.json").read_text())
+    assert record["ok"] and record["outputs"] == ["list.txt"] and sha in record["notices"][0]
+    # A pinned download has nothing to say.
+    downloads.download(url(server, "/list.txt"), tmp_path / "pinned.txt", f"sha256:{sha}")
+    assert "UNVERIFIED" not in capsys.readouterr().err

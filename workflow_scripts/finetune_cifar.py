@@ -18,7 +18,7 @@ with logs.logged(snakemake):
         preprocessing.Preprocessing(spec.preprocessing),
         settings,
         snakemake.params.seed,
-        building.pick_device(snakemake.params.device),
+        building.pick_device(snakemake.config["extraction"]["device"]),  # a resource, not a param,
     ).cpu()
     building.audit(model, name)
     checkpoints.save_checkpoint(model, snakemake.output.checkpoint)

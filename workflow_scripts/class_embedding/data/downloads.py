@@ -5,7 +5,11 @@ configured ``md5:<hex>`` / ``sha256:<hex>``, and only then renamed to ``dest``: 
 corrupt download never leaves a file that looks complete. Without a configured checksum the first
 download is unverified: its sha256 is recorded beside the file (``<dest>.sha256``) with a warning
 that says how to pin it, and every later download and every use of the file is checked against
-that record (:func:`trusted_checksum`).
+that record (:func:`trusted_checksum`); that warning also reaches the console (a notice).
+
+Offline, a download fails at once: the host is checked first (:func:`network.require`, a few
+seconds at most, shared by the run's jobs), and a failed name lookup or a refused connection is
+not retried. Dropped connections, timeouts and server errors are retried.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import os
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .. import network
 from ..errors import InputError
+from ..logs import NOTICE
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +120,9 @@ def download(
 ) -> str:
     """Download ``url`` to ``dest`` atomically; returns the file's sha256.
 
-    Transient network errors are retried ``attempts`` times with exponential backoff; a checksum
-    mismatch is not retried (the source differs) and raises :class:`InputError` naming the file.
+    Transient network errors are retried ``attempts`` times with exponential backoff; an
+    unreachable host raises :class:`network.Unreachable` at once, and a checksum mismatch is not
+    retried either (the source differs) and raises :class:`InputError` naming the file.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +131,7 @@ def download(
     # A file downloaded again must be the one first recorded: the source may have been replaced.
     expected = parse_checksum(trusted_checksum(dest, checksum))
     algorithms = sorted({"sha256", *([expected[0]] if expected else [])})
+    network.require(url)
     for attempt in range(1, attempts + 1):
         try:
             log.info("downloading %s → %s (attempt %d/%d)", url, dest, attempt, attempts)
@@ -135,6 +144,10 @@ def download(
             log.warning("HTTP %s for %s; retrying", err.code, url)
         except (urllib.error.URLError, *TRANSIENT) as err:
             partial.unlink(missing_ok=True)
+            reason = network.unreachable_reason(err)
+            if reason is not None:  # unreachable since the check: no retry, and the other jobs are told
+                network.mark_unreachable(url, reason)
+                raise network.Unreachable(url, urllib.parse.urlsplit(url).hostname, reason) from None
             if attempt == attempts:
                 raise InputError(
                     f"download of {dest.name} from {url} failed after {attempts} attempts ({err}). "
@@ -168,5 +181,6 @@ def download(
             digests["sha256"],
             recorded_checksum_file(dest),
             digests["sha256"],
+            extra=NOTICE,
         )
     return digests["sha256"]

@@ -64,7 +64,16 @@ def read_checkpoint_file(path: Path, name: str, rebuild_hint: str = "download it
     A checkpoint is a pickle, and unpickling an arbitrary pickle runs whatever code it names: a
     replaced or corrupted release file would run on the machine that converts it. So a file that
     needs anything else is refused, naming the types it asks for, and is never loaded in full.
+    A ``.safetensors`` file (the Hugging Face Hub's format, e.g. timm's ``model.safetensors``)
+    holds tensors only and is read as such.
     """
+    if path.suffix == ".safetensors":
+        from timm.models import load_state_dict  # safetensors through timm: nothing to unpickle
+
+        try:
+            return load_state_dict(str(path), use_ema=False)
+        except Exception as err:  # a truncated or foreign file
+            raise InputError(f"checkpoint {path} cannot be read ({err}; model '{name}'): {rebuild_hint}.") from None
     try:
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_TYPES):
             return torch.load(path, map_location="cpu", weights_only=True)
