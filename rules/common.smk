@@ -245,7 +245,10 @@ def check_tables_complete():
 
 
 check_config_files()
-check_tables_complete()
+# Once, by the Snakemake you started: a job on a cluster node parses the workflow again while
+# other jobs write their tables.
+if workflow.is_main_process:
+    check_tables_complete()
 check_free_text(config)
 validate_config(config)
 canonicalise_config(config)
