@@ -101,7 +101,9 @@ def test_a_complete_file_with_damaged_content_is_named_corrupt(tmp_path):
     assert not is_incomplete(path) and unreadable_tables(tmp_path) == []
     with pytest.raises(InputError, match=f"^{re.escape(str(path))} is corrupt and cannot be read") as error:
         tables.read_table(path)
-    assert "delete it and rebuild it as a target" in str(error.value) and f"snakemake --forcerun {path}" in str(error.value)
+    assert "delete it and rebuild it as a target" in str(error.value) and f"snakemake --forcerun {path}" in str(
+        error.value
+    )
 
 
 def test_other_read_errors_are_not_blamed_on_the_file(tmp_path):
