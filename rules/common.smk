@@ -239,13 +239,17 @@ def check_tables_complete():
     if broken:
         raise WorkflowError(
             f"{len(broken)} Parquet table(s) under results/ are incomplete (cut short by a killed job, a full "
-            f"disk or a partial copy): {', '.join(broken)}. Delete them (rm {' '.join(broken)}) and run again: "
-            "Snakemake rebuilds them and what depends on them."
+            f"disk or a partial copy): {', '.join(broken)}. Delete them and rebuild them as targets "
+            f"(rm {' '.join(broken)} && snakemake --cores <n> {' '.join(broken)}, with your --configfile), then "
+            "run as before: what depends on them is rebuilt because they are newer."
         )
 
 
 check_config_files()
-check_tables_complete()
+# Once, by the Snakemake you started: a job on a cluster node parses the workflow again while
+# other jobs write their tables.
+if workflow.is_main_process:
+    check_tables_complete()
 check_free_text(config)
 validate_config(config)
 canonicalise_config(config)

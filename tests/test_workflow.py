@@ -292,10 +292,14 @@ def test_truncated_table_stops_the_dry_run_naming_it(built, tmp_path, capfd):
     figure = workdir / "results/figures/fig_change_rate.pdf"
     with pytest.raises(WorkflowError) as error:
         run(workdir, dryrun=True)
-    assert "results/extract/micro_cls/hs_1.parquet" in str(error.value) and "Delete them" in str(error.value)
+    assert "results/extract/micro_cls/hs_1.parquet" in str(error.value) and "rebuild them as targets" in str(
+        error.value
+    )
     assert figure.is_file()
+    # What the message says to do: delete it, and ask for it.
     table.unlink()
-    assert "merge_extraction_micro_cls" in planned_rules(jobs_to_run(workdir, capfd))
+    target = "results/extract/micro_cls/hs_1.parquet"
+    assert "merge_extraction_micro_cls" in planned_rules(jobs_to_run(workdir, capfd, targets=[target]))
 
 
 def test_unknown_model_architecture_names_the_key(tmp_path):

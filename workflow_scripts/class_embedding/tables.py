@@ -95,8 +95,9 @@ def unreadable(path: str | os.PathLike, err: Exception) -> InputError:
     return InputError(
         f"{path} is {'incomplete (cut short)' if incomplete else 'corrupt'} and cannot be read "
         f"({str(err).rstrip('.')}). A job killed while writing, a full disk or a partial copy leaves such a "
-        f"file, and Snakemake does not rebuild a file that exists. If the workflow wrote it, delete it and rerun "
-        f"snakemake, which rebuilds it and everything that depends on it"
+        f"file, and Snakemake does not rebuild a file that exists. If the workflow wrote it, delete it and "
+        f"rebuild it as a target (`snakemake --cores <n> {path}` with your usual options), then run as before: "
+        f"what depends on it is rebuilt because it is newer"
         + ("" if incomplete else f" (or run `snakemake --forcerun {path}` with your usual options)")
         + "; if it is a file you gave, replace it."
     )
