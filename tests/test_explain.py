@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from masked_attention import build, reference
 
 from class_embedding import tables
 from class_embedding.analyses import explain_auc, explain_perturbation, gradients
@@ -227,6 +228,32 @@ def test_evaluation_logits_equal_a_shorter_sequence(model, images):
             x = block(x)
         direct = model.head(model.norm(x)[:, 0])
     torch.testing.assert_close(kept_logits, direct, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["beit", "relpos_shared", "eva02", "rope_mixed", "dinov3"])
+def test_evaluation_in_every_family_equals_the_masked_full_forward(scrambled_vit, family):
+    """Relative position biases and rotary embeddings follow the kept tokens: every (curve, n,
+    image) is predicted as the full sequence with the removed keys masked out."""
+    model = build(scrambled_vit, family, NUM_CLASSES, img_size=12)
+    n_tokens, n_prefix = GRID * GRID, model.num_prefix_tokens
+    images = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        targets = model(images).argmax(-1).numpy()  # all correct when nothing is removed
+    rng = np.random.default_rng(1)
+    orderings = {"grads": np.argsort(rng.random((4, n_tokens)), axis=1)}
+    curves = explain_perturbation.build_curves(orderings, explain_perturbation.random_orderings(n_tokens, 1, 0), 4)
+    kept = explain_perturbation.kept_counts(n_tokens, 2)
+    correct = explain_perturbation.evaluate_curves(
+        model, images, targets, curves, kept, tokens_per_batch=20, device=torch.device("cpu")
+    )
+    expected = np.zeros_like(correct)
+    for c, curve in enumerate(curves):
+        for k, n in enumerate(kept):
+            positions = explain_perturbation.kept_positions(curve.ordering, int(n), curve.direction, n_prefix)
+            _, logits = reference(model, images, torch.from_numpy(positions))
+            expected[c, k] = logits.argmax(-1).numpy() == targets
+    np.testing.assert_array_equal(correct, expected)
+    assert correct[:, -1].all() and not correct.all(), "removing tokens changes some predictions"
 
 
 CURVE_KEPT = np.array([1, 2, 3, 4])

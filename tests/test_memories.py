@@ -8,12 +8,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import timm
 import torch
+from timm.layers import SwiGLU, SwiGLUPacked
 
 from class_embedding import errors
 from class_embedding.analyses import memories, memory_statistics, value_projections
+from class_embedding.extraction import lens
 from class_embedding.figures import memory_figures
-from class_embedding.models import building
+from class_embedding.models import building, families
 from class_embedding.tables import write_table
 
 KWARGS = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2, "num_classes": 7}
@@ -189,6 +192,134 @@ def test_gap_post_norm_variant_scales_the_values():
     assert not np.allclose(
         memories.class_value_agreement(embeddings, scaled), memories.class_value_agreement(embeddings, plain)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# MLPs with an inner norm: memories are read where fc2 applies its value vectors
+
+TINY_VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 7}
+# family -> (arch, kwargs): the MLP has a norm between its activation (or gate) and fc2.
+INNER_NORM = {
+    "vit_scale_mlp_norm": ("vit_base_patch16_224", {"scale_mlp_norm": True}),  # Mlp
+    "beit3_style": ("vit_base_patch16_224", {"scale_mlp_norm": True, "scale_attn_norm": True}),
+    "vit_swiglu_norm": ("vit_base_patch16_224", {"scale_mlp_norm": True, "mlp_layer": SwiGLU}),
+    "vit_swiglu_packed_norm": (
+        "vit_base_patch16_224",
+        {"scale_mlp_norm": True, "mlp_layer": SwiGLUPacked, "mlp_ratio": 5.33334},
+    ),
+    "eva_mlp_norm": ("eva02_tiny_patch14_224", {"swiglu_mlp": False, "scale_mlp": True}),  # Mlp
+    "eva_swiglu_norm": ("eva02_tiny_patch14_224", {"scale_mlp": True}),
+    "beit_mlp_norm": ("beit_base_patch16_224", {"scale_mlp": True}),  # Mlp, LayerScale
+    "beit_swiglu_norm": ("beit_base_patch16_224", {"scale_mlp": True, "swiglu_mlp": True}),
+}
+
+
+def tiny_vit(arch: str, kwargs: dict, seed: int = 0) -> torch.nn.Module:
+    """Random norm weights and biases: at 1 and 0 the inner norm would not reorder the memories."""
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, **{**TINY_VIT, **kwargs})
+    return families.randomise_identity_like(model, seed).eval()
+
+
+def activation_before_norm(mlp: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """act(fc1 x), or the gated product, recomputed from the MLP's weights."""
+    if isinstance(mlp, SwiGLU):
+        return mlp.act(mlp.fc1_g(hidden)) * mlp.fc1_x(hidden)
+    if hasattr(mlp, "gate_last"):  # GluMlp, SwiGLUPacked
+        first, second = mlp.fc1(hidden).chunk(2, dim=-1)
+        return first * mlp.act(second) if mlp.gate_last else mlp.act(first) * second
+    return mlp.act(mlp.fc1(hidden))
+
+
+def lens_run(model: torch.nn.Module):
+    """The lens's record of one forward pass, and each MLP's input and output in it."""
+    seen = {}
+    handles = []
+    for b, block in enumerate(model.blocks):
+        handles += [
+            block.mlp.register_forward_pre_hook(lambda m, inputs, b=b: seen.__setitem__(("in", b), inputs[0])),
+            block.mlp.register_forward_hook(lambda m, inputs, output, b=b: seen.__setitem__(("out", b), output)),
+            lens.residual_update_modules(block)[1].register_forward_hook(
+                lambda m, inputs, output, b=b: seen.__setitem__(("update", b), output)
+            ),
+        ]
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(3, dtype=torch.long))
+        model(torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5)))
+    for handle in handles:
+        handle.remove()
+    return hooks.record, seen
+
+
+@pytest.mark.parametrize("family", INNER_NORM)
+def test_inner_norm_memories_are_the_top5_of_what_fc2_reads(family):
+    model = tiny_vit(*INNER_NORM[family])
+    record, seen = lens_run(model)
+    fc1_differs = norm_differs = 0
+    with torch.inference_mode():  # the hooked tensors are inference tensors
+        for b, block in enumerate(model.blocks):
+            mlp = block.mlp
+            assert not families.is_identity(mlp.norm)  # the case this test is about
+            before_norm = activation_before_norm(mlp, seen["in", b])
+            coefficients = mlp.norm(before_norm)
+            stored = record.layers[f"mlp_{b}"].mem_top5.long()
+            # Every cell (image, token): the five largest coefficients multiplying fc2's columns.
+            assert torch.equal(stored, coefficients.topk(5, dim=-1).indices)
+            # Coefficients times value vectors plus fc2's bias are the MLP output, and (times the
+            # LayerScale folded into the value vectors) the update the lens projects.
+            torch.testing.assert_close(coefficients @ mlp.fc2.weight.T + mlp.fc2.bias, seen["out", b])
+            values = torch.from_numpy(value_projections.value_matrix(block, "mlp", includes_post_norm=False))
+            gamma = families.layer_scale(block, "mlp")
+            bias = mlp.fc2.bias if gamma is None else gamma * mlp.fc2.bias
+            torch.testing.assert_close(coefficients @ values.T + bias, seen["update", b], rtol=1e-4, atol=1e-5)
+            # The readings this replaces would store other memories: fc1 before the activation
+            # (plain Mlp only: a gated fc1 is twice as wide) and the activation before the norm.
+            if not families.gated_mlp(mlp):
+                fc1_differs += (mlp.fc1(seen["in", b]).topk(5, dim=-1).indices != stored).any(-1).sum().item()
+            norm_differs += (before_norm.topk(5, dim=-1).indices != stored).any(-1).sum().item()
+    assert norm_differs > 0
+    assert fc1_differs > 0 or families.gated_mlp(model.blocks[0].mlp)
+
+
+@pytest.mark.parametrize("family", ["vit_scale_mlp_norm", "eva_swiglu_norm", "beit_mlp_norm"])
+def test_inner_norm_value_vectors_are_what_one_coefficient_adds(family):
+    """Brute force: one-hot coefficients at fc2's input through a real forward pass; the update
+    one coefficient adds is the value vector (so the norm's weight is not folded into it)."""
+    model = tiny_vit(*INNER_NORM[family])
+    block = model.blocks[-1]
+    fc2 = block.mlp.fc2
+    width = fc2.in_features
+    n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    n_images = -(-(width + 1) // n_tokens)
+    one_hot = torch.cat([torch.zeros(1, width), torch.eye(width), torch.zeros(n_images * n_tokens - width - 1, width)])
+    seen = {}
+    handles = [
+        fc2.register_forward_pre_hook(lambda m, inputs: (one_hot.view(n_images, n_tokens, width),)),
+        lens.residual_update_modules(block)[1].register_forward_hook(
+            lambda m, inputs, output: seen.setdefault("update", output)
+        ),
+    ]
+    with torch.inference_mode():
+        model(torch.randn(n_images, 3, 32, 32))
+    for handle in handles:
+        handle.remove()
+    rows = seen["update"].reshape(-1, seen["update"].shape[-1])
+    expected = (rows[1 : width + 1] - rows[0]).T.numpy()
+    values = value_projections.value_matrix(block, "mlp", includes_post_norm=False)
+    np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-5)
+    assert families.memory_modules(block)[1] == (fc2, True)
+
+
+def test_plain_mlp_memories_keep_the_papers_pre_gelu_fc1_reading():
+    model = tiny_vit("vit_base_patch16_224", {})
+    assert families.is_identity(model.blocks[0].mlp.norm)
+    assert all(families.memory_modules(block)[1] == (block.mlp.fc1, False) for block in model.blocks)
+    record, seen = lens_run(model)
+    for b, block in enumerate(model.blocks):
+        with torch.inference_mode():
+            expected = block.mlp.fc1(seen["in", b]).topk(5, dim=-1).indices
+        assert torch.equal(record.layers[f"mlp_{b}"].mem_top5.long(), expected)
 
 
 # ---------------------------------------------------------------------------------------------

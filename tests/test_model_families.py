@@ -26,6 +26,15 @@ TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads
 FAMILIES = {
     "plain": ("vit_base_patch16_224", {}, "Block", [CLS], "token", 0),
     "distilled": ("deit_tiny_distilled_patch16_224", {}, "Block", [CLS, DISTILLATION], "distilled", 0),
+    # timm's distilled head never applies fc_norm: its heads read the raw tokens.
+    "distilled_fc_norm": (
+        "deit_tiny_distilled_patch16_224",
+        {"fc_norm": True},
+        "Block",
+        [CLS, DISTILLATION],
+        "distilled",
+        0,
+    ),
     "registers_cls": ("vit_base_patch16_224", {"reg_tokens": 4}, "Block", [CLS] + [REGISTER] * 4, "token", 0),
     "registers_avg": ("vit_base_patch16_reg4_gap_256", {}, "Block", [REGISTER] * 4, "avg", 4),
     "avg_cls": ("vit_base_patch16_224", {"global_pool": "avg"}, "Block", [CLS], "avg", 1),
@@ -45,6 +54,9 @@ FAMILIES = {
     "beit": ("beit_base_patch16_224", {}, "Block", [CLS], "avg", 1),
     "eva02": ("eva02_tiny_patch14_224", {}, "EvaBlock", [CLS], "avg", 1),
     "eva_post_norm": ("eva02_tiny_patch14_224", {"use_post_norm": True}, "EvaBlockPostNorm", [CLS], "avg", 1),
+    # EVA with registers: timm's Eva keeps them in reg_token, with no num_reg_tokens attribute.
+    "dinov3_registers": ("vit_small_patch16_dinov3", {}, "EvaBlock", [CLS] + [REGISTER] * 4, "avg", 5),
+    "eva_register_gap": ("vit_base_patch16_rope_reg1_gap_256", {}, "EvaBlock", [REGISTER], "avg", 1),
     "swiglu_packed": ("vit_giant_patch14_dinov2", {"mlp_ratio": 5.33334}, "Block", [CLS], "token", 0),
     "swiglu": ("aimv2_large_patch14_224", {}, "Block", [], "avg", 0),
     "max_pool": ("vit_base_patch16_224", {"global_pool": "max", "class_token": False}, "Block", [], "max", 0),
@@ -147,6 +159,141 @@ def test_distilled_model_output_is_the_mean_of_its_two_heads():
     torch.testing.assert_close(bias, (model.head.bias + model.head_dist.bias) / 2)
 
 
+def captured_states(model, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every block's stream and sublayer updates, caught at the modules the test above checks."""
+    seen, handles = {}, []
+    for b, block in enumerate(model.blocks):
+        attn, mlp = lens.residual_update_modules(block)
+        for name, module in ((f"attn_{b}", attn), (f"mlp_{b}", mlp), (f"hs_{b}", block)):
+            handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.clone())))
+    with torch.inference_mode():
+        model(batch)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def own_output(model, states: torch.Tensor) -> torch.Tensor:
+    """Brute force, (..., C): the model's own output, through its own norms, pool and heads, when
+    its last block outputs each state (..., D) at every token position."""
+    flat = states.reshape(-1, states.shape[-1])
+    handle = model.blocks[-1].register_forward_hook(lambda m, i, o: flat[:, None, :].expand(-1, o.shape[1], -1))
+    with torch.inference_mode():
+        out = model(images(1))
+    handle.remove()
+    return out.reshape(*states.shape[:-1], -1).float()
+
+
+def swapped_output(model, batch: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """The model's output with the tokens of its last block's output reordered."""
+    handle = model.blocks[-1].register_forward_hook(lambda m, i, o: o[:, order])
+    with torch.inference_mode():
+        out = model(batch)
+    handle.remove()
+    return out.float()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_cell_is_the_models_own_output_for_that_token(family):
+    """Rank, logit and top-5 of every (layer, image, token) cell against a full sort of the model's
+    own output with that cell's state at every position."""
+    model = tiny(family)
+    batch, targets = images(3), torch.tensor([0, 3, 6])
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(targets)
+        model(batch)
+    states = captured_states(model, batch)
+    assert set(states) == set(hooks.record.layers)
+    for name, state in states.items():
+        logits = own_output(model, state)
+        target_logit = logits.gather(-1, targets.view(-1, 1, 1).expand(*logits.shape[:2], 1)).squeeze(-1)
+        order = logits.argsort(dim=-1, descending=True, stable=True)
+        rank = (order == targets.view(-1, 1, 1)).float().argmax(-1)
+        got = hooks.record.layers[name]
+        tolerance = 1e-4 * max(logits.abs().max().item(), 1.0)
+        torch.testing.assert_close(got.logit, target_logit, rtol=0, atol=tolerance, msg=name)
+        # A rank or top-5 may differ only where two classes are within rounding of each other.
+        gaps = (logits[..., :, None] - logits[..., None, :]).abs() + torch.eye(logits.shape[-1]) * 1e9
+        near_tie = gaps.min(-1).values.min(-1).values <= tolerance
+        assert torch.equal(got.rank.long()[~near_tie], rank[~near_tie]), name
+        assert torch.equal(got.top5.long()[~near_tie], order[..., :5][~near_tie]), name
+        assert (~near_tie).float().mean() > 0.9, name  # the comparison covers nearly every cell
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_what_the_per_token_numbers_add_up_to(family):
+    """docs/configuration.md (Supported models), per pooling: which combination of the per-token
+    projections of the last block is the model's output, against the model's own forward."""
+    model = tiny(family)
+    pool = families.pooling(model)
+    batch = images(4)
+    with torch.inference_mode():
+        logits = model(batch).float()
+    last = captured_states(model, batch)[f"hs_{len(model.blocks) - 1}"]
+    per_token = own_output(model, last)
+    pooled = per_token[:, pool.first_token :]
+
+    def close(a, b):
+        return torch.allclose(a, b, rtol=0, atol=1e-4 * max(logits.abs().max().item(), 1.0))
+
+    if pool.kind == "token":
+        assert close(per_token[:, 0], logits)
+    elif pool.kind == "distilled":
+        # The mean head of [CLS] and [DIST] is not the output; the output with the two swapped adds the rest.
+        assert not close(per_token[:, :2].mean(1), logits)
+        assert close(
+            per_token[:, 0] + per_token[:, 1], logits + swapped_output(model, batch, [1, 0, *range(2, last.shape[1])])
+        )
+    elif pool.norm_first:
+        assert close(pooled.mean(1), logits)
+    else:
+        # Pool, then norm: the projection of the pooled state is the output, the mean of the tokens' is not.
+        tokens = last[:, pool.first_token :]
+        mean, peak = tokens.mean(1), tokens.amax(1)
+        state = {"avg": mean, "max": peak, "avgmax": (mean + peak) / 2}[pool.kind]
+        assert close(own_output(model, state), logits)
+        assert not close(pooled.mean(1), logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_lens_through_another_norm_fails_the_audit(family, monkeypatch):
+    # The audit compares with the model's own forward, so a norm the forward does not apply cannot pass.
+    model = tiny(family)
+    real = families.final_norm(model)
+    other = torch.nn.Identity() if not families.is_identity(real) else torch.nn.LayerNorm(32)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    monkeypatch.setattr(families, "final_norm", lambda model: other)
+    with pytest.raises(RuntimeError, match="lens audit failed"):
+        building.audit_on_random_images(model, family)
+
+
+def test_a_distilled_model_with_fc_norm_is_read_without_it(monkeypatch):
+    """timm's distilled head never applies fc_norm: the old lens, which projected through it, fails
+    the audit; the lens follows the forward and passes."""
+    model = tiny("distilled_fc_norm")
+    assert families.is_identity(model.norm) and not families.is_identity(model.fc_norm)
+    assert families.is_identity(families.final_norm(model)) and building.final_norm(model) == "norm"
+    building.audit_on_random_images(model, "distilled")
+    monkeypatch.setattr(families, "final_norm", lambda model: torch.nn.Sequential(model.norm, model.fc_norm))
+    with pytest.raises(RuntimeError, match="lens audit failed for distilled"):
+        building.audit_on_random_images(model, "distilled")
+
+
+def test_the_per_token_audit_alone_catches_a_norm_the_forward_does_not_apply(monkeypatch):
+    model = tiny("distilled_fc_norm")
+    batch = images(2)
+    hooks = lens.ClassEmbeddingLens(model)
+    with hooks, torch.inference_mode():
+        hooks.set_targets(torch.zeros(2, dtype=torch.long))
+        model(batch)
+    monkeypatch.setattr(families, "final_norm", lambda model: model.fc_norm)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="a token's projection differs from the model's own"):
+        lens.audit_projection(model, batch, hooks.record.last_state, "distilled")
+
+
 def brute_force_fc2_input(mlp, hidden: torch.Tensor) -> torch.Tensor:
     """The gated MLP's fc2 input, recomputed from its weights."""
     if hasattr(mlp, "fc1_g"):  # SwiGLU
@@ -243,6 +390,106 @@ def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
         building.check_architecture(entry, "m")
 
 
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "overrides", "message"),
+    [
+        (
+            "cait_xxs24_224",
+            {},
+            {},
+            r"models\.m \(arch cait_xxs24_224\) cannot be analysed with the class-embedding lens: timm's Cait adds "
+            r"its \[CLS\] token only in the class-attention blocks after the patch-token blocks, so the token its "
+            r"head reads never enters the residual stream the lens hooks; the lens reads Beit, Eva,",
+        ),
+        (
+            "naflexvit_base_patch16_gap",
+            {},
+            {"class_token": False},
+            r"models\.m \(arch naflexvit_base_patch16_gap\) cannot be analysed .*: timm's NaFlexVit embeds each image "
+            r"as a variable-length sequence of patches without a fixed token grid, which the token labels need;",
+        ),
+        (
+            "deit_tiny_distilled_patch16_224",
+            {"global_pool": "avg"},
+            {"distillation_token": True},
+            r"models\.m: timm cannot build 'deit_tiny_distilled_patch16_224' with kwargs .*'global_pool': 'avg'.*: the "
+            r"distilled head reads the class and distillation tokens; change the kwargs\.",
+        ),
+        (
+            "vit_base_patch16_224",
+            {"num_classes": 0},
+            {},
+            r"models\.m \(arch vit_base_patch16_224\) cannot be analysed .*: the model has no classification head "
+            r"\(num_classes 0\), so there are no class embeddings to project onto; set kwargs\.num_classes",
+        ),
+        (
+            "vit_base_patch16_224",
+            {"dynamic_img_size": True},
+            {"preprocessing": {"resize": [16, 64], "mean": [0.5] * 3, "std": [0.5] * 3}},
+            r"models\.m\.preprocessing gives 16x64 images, which the dynamic_img_size model cuts into a 2x8 token "
+            r"grid \(non-square token grids are not supported yet\), not the declared token_grid 4 \(4x4\)",
+        ),
+        (
+            "vit_base_patch16_224",
+            {"dynamic_img_size": True},
+            {"preprocessing": {"resize": [48, 48], "mean": [0.5] * 3, "std": [0.5] * 3}},
+            r"models\.m\.preprocessing gives 48x48 images, which the dynamic_img_size model cuts into a 6x6 token "
+            r"grid, not the declared token_grid 4 \(4x4\): make resize \(and crop\) 32x32 or fix token_grid\.",
+        ),
+        (
+            "vit_base_patch16_224",
+            {},
+            {"preprocessing": {"resize": 40, "crop": 24, "mean": [0.5] * 3, "std": [0.5] * 3}},
+            r"models\.m\.preprocessing gives 24x24 images, but the model takes 32x32 \(img_size, without "
+            r"dynamic_img_size\)",
+        ),
+        (
+            "vit_base_patch16_224",
+            {"dynamic_img_size": True},
+            {"preprocessing": {"resize": 32, "mean": [0.5] * 3, "std": [0.5] * 3}},
+            r"models\.m\.preprocessing resizes the shorter side to 32 without a crop, so each image's aspect ratio "
+            r"sets its size and token grid",
+        ),
+        (
+            "vit_base_patch16_224",
+            {},
+            {"token_grid": [4, 8]},
+            r"models\.m\.token_grid is 4 x 8 tokens: non-square token grids are not supported yet",
+        ),
+    ],
+    ids=["cait", "naflexvit", "distilled_avg", "no_head", "grid_2x8", "grid_6x6", "image_size", "aspect", "non_square"],
+)
+def test_models_the_lens_cannot_read_are_refused_with_the_reason(arch, kwargs, overrides, message):
+    entry = {**entry_of(arch, {**TINY, **kwargs}, class_token=True), **overrides}
+    with pytest.raises(InputError, match=message):
+        building.check_architecture(entry, "m")
+
+
+def test_the_same_16_tokens_on_another_grid_pass_the_token_count_but_not_the_check():
+    # 16x64 images give 2x8 = 16 patch tokens, as the declared 4x4 grid: only the grid check tells them apart.
+    entry = entry_of("vit_base_patch16_224", {**TINY, "dynamic_img_size": True}, class_token=True)
+    building.check_architecture(entry, "m")
+    model = building.build_model(entry, "m")
+    with torch.inference_mode():
+        tokens = model.forward_features(torch.zeros(1, 3, 16, 64)).shape[1]
+    assert tokens == TokenLayout.of({**entry, "name": "m"}).n_tokens == 17
+    with pytest.raises(InputError, match="2x8 token grid"):
+        building.check_architecture({**entry, "preprocessing": {**entry["preprocessing"], "resize": [16, 64]}}, "m")
+
+
+def test_a_changed_image_size_is_checked_again(tmp_path):
+    entry = entry_of("vit_base_patch16_224", {**TINY, "dynamic_img_size": True}, class_token=True)
+    cache = tmp_path / "checks.json"
+    model_checks.check_models({"m": entry}, cache)
+    wide = {**entry, "preprocessing": {**entry["preprocessing"], "resize": [16, 64]}}
+    with pytest.raises(InputError, match="models.m.preprocessing gives 16x64 images"):
+        model_checks.check_models({"m": wide}, cache)
+    # Mean and std say nothing about the grid: the verdict is reused.
+    assert model_checks.verdict_key({**entry, "preprocessing": {**entry["preprocessing"], "mean": [0.0] * 3}}) == (
+        model_checks.verdict_key(entry)
+    )
+
+
 def test_unsupported_block_type_names_it_and_what_is_supported():
     entry = entry_of("vit_small_patch16_18x2_224", TINY, class_token=True)
     with pytest.raises(
@@ -304,7 +551,8 @@ EXAMPLES = sorted(path for path in (REPO / "config" / "examples").glob("*.yaml")
 
 
 def test_there_is_an_example_config_per_family():
-    assert {path.stem for path in EXAMPLES} == set(FAMILIES) - {"relpos_post_norm", "eva_post_norm", "max_pool"}
+    variants = {"relpos_post_norm", "eva_post_norm", "max_pool", "eva_register_gap"}
+    assert {path.stem for path in EXAMPLES} == set(FAMILIES) - variants
     for path in EXAMPLES:
         assert set(yaml.safe_load(path.read_text())) == {"models"}, f"{path}: only the family's model"
 

@@ -119,3 +119,16 @@ def test_equal_weights_give_byte_identical_checkpoints(tmp_path):
     checkpoints.save_checkpoint(model, tmp_path / "a.pt")
     checkpoints.save_checkpoint(model, tmp_path / "b.pt")
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"resize": [16, 64]}, {"resize": [32, 32], "crop": 24}, {"resize": 40, "crop": 32}, {"resize": 32}],
+)
+def test_input_size_is_the_size_of_the_preprocessed_images(spec):
+    spec = {**spec, "mean": [0.5] * 3, "std": [0.5] * 3}
+    prep = preprocessing.Preprocessing(spec)
+    sizes = {tuple(prep(Image.new("RGB", (w, h))).shape[1:]) for w, h in [(50, 30), (30, 50), (40, 40)]}
+    expected = preprocessing.input_size(spec)
+    # One size for every image, the helper's; None where the aspect ratio sets it.
+    assert sizes == {expected} if expected is not None else len(sizes) > 1

@@ -8,10 +8,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from masked_attention import FAMILIES, build, last_block, reference
 from timm.models.vision_transformer import VisionTransformer
 
 from class_embedding import tables
-from class_embedding.analyses import perturbation, perturbation_tables
+from class_embedding.analyses import perturbation, perturbation_tables, token_removal
 from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
 from class_embedding.extraction import lens, selection
@@ -266,6 +267,90 @@ def test_keeping_every_token_reproduces_the_unperturbed_lens(model, images):
         model(images)
     expected = hooks.record.layers[f"hs_{len(model.blocks) - 1}"].rank
     assert np.array_equal(result.tokens.column("rank").to_numpy(), expected.numpy().reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Token removal in every family: relative position biases and rotary embeddings are applied inside
+# the attention, for the full grid; the brute force masks the removed keys of the full sequence.
+
+
+def random_kept(n_images: int, n_prefix: int, n_kept: int, seed: int = 3) -> torch.Tensor:
+    """(n_images, n_prefix + n_kept) ascending positions: the prefix tokens and n_kept random image
+    tokens, different for every image."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [torch.randperm(GRID * GRID, generator=generator)[:n_kept].sort().values for _ in range(n_images)]
+    return torch.cat([torch.arange(n_prefix).expand(n_images, -1), torch.stack(chosen) + n_prefix], dim=1)
+
+
+def kept_states(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return states.gather(1, positions.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kept_tokens_attend_as_the_full_sequence_with_removed_keys_masked(scrambled_vit, images, family, fused):
+    model = build(scrambled_vit, family, NUM_CLASSES)
+    for block in model.blocks:
+        block.attn.fused_attn = fused  # the bias or rotation reaches SDPA or the written-out softmax
+    positions = random_kept(len(images), model.num_prefix_tokens, n_kept=6)
+    with perturbation.TokenSelection(model) as tokens:
+        tokens.set_positions(positions)
+        state, logits = last_block(model, images)
+    expected, expected_logits = reference(model, images, positions)
+    assert_same_forward(state, expected)
+    assert_same_forward(logits, expected_logits)
+    full, _ = last_block(model, images)
+    assert not torch.allclose(kept_states(full, positions), expected, atol=1e-2), "removed tokens mattered"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_token_perturbation_in_every_family_equals_the_masked_full_forward(scrambled_vit, images, class_mask, family):
+    model = build(scrambled_vit, family, NUM_CLASSES)
+    n_prefix = model.num_prefix_tokens
+    for mask in ("context", "class_label"):
+        keep = kept_token_mask(class_mask, mask, n_prefix)
+        result = run_tokens(model, images, keep, batch_size=3)
+        tokens = result.tokens.to_pandas()
+        predictions = result.predictions.to_pandas()
+        for image in range(len(images)):
+            positions = torch.from_numpy(np.flatnonzero(keep[image])).unsqueeze(0)
+            state, logits = reference(model, images[image : image + 1], positions)
+            target = torch.full((positions.shape[1],), image % NUM_CLASSES)
+            expected = selection.rank_of(lens.project(model, state)[0], target)
+            assert tokens.loc[tokens["image"] == image, "rank"].tolist() == expected.tolist(), (mask, image)
+            if logits.isfinite().all():
+                assert predictions.loc[image, "pred"] == logits[0].argmax().item(), (mask, image)
+            else:  # the model averages its image tokens and none is left
+                assert predictions.loc[image, ["pred", "correct"]].tolist() == [-1, False], (mask, image)
+
+
+@pytest.mark.parametrize("family", ["beit", "beit_shared", "relpos_table", "relpos_shared", "rope_mixed", "dinov3"])
+def test_token_removal_leaves_the_model_as_it_was(scrambled_vit, images, family):
+    model = build(scrambled_vit, family, NUM_CLASSES)
+    before, _ = last_block(model, images)
+    hooks = all_hooks(model)
+    with pytest.raises(RuntimeError, match="inside"):
+        with perturbation.TokenSelection(model) as tokens:
+            tokens.set_positions(random_kept(len(images), model.num_prefix_tokens, n_kept=3))
+            last_block(model, images)
+            raise RuntimeError("inside")
+    assert all_hooks(model) == hooks
+    shadowed = [
+        name for module in model.modules() for name in ("_get_rel_pos_bias", "get_bias") if name in vars(module)
+    ]
+    assert shadowed == []
+    assert torch.equal(last_block(model, images)[0], before)
+
+
+def test_the_prefix_tokens_are_never_removed(scrambled_vit, images):
+    model = build(scrambled_vit, "dinov3", NUM_CLASSES)  # [CLS] and registers, rotary embeddings
+    n_prefix = model.num_prefix_tokens
+    assert n_prefix > 1
+    with perturbation.TokenSelection(model) as tokens:
+        with pytest.raises(ValueError, match="prefix"):
+            tokens.set_positions(torch.tensor([[0, *range(2, n_prefix + 3)]]))
+    with pytest.raises(InputError, match="token removal"):
+        token_removal.install(torch.nn.Linear(2, 2), lambda: None)
 
 
 # ---------------------------------------------------------------------------------------------

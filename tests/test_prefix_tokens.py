@@ -134,3 +134,50 @@ def test_image_token_maps_of_a_register_model_have_grid_squared_entries():
     assert gradients.summed_map(grads, layout.n_prefix).shape == (2, 4)
     relevance = gradients.chefer_relevance(model, images, targets)
     assert relevance.shape == (2, layout.n_tokens)
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "prefix"),
+    [
+        ("vit_base_patch16_rope_reg1_gap_256", {}, [REGISTER]),  # EVA: registers without num_reg_tokens
+        ("vit_small_patch16_dinov3", {}, [CLS] + [REGISTER] * 4),
+        ("deit_tiny_distilled_patch16_224", {}, [CLS, DISTILLATION]),
+        ("vit_relpos_small_patch16_224", {"class_token": True, "global_pool": "token"}, [CLS]),
+        ("beit_base_patch16_224", {}, [CLS]),
+    ],
+)
+def test_prefix_tokens_are_read_from_what_the_model_has(arch, kwargs, prefix):
+    from class_embedding.models import building
+
+    tiny = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 5}
+    model = timm.create_model(arch, pretrained=False, **tiny, **kwargs).eval()
+    layout = TokenLayout.of_timm(model)
+    assert list(layout.prefix) == prefix
+    with torch.inference_mode():
+        n_tokens = model.forward_features(torch.zeros(1, 3, 32, 32)).shape[1]
+    assert n_tokens == layout.n_tokens == len(prefix) + 16
+    check_token_count(model, n_tokens, "m")
+    entry = {
+        "display_name": "m",
+        "dataset": "micro",
+        "arch": arch,
+        "kwargs": {**tiny, **kwargs},
+        "num_blocks": 1,
+        "token_grid": 4,
+        "class_token": CLS in prefix,
+        "distillation_token": DISTILLATION in prefix,
+        "register_tokens": prefix.count(REGISTER),
+        "num_classes": 5,
+        "weights": {"source": "demo_training"},
+        "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+    }
+    building.check_architecture(entry, "m")  # the declared layout is the model's
+    with pytest.raises(InputError, match="register_tokens is"):
+        building.check_architecture({**entry, "register_tokens": prefix.count(REGISTER) + 1}, "m")
+
+
+def test_prefix_tokens_of_an_unknown_kind_are_refused():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, reg_tokens=2)
+    model.num_prefix_tokens = 4  # one more than [CLS] and the two registers
+    with pytest.raises(InputError, match="puts 4 prefix tokens before its patch tokens, of which only 3 are"):
+        TokenLayout.of_timm(model)

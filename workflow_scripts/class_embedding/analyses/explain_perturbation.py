@@ -7,11 +7,13 @@ class-embedding gradient map, descending), ``grads_chefer`` (Chefer relevance, d
 ascending) and ``random`` (one permutation per repeat, the same for every image: torch's
 ``randperm(N)`` under the seeds first_seed, first_seed + 1, …; with first seed 0 and N = 49
 exactly the paper's orderings).
-Tokens are dropped after the position embedding (:class:`class_embedding.analyses.perturbation.TokenSelection`),
-so kept tokens keep their positions. At a fixed number n of kept tokens every image and every
-ordering gives a sequence of n image tokens after the prefix tokens ([CLS], [DIST], registers: never
-dropped), so all of them are forwarded together in large
-batches (one batch per n, chunked by a token budget) instead of one image at a time.
+Tokens are dropped as the embedded sequence enters the first block
+(:class:`class_embedding.analyses.perturbation.TokenSelection`), so kept tokens keep their positions:
+absolute embeddings are already added, relative position biases and rotary embeddings are gathered
+to the kept positions (:mod:`class_embedding.analyses.token_removal`). At a fixed number n of kept
+tokens every image and every ordering gives a sequence of n image tokens after the prefix tokens
+([CLS], [DIST], registers: never dropped), so all of them are forwarded together in large batches
+(one batch per n, chunked by a token budget) instead of one image at a time.
 
 A random ordering has no direction: its reverse is another random permutation. Each is
 evaluated once and listed under both directions (the paper draws one random curve in both

@@ -5,8 +5,9 @@ memory k) and the attention value matrix ``W = proj.weight`` (D×D, column k = v
 k-th coefficient of the concatenated head outputs); ``E = head.weight`` (C×D; in distilled
 models its mean with ``head_dist``, the lens's projection); ``P = E·W`` (head bias not used).
 The memories activated by a token are not recomputed here: extraction stores the five most
-activated ones per token (``mem_top5``) and the top-1 class of the projected sublayer output
-(``top5[..., 0]``).
+activated ones per token (``mem_top5``: the largest coefficients, the pre-GELU ``fc1`` output of
+a plain MLP, else the input of ``fc2``; :func:`class_embedding.models.families.memory_modules`)
+and the top-1 class of the projected sublayer output (``top5[..., 0]``).
 
 Everything here is numpy: the value vectors' projections come from
 :mod:`.value_projections` (the one job that reads the weights) through Parquet tables.

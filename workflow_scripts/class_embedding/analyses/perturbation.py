@@ -4,10 +4,11 @@
   they multiply the values. With ``fused_attn`` off, timm's ``Attention.forward`` passes the
   weights through ``attn_drop`` (a Dropout, the identity in eval) right before ``attn @ v``; a
   forward hook on that module returns the modified weights.
-- Token perturbation: only [CLS] and the tokens of one label are kept, selected after patch
-  embedding, [CLS] and position embedding, before the first block. ``norm_pre`` is the last
-  per-token module before the blocks (the identity in the paper's models); a forward hook on it
-  returns the gathered tokens, which keep their position embeddings.
+- Token perturbation: only the prefix tokens and the image tokens of one label are kept,
+  selected from the embedded sequence as it enters the first block (a pre-hook), so they keep
+  their absolute position embeddings; relative position biases and rotary embeddings, applied
+  inside every attention, are gathered to the kept positions (:mod:`.token_removal`). The kept
+  tokens then attend exactly as in the full sequence with the removed keys masked out.
 
 Each image's last block output is projected with the lens (model's own norm + head) and reduced
 to the rank of the correct class per token. Images are batched: all images together for the
@@ -30,8 +31,9 @@ from tqdm import tqdm
 from .. import tables
 from ..errors import InputError
 from ..extraction import lens, selection, shards
-from ..models import ModelSpec, building, checkpoints, preprocessing
+from ..models import ModelSpec, building, checkpoints, families, preprocessing
 from ..models.tokens import TokenLayout
+from . import token_removal
 from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
 
 
@@ -117,34 +119,36 @@ def perturbed_attention(model, kind: str):
 
 
 class TokenSelection:
-    """Keep only some sequence positions of the embedded sequence, before the first block.
+    """Keep only some sequence positions of the embedded sequence, before the first block, each
+    with its own position information (:func:`.token_removal.install`).
 
     Use as a context manager; call :meth:`set_positions` with a (B, K) index tensor of sequence
-    positions (position 0 = [CLS], the prefix tokens first) before each forward.
+    positions before each forward: the model's prefix tokens ([CLS], [DIST], registers) first, in
+    order, then any image tokens.
     """
 
     def __init__(self, model):
         require_class_token(model)
         self.model = model
+        self.n_prefix = TokenLayout.of_timm(model).n_prefix
         self.positions: torch.Tensor | None = None
-        self._handle = None
+        self._restore = None
 
     def set_positions(self, positions: torch.Tensor) -> None:
+        # Rotary embeddings skip exactly the first n_prefix tokens: they must be the prefix.
+        prefix = torch.arange(self.n_prefix, device=positions.device)
+        if positions.shape[1] < self.n_prefix or not (positions[:, : self.n_prefix] == prefix).all():
+            raise ValueError(
+                f"every row of positions must start with the {self.n_prefix} prefix positions 0..{self.n_prefix - 1}"
+            )
         self.positions = positions
 
-    def _hook(self, module, inputs, tokens: torch.Tensor) -> torch.Tensor:
-        if self.positions is None or self.positions.shape[0] != tokens.shape[0]:
-            raise RuntimeError("TokenSelection: set_positions() with one row per image before the forward")
-        index = self.positions.to(tokens.device).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
-        return tokens.gather(1, index)
-
     def __enter__(self) -> TokenSelection:
-        # norm_pre follows patch embedding, [CLS], position embedding and patch dropout.
-        self._handle = self.model.norm_pre.register_forward_hook(self._hook)
+        self._restore = token_removal.install(self.model, lambda: self.positions)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._handle.remove()
+        self._restore()
         self.positions = None
 
 
@@ -181,8 +185,19 @@ class LastBlock:
     model_logits: torch.Tensor
 
 
-def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str) -> LastBlock:
-    """Forward ``images``; project the last block output with the lens (docs/method.md §4.9)."""
+def pooled_from(model) -> int | None:
+    """First sequence position the head pools, None for a head that reads fixed tokens ([CLS],
+    distillation): with fewer tokens kept an average is NaN and a max an error."""
+    pool = families.pooling(model)
+    return None if pool.kind in ("token", "distilled") else pool.first_token
+
+
+def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str, predict: bool = True) -> LastBlock:
+    """Forward ``images``; project the last block output with the lens (docs/method.md §4.9).
+
+    ``predict=False`` where the head has nothing to pool (only prefix tokens kept, an average
+    pool): the blocks run, the per-token ranks are defined, the model's logits are NaN.
+    """
     captured = {}
 
     def capture(module, inputs, output):
@@ -190,11 +205,16 @@ def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str)
 
     handle = model.blocks[-1].register_forward_hook(capture)
     try:
-        model_logits = model(images)
+        if predict:
+            model_logits = model(images)
+        else:
+            model.forward_features(images)
+            model_logits = torch.full((len(images), model.num_classes), float("nan"), device=images.device)
     finally:
         handle.remove()
     state = captured["state"]
-    lens.audit(model, state, model_logits, context)
+    if predict:
+        lens.audit(model, state, model_logits, context)
     logits = lens.project(model, state)
     token_targets = targets.view(-1, 1).expand(logits.shape[:2])
     return LastBlock(
@@ -205,14 +225,16 @@ def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str)
 
 
 def predictions_table(images: np.ndarray, targets: np.ndarray, model_logits: torch.Tensor) -> pa.Table:
-    """One row per image: label, the perturbed model's prediction, correctness, true-class logit."""
-    pred = model_logits.argmax(-1).numpy()
+    """One row per image: label, the perturbed model's prediction, correctness, true-class logit.
+    An image without logits (NaN: nothing to pool) has prediction −1 and counts as not correct."""
+    predicted = model_logits.isfinite().all(-1).numpy()
+    pred = np.where(predicted, model_logits.nan_to_num().argmax(-1).numpy(), -1)
     return pa.table(
         {
             "image": pa.array(images.astype(np.int32)),
             "label": pa.array(targets.astype(np.int16)),
             "pred": pa.array(pred.astype(np.int16)),
-            "correct": pa.array(pred == targets),
+            "correct": pa.array(predicted & (pred == targets)),
             "logit": pa.array(model_logits.numpy()[np.arange(len(targets)), targets].astype(np.float32)),
         }
     )
@@ -312,7 +334,8 @@ def token_perturbation(
     [CLS], kept) entering the first block. Images are batched by kept length.
 
     Rows: image, position (sequence position, 0 = [CLS], t = image token t-1), rank, logit; the
-    predictions table also gives each image's number of kept image tokens.
+    predictions table also gives each image's number of kept image tokens. A model that averages
+    its image tokens predicts nothing for an image that keeps none: pred −1, not correct, logit NaN.
     """
     if not keep[:, 0].all():
         raise ValueError("the [CLS] position 0 must be kept for every image")
@@ -323,6 +346,7 @@ def token_perturbation(
     )
     row_images, row_positions, ranks, logits = [], [], [], []
     model_logits = torch.empty(len(images), model.num_classes)
+    first_pooled = pooled_from(model)
     with TokenSelection(model) as selection, torch.inference_mode():
         for members, batch in tqdm(
             zip(batches, loader), total=len(batches), desc="tokens", file=sys.stderr, mininterval=5
@@ -334,6 +358,7 @@ def token_perturbation(
                 batch.to(device),
                 torch.from_numpy(targets[members]).to(device),
                 f"tokens, images {members[:3]}..",
+                predict=first_pooled is None or positions.shape[1] > first_pooled,
             )
             row_images.append(np.repeat(images[members], positions.shape[1]))
             row_positions.append(positions.numpy().reshape(-1))

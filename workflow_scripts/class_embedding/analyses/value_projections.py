@@ -9,6 +9,9 @@ post-norm (docs/method.md §7.12), which is why its GAP panels are flat; that va
 (``includes_post_norm=False``) is the one plotted, the scaled one is computed beside it.
 Where a block has LayerScale (DeiT-III, DINOv2, BEiT, …; none of the paper's models), its vector
 scales every value vector of that sublayer, as it scales the update the lens projects.
+An MLP's inner norm (``scale_mlp_norm``, EVA/BEiT ``scale_mlp``) is not folded in: its weight and
+bias stay in the coefficients, which extraction reads at ``fc2``'s input, so the value vectors are
+``fc2``'s columns for every MLP kind (docs/method.md §4.11).
 """
 
 from __future__ import annotations

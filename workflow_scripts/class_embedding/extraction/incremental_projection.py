@@ -15,6 +15,7 @@ from __future__ import annotations
 import timm.layers
 import torch
 
+from ..models import families
 from . import lens
 
 # Norms whose forward is exactly F.layer_norm over the last axis (subclasses may compute something else).
@@ -80,14 +81,15 @@ class FoldedHead:
 
 
 def final_layer_norm(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The one norm that ``lens.project`` applies before the head, if it can be folded: a LayerNorm
-    or the identity. None for anything else (RMSNorm, both norms active, ...), where the lens
-    has to use the direct projection: their statistics are not a mean and a deviation."""
-    norms = [m for m in (model.norm, model.fc_norm) if not isinstance(m, torch.nn.Identity)]
-    if not norms:
-        return torch.nn.Identity()
-    if len(norms) == 1 and type(norms[0]) in LAYER_NORMS and len(norms[0].normalized_shape) == 1:
-        return norms[0]
+    """The one norm that ``lens.project`` applies before the head (the one the model's forward
+    applies), if it can be folded: a LayerNorm or the identity. None for anything else (RMSNorm,
+    ...), where the lens has to use the direct projection: their statistics are not a mean and a
+    deviation."""
+    norm = families.final_norm(model)
+    if isinstance(norm, torch.nn.Identity):
+        return norm
+    if type(norm) in LAYER_NORMS and len(norm.normalized_shape) == 1:
+        return norm
     return None
 
 

@@ -30,14 +30,17 @@ def has_class_token(model: VisionTransformer) -> bool:
 
 
 def project(model: VisionTransformer, states: torch.Tensor) -> torch.Tensor:
-    """Class logits of hidden states (..., D), in float32.
-
-    ``norm`` and ``fc_norm`` are each the identity where a model does not use them, so one
-    expression covers the pre-norm [CLS] models (``norm``) and the GAP models (``fc_norm``).
-    """
-    states = model.fc_norm(model.norm(states)).float()
+    """Class logits of hidden states (..., D), in float32: each state through the final norm the
+    model's forward applies (:func:`families.final_norm`) and the head. That is what the model
+    itself outputs when the state stands at every token position, whatever its pooling."""
+    states = normalise(model, states)
     weight, bias = linear_head(model)
     return torch.addmm(bias, states.reshape(-1, states.shape[-1]), weight.t()).reshape(*states.shape[:-1], -1)
+
+
+def normalise(model: VisionTransformer, states: torch.Tensor) -> torch.Tensor:
+    """States (..., D) through the final norm the model's forward applies, in float32."""
+    return families.final_norm(model)(states).float()
 
 
 def linear_head(model: VisionTransformer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,17 +60,15 @@ def pooled_logits(
     model: VisionTransformer, last_state: torch.Tensor, pooling: families.Pooling | None = None
 ) -> torch.Tensor:
     """What the lens says the model outputs, from its last residual state (B, N, D), pooled as the
-    model pools (``pooling``: the model's own unless given).
-
-    With the final norm before an average pool, the output is the mean of the per-token
-    projections (the head is linear); a distilled model's is the mean of its two heads applied
-    to their own tokens.
+    model pools (``pooling``: the model's own unless given): the projection of the pooled token,
+    the mean of the per-token projections where the norm comes before the average pool, and for
+    a distilled model the mean of its two heads on their own tokens after the lens's final norm.
     """
     pool = families.pooling(model) if pooling is None else pooling
     if pool.kind == "token":
         return project(model, last_state[:, 0])
     if pool.kind == "distilled":
-        normed = model.norm(last_state[:, :2]).float()
+        normed = normalise(model, last_state[:, :2])
         first = torch.nn.functional.linear(normed[:, 0], model.head.weight.float(), model.head.bias.float())
         second = torch.nn.functional.linear(normed[:, 1], model.head_dist.weight.float(), model.head_dist.bias.float())
         return (first + second) / 2
@@ -77,6 +78,22 @@ def pooled_logits(
     mean, peak = tokens.mean(dim=1), tokens.amax(dim=1)
     pooled = {"avg": mean, "max": peak, "avgmax": (mean + peak) / 2}[pool.kind]
     return project(model, pooled)
+
+
+def output_for_last_state(model: VisionTransformer, images: torch.Tensor, last_state: torch.Tensor) -> torch.Tensor:
+    """``model(images)`` with the output of its last block replaced by ``last_state`` (R, N, D),
+    whose batch size may differ: the model's own norms, pool and head act on it."""
+    handle = model.blocks[-1].register_forward_hook(lambda module, inputs, output: last_state)
+    try:
+        return model(images)
+    finally:
+        handle.remove()
+
+
+def audited_positions(n_prefix: int, n_tokens: int) -> list[int]:
+    """Every prefix token and the first, a middle and the last image token: the projection acts on
+    each token alike, so a few show whether it is the model's."""
+    return sorted({*range(n_prefix), n_prefix, (n_prefix + n_tokens) // 2, n_tokens - 1})
 
 
 def residual_update_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -175,7 +192,8 @@ class ClassEmbeddingLens:
     def _memory_hook(self, name: str, from_input: bool):
         # Attention memories are the coefficients entering the output projection (the
         # concatenated head outputs); MLP memories are the fc1 outputs before GELU (docs/method.md
-        # §4.11b), or the input of fc2 in gated MLPs, where fc1 is wider than fc2 has value vectors.
+        # §4.11b), or the input of fc2 in gated MLPs and MLPs with an inner norm
+        # (families.memory_modules).
         def hook(module, inputs, output=None):
             coefficients = inputs[0] if from_input else output
             self.record.memory_top5[name] = selection.top5(coefficients)
@@ -213,13 +231,30 @@ def audit(
     context: str,
     pooling: families.Pooling | None = None,
 ) -> None:
-    """Lens audit: the projection of the last residual state, pooled as the model pools, must
-    reproduce the model's logits."""
-    lens_logits = pooled_logits(model, last_state, pooling)
+    """Lens audit of one batch: the lens's projection of the last residual state, pooled as the
+    model pools, reproduces the model's own logits (RuntimeError otherwise)."""
+    pooled = pooled_logits(model, last_state, pooling)
+    check_close(pooled, logits, f"{context}: the pooled projection of the last block differs from the model's logits")
+
+
+def audit_projection(model: VisionTransformer, images: torch.Tensor, last_state: torch.Tensor, context: str) -> None:
+    """Lens audit of the per-token projection (one forward more): for tokens of the first image,
+    :func:`project` of the token's last residual state equals the model's own output when that
+    state stands at every token position. A norm or head that the model's forward does not apply
+    (a distilled model's unused ``fc_norm``) fails it, whatever the pooling."""
+    n_tokens = last_state.shape[1]
+    states = last_state[0, audited_positions(model.num_prefix_tokens, n_tokens)]
+    constant = states[:, None, :].expand(-1, n_tokens, -1).contiguous()
+    own = output_for_last_state(model, images[:1], constant)
+    what = "a token's projection differs from the model's own output with that token's state at every position"
+    check_close(project(model, states), own, f"{context}: {what}")
+
+
+def check_close(lens_logits: torch.Tensor, logits: torch.Tensor, what: str) -> None:
     error = (lens_logits - logits.float()).abs().max().item()
     scale = max(logits.float().abs().max().item(), 1.0)
     if error > 1e-3 * scale:
         raise RuntimeError(
-            f"lens audit failed for {context}: the projected last block differs from the model's "
-            f"logits by {error:.3g}; the model does not compute its logits as the lens projects them."
+            f"lens audit failed for {what} by {error:.3g}; the model does not compute its logits as the lens "
+            f"projects them."
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from . import families
+from . import families, preprocessing
 from .checkpoints import sha256, unsafe_types
 from .spec import ModelSpec
 from .tokens import TokenLayout
@@ -33,22 +33,44 @@ def build_model(spec: ModelSpec | dict, name: str, ignore: tuple[str, ...] = ())
                 f"models.{name}.arch: '{spec.arch}' is not a timm model; pick one from timm.list_models()."
             ) from None
         raise
-    except TypeError as err:
-        raise InputError(f"models.{name}: timm cannot build '{spec.arch}' with kwargs {spec.kwargs}: {err}.") from None
+    except (TypeError, AssertionError) as err:  # timm asserts on kwargs it refuses (global_pool of a distilled model)
+        raise InputError(
+            f"models.{name}: timm cannot build '{spec.arch}' with kwargs {spec.kwargs}: "
+            f"{reason(err)}; change the kwargs."
+        ) from None
     check_declared(model, spec, name, ignore)
     return model.eval()
 
 
+def reason(err: Exception) -> str:
+    """An exception's message as the middle of a sentence."""
+    text = str(err).strip().rstrip(".")
+    return text[:1].lower() + text[1:] if text else "it refuses them"
+
+
 def final_norm(model) -> str:
-    """Which final LayerNorm the lens projects through: ``norm`` ([CLS] models) or ``fc_norm``
-    (GAP models, whose ``norm`` is the identity)."""
-    return "norm" if isinstance(model.fc_norm, torch.nn.Identity) else "fc_norm"
+    """Which final norm the lens projects through, the one the model's forward applies: ``norm``
+    ([CLS] models; also where none is applied) or ``fc_norm`` (GAP models, whose ``norm`` is the
+    identity)."""
+    return "fc_norm" if families.final_norm(model) is getattr(model, "fc_norm", None) else "norm"
+
+
+def cannot_analyse(name: str, arch: str, reason: object) -> InputError:
+    return InputError(
+        f"models.{name} (arch {arch}) cannot be analysed with the class-embedding lens: {reason} "
+        f"docs/configuration.md (Supported models) lists what can."
+    )
 
 
 def check_declared(model, spec: ModelSpec, name: str, ignore: tuple[str, ...] = ()) -> None:
-    """The config's description of a model (blocks, classes, tokens, final norm) matches it,
-    except for the keys in ``ignore``."""
-    layout = TokenLayout.of_timm(model)
+    """The lens can read the model (its class, head, pooling and tokens), and the config's
+    description of it (blocks, classes, tokens, final norm) matches it, except for the keys in
+    ``ignore``."""
+    try:
+        families.pooling(model)
+        layout = TokenLayout.of_timm(model)
+    except InputError as err:
+        raise cannot_analyse(name, spec.arch, err) from None
     declared = {
         "num_blocks": len(model.blocks),
         "num_classes": model.num_classes,
@@ -64,6 +86,42 @@ def check_declared(model, spec: ModelSpec, name: str, ignore: tuple[str, ...] = 
         declared_value = getattr(spec, key)
         if declared_value is not None and declared_value != actual:
             raise InputError(f"models.{name}.{key} is {declared_value} but the timm model '{spec.arch}' has {actual}.")
+
+
+def check_input_grid(model, spec: ModelSpec, name: str) -> None:
+    """The images the configured preprocessing gives are cut into the declared square token grid
+    (a ``dynamic_img_size`` model takes any size, and the token count alone would not tell a 2×8
+    grid from a 4×4 one), or InputError naming both."""
+    where = f"models.{name}.preprocessing"
+    size = preprocessing.input_size(spec.preprocessing)
+    if size is None:
+        side = spec.preprocessing["resize"]
+        raise InputError(
+            f"{where} resizes the shorter side to {side} without a crop, so each image's aspect ratio sets its "
+            f"size and token grid; add crop: {side} or give resize as [height, width]."
+        )
+    embed = model.patch_embed
+    if not getattr(model, "dynamic_img_size", False):
+        if size != tuple(embed.img_size):
+            raise InputError(
+                f"{where} gives {size[0]}x{size[1]} images, but the model takes {embed.img_size[0]}x{embed.img_size[1]} "
+                f"(img_size, without dynamic_img_size): make resize (and crop) give that size."
+            )
+        return
+    if not embed.dynamic_img_pad and (size[0] % embed.patch_size[0] or size[1] % embed.patch_size[1]):
+        raise InputError(
+            f"{where} gives {size[0]}x{size[1]} images, which patches of {embed.patch_size[0]}x{embed.patch_size[1]} "
+            f"do not tile: make resize (and crop) a multiple of the patch size."
+        )
+    grid = tuple(embed.dynamic_feat_size(size))
+    declared = spec.token_grid
+    if grid != (declared, declared):
+        shape = "" if grid[0] == grid[1] else " (non-square token grids are not supported yet)"
+        raise InputError(
+            f"{where} gives {size[0]}x{size[1]} images, which the dynamic_img_size model cuts into a "
+            f"{grid[0]}x{grid[1]} token grid{shape}, not the declared token_grid {declared} ({declared}x{declared}): "
+            f"make resize (and crop) {declared * embed.patch_size[0]}x{declared * embed.patch_size[1]} or fix token_grid."
+        )
 
 
 def random_model(spec: ModelSpec | dict, name: str, seed: int):
@@ -123,10 +181,11 @@ def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -
 def audit_on_random_images(
     model: torch.nn.Module, context: str, n_images: int = 2, seed: int = 0, pooling: families.Pooling | None = None
 ) -> None:
-    """The lens hooks every block of the model and its projection of the last residual state,
-    pooled as the model pools (``pooling`` overrides that, for tests), reproduces the model's
-    logits on random images. InputError for a model family the lens does not support,
-    RuntimeError for a failed audit."""
+    """The lens hooks every block of the model; on random images its projection of the last
+    residual state, pooled as the model pools (``pooling`` overrides that, for tests), reproduces
+    the model's logits, and its projection of single tokens the model's own output with that
+    token's state at every position (:func:`lens.audit_projection`). InputError for a model
+    family the lens does not support, RuntimeError for a failed audit."""
     from ..extraction import lens
 
     families.pooling(model)
@@ -138,10 +197,12 @@ def audit_on_random_images(
     size = model.patch_embed.img_size
     images = torch.randn(n_images, 3, *size, generator=generator)
     hooks = lens.ClassEmbeddingLens(model)
-    with hooks, torch.inference_mode():
-        hooks.set_targets(torch.zeros(n_images, dtype=torch.long))
-        logits = model(images)
+    with torch.inference_mode():
+        with hooks:
+            hooks.set_targets(torch.zeros(n_images, dtype=torch.long))
+            logits = model(images)
         lens.audit(model, hooks.record.last_state, logits, context, pooling)
+        lens.audit_projection(model, images, hooks.record.last_state, context)
 
 
 # Blocks of the copy that the configuration check builds: every block of a ViT is alike, so two
@@ -155,17 +216,16 @@ def check_architecture(spec: ModelSpec | dict, name: str, seed: int = 0) -> None
     parameters, matches the config's description and passes the lens audit (InputError naming
     the model otherwise)."""
     spec = ModelSpec.from_params(spec, name)
+    TokenLayout.of(spec)  # a non-square token_grid
     depth = min(int(spec.kwargs.get("depth", CHECK_DEPTH)), CHECK_DEPTH)
     short = dataclasses.replace(spec, kwargs={**spec.kwargs, "depth": depth})
     torch.manual_seed(seed)
     model = families.randomise_identity_like(build_model(short, name, ignore=("num_blocks",)), seed)
+    check_input_grid(model, spec, name)
     try:
         audit_on_random_images(model, f"model '{name}' ({spec.arch})", n_images=1, seed=seed)
     except InputError as err:
-        raise InputError(
-            f"models.{name} (arch {spec.arch}) cannot be analysed with the class-embedding lens: {err} "
-            f"docs/configuration.md (Supported models) lists what can."
-        ) from None
+        raise cannot_analyse(name, spec.arch, err) from None
     except RuntimeError as err:
         raise InputError(f"models.{name} (arch {spec.arch}): {err}") from None
 

@@ -7,11 +7,15 @@ Three things make a model analysable (docs/configuration.md, "Supported models")
   ``RelPosBlock``, BEiT ``Block``, ``EvaBlock``); in residual post-norm blocks the post-norms do;
 - its MLP has value vectors as the columns of ``fc2``: the memory coefficients are the pre-GELU
   ``fc1`` output of a plain ``Mlp`` (the paper's choice) and the input of ``fc2`` of a gated MLP
-  (``GluMlp``, ``SwiGLUPacked``, ``SwiGLU``), whose ``fc1`` is wider than ``fc2``'s input;
-- its pooled output is a linear function of per-token projections: the [CLS] token, the
-  distillation model's two heads, or the mean (or max, avg+max) over the pooled tokens where the
-  final norm comes after the pool; the mean where it comes before. An attention pool (``map``)
-  or a max over normalised tokens is not, and is refused.
+  (``GluMlp``, ``SwiGLUPacked``, ``SwiGLU``), whose ``fc1`` is wider than ``fc2``'s input, or of
+  any MLP with an inner norm (``scale_mlp_norm``, EVA's and BEiT's ``scale_mlp``);
+- the model's output is its head applied, after the final norm its forward really applies, to one
+  token's state ([CLS]), to the pool of the tokens (norm after the pool: ``fc_norm``), or to each
+  token before an average (norm before the pool), or it is the distillation model's two heads on
+  [CLS] and [DIST]. The lens projects every token as the model would if that token's state were
+  at every position (docs/configuration.md says what the numbers then mean per pooling). An
+  attention pool (``map``) or a max over normalised tokens matches no such projection and is
+  refused, as are model classes whose head the lens does not know.
 """
 
 from __future__ import annotations
@@ -75,8 +79,7 @@ def layer_scale(block: torch.nn.Module, layer_type: str) -> torch.Tensor | None:
 
 @cache
 def _mlp_kinds() -> dict[type, bool]:
-    """MLP class -> whether its memory coefficients are the input of fc2 (gated) rather than
-    the fc1 output."""
+    """MLP class -> whether it gates: its fc1 (or fc1_g and fc1_x) is wider than fc2's input."""
     from timm.layers import GluMlp, Mlp, SwiGLU
 
     return {Mlp: False, GluMlp: True, SwiGLU: True}
@@ -95,13 +98,21 @@ def gated_mlp(mlp: torch.nn.Module) -> bool:
 def memory_modules(block: torch.nn.Module) -> tuple[tuple[torch.nn.Module, bool], tuple[torch.nn.Module, bool]]:
     """(module, whether its input rather than its output is read) holding the memory coefficients
     of the attention and the MLP sublayer: the columns of ``attn.proj`` and ``mlp.fc2`` are the
-    value vectors they weigh."""
+    value vectors they weigh.
+
+    A plain ``Mlp`` keeps the paper's reading, the pre-GELU ``fc1`` output. A gated MLP, or any
+    MLP with an inner norm between activation and ``fc2`` (``scale_mlp_norm``, EVA and BEiT
+    ``scale_mlp``), is read at ``fc2``'s input: the norm's weight and bias stay in the
+    coefficient, so coefficients times ``fc2``'s columns plus its bias are the MLP output."""
     if not isinstance(getattr(block.attn, "proj", None), torch.nn.Linear):
         raise InputError(
             f"unsupported attention type {type(block.attn).__name__}: it has no linear output projection 'proj'."
         )
     mlp = block.mlp
-    return (block.attn.proj, True), ((mlp.fc2, True) if gated_mlp(mlp) else (mlp.fc1, False))
+    # An inner norm's per-memory weight and bias reorder the memories after fc1, so fc1's top-5
+    # is not that of the coefficients multiplying the value vectors.
+    at_fc2 = gated_mlp(mlp) or not is_identity(getattr(mlp, "norm", None))
+    return (block.attn.proj, True), ((mlp.fc2, True) if at_fc2 else (mlp.fc1, False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,17 +151,52 @@ def _model_classes() -> dict[type, str]:
     }
 
 
-def pooling(model: torch.nn.Module) -> Pooling:
-    """The model's own pooling, or an InputError saying why no per-token projection reproduces it."""
+# Why the lens cannot read some timm ViT classes a user may try (by class name: no import needed).
+REFUSED_CLASSES = {
+    "Cait": "adds its [CLS] token only in the class-attention blocks after the patch-token blocks, so the "
+    "token its head reads never enters the residual stream the lens hooks",
+    "NaFlexVit": "embeds each image as a variable-length sequence of patches without a fixed token grid, "
+    "which the token labels need",
+}
+
+
+def head_style(model: torch.nn.Module) -> str:
+    """The kind of head a supported model class has, or an InputError saying why the lens cannot read it."""
     style = _model_classes().get(type(model))
     if style is None:
-        names = ", ".join(sorted(cls.__name__ for cls in _model_classes()))
-        raise InputError(f"unsupported model class {type(model).__name__}: the lens knows the heads of {names}.")
-    if not isinstance(getattr(model, "head", None), torch.nn.Linear):
-        raise InputError("the model has no linear classification head (num_classes 0?): there are no class embeddings.")
-    norm_first = is_identity(getattr(model, "fc_norm", None))
-    if not norm_first and not is_identity(model.norm):
+        name = type(model).__name__
+        known = ", ".join(sorted(cls.__name__ for cls in _model_classes()))
+        why = REFUSED_CLASSES.get(name, "is a model class whose head the lens does not know")
+        raise InputError(f"timm's {name} {why}; the lens reads {known}.")
+    heads = [model.head] + ([model.head_dist] if style == "distilled" else [])
+    if not all(isinstance(head, torch.nn.Linear) for head in heads):
+        raise InputError(
+            f"the model has no classification head (num_classes {model.num_classes}), so there are no class "
+            f"embeddings to project onto; set kwargs.num_classes to the dataset's number of classes."
+        )
+    return style
+
+
+def final_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """The norm the model's forward applies to the last residual state before its head (the
+    identity where it applies none): ``norm``, or ``fc_norm`` after the pool. timm's
+    ``VisionTransformerDistilled.forward_head`` never applies ``fc_norm``: with ``fc_norm: true``
+    its ``norm`` is the identity and its heads read the raw tokens."""
+    if _model_classes().get(type(model)) == "distilled":
+        return model.norm
+    norm, fc_norm = getattr(model, "norm", None), getattr(model, "fc_norm", None)
+    if is_identity(fc_norm):
+        return torch.nn.Identity() if norm is None else norm
+    if not is_identity(norm):
         raise InputError("the model normalises before and after pooling; the lens projects through one final norm.")
+    return fc_norm
+
+
+def pooling(model: torch.nn.Module) -> Pooling:
+    """The model's own pooling, or an InputError saying why no per-token projection reproduces it."""
+    style = head_style(model)
+    final_norm(model)  # refuses a norm before and after the pool
+    norm_first = is_identity(getattr(model, "fc_norm", None))
     if style == "distilled":
         return Pooling("distilled")
     pool = model.global_pool

@@ -3,8 +3,8 @@
 :func:`class_embedding.models.building.check_architecture` builds a short copy of each
 configured architecture and audits the lens on it. That needs torch, which a dry run should not
 pay for each time: verdicts are kept in a small JSON file keyed by everything they depend on
-(arch, kwargs, the declared description, the timm and torch versions, this library's model
-code), and torch is imported only for a model whose verdict is not there.
+(arch, kwargs, the declared description, the resize and crop, the timm and torch versions, this
+library's model code), and torch is imported only for a model whose verdict is not there.
 """
 
 from __future__ import annotations
@@ -20,9 +20,18 @@ from ..errors import InputError
 from .spec import ModelSpec
 
 # What a verdict depends on besides the entry: the code that builds and audits the model.
-CHECK_CODE = ("models/building.py", "models/families.py", "models/spec.py", "extraction/lens.py")
+CHECK_CODE = (
+    "models/building.py",
+    "models/families.py",
+    "models/spec.py",
+    "models/tokens.py",
+    "models/preprocessing.py",
+    "extraction/lens.py",
+    "extraction/incremental_projection.py",
+)
 LIBRARY = Path(__file__).resolve().parents[1]
-# Keys of a config entry that say nothing about the architecture.
+# Keys of a config entry that say nothing about the architecture (of the preprocessing, only the
+# image size counts: the check compares the token grid it gives with the declared one).
 IRRELEVANT_KEYS = (
     "display_name",
     "dataset",
@@ -36,6 +45,7 @@ IRRELEVANT_KEYS = (
 
 def verdict_key(entry: dict[str, Any]) -> str:
     relevant = {key: value for key, value in entry.items() if key not in IRRELEVANT_KEYS}
+    relevant["input_size"] = [(entry.get("preprocessing") or {}).get(key) for key in ("resize", "crop")]
     code = hashlib.sha256(b"".join((LIBRARY / path).read_bytes() for path in CHECK_CODE)).hexdigest()
     versions = {package: metadata.version(package) for package in ("timm", "torch")}
     text = json.dumps([relevant, versions, code], sort_keys=True, default=str)

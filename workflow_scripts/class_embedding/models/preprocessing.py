@@ -54,6 +54,16 @@ class Preprocessing:
         return image
 
 
+def input_size(spec: dict) -> tuple[int, int] | None:
+    """(height, width) of the images a ``preprocessing`` entry gives the model, as
+    :meth:`Preprocessing.model_view` makes them; None where it depends on each image (a shorter
+    side resize without a crop keeps the aspect ratio). No torch: the model check calls it."""
+    if spec.get("crop"):
+        return spec["crop"], spec["crop"]
+    resize = spec["resize"]
+    return None if isinstance(resize, int) else (resize[0], resize[1])
+
+
 #: Modes of 8 bits per channel that PIL converts to RGB as they are (alpha dropped, as
 #: torchvision's loader does); premultiplied-alpha modes go through their plain-alpha mode.
 EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV"}

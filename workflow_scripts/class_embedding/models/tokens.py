@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 CLS = "[CLS]"
 DISTILLATION = "[DIST]"
 REGISTER = "register"
@@ -30,7 +32,9 @@ class TokenLayout:
         """The layout a config entry, model description or :class:`ModelSpec` declares."""
         get = model.get if isinstance(model, dict) else lambda key, default=None: getattr(model, key, default)
         return cls(
-            token_grid=int(get("token_grid")),
+            token_grid=square_grid(
+                get("token_grid"), f"models.{get('name')}.token_grid" if get("name") else "token_grid"
+            ),
             class_token=bool(get("class_token")),
             distillation_token=bool(get("distillation_token", False) or False),
             register_tokens=int(get("register_tokens", 0) or 0),
@@ -38,12 +42,25 @@ class TokenLayout:
 
     @classmethod
     def of_timm(cls, model: Any) -> TokenLayout:
-        """The layout of a built timm ViT (its own attributes, not the config's)."""
+        """The layout of a built timm ViT, from what it has: its [CLS] and distillation token
+        parameters, its register parameter (``reg_token`` of ``VisionTransformer`` and ``Eva``,
+        whose register count is no attribute) and ``num_prefix_tokens``, which they must explain."""
+        class_token = getattr(model, "cls_token", None) is not None
+        distillation_token = getattr(model, "dist_token", None) is not None
+        registers = getattr(model, "reg_token", None)
+        n_registers = 0 if registers is None else int(registers.shape[1])
+        n_prefix = int(getattr(model, "num_prefix_tokens", class_token + distillation_token + n_registers))
+        if n_prefix != class_token + distillation_token + n_registers:
+            raise InputError(
+                f"{type(model).__name__} puts {n_prefix} prefix tokens before its patch tokens, of which only "
+                f"{class_token + distillation_token + n_registers} are [CLS], distillation or register tokens; "
+                f"prefix tokens of another kind are not supported."
+            )
         return cls(
-            token_grid=int(model.patch_embed.grid_size[0]),
-            class_token=getattr(model, "cls_token", None) is not None,
-            distillation_token=getattr(model, "dist_token", None) is not None,
-            register_tokens=int(getattr(model, "num_reg_tokens", 0) or 0),
+            token_grid=square_grid(tuple(model.patch_embed.grid_size), f"the token grid of {type(model).__name__}"),
+            class_token=class_token,
+            distillation_token=distillation_token,
+            register_tokens=n_registers,
         )
 
     @property
@@ -87,3 +104,14 @@ class TokenLayout:
             "num_prefix_tokens": self.n_prefix,
             "prefix_tokens": json.dumps(list(self.prefix)),
         }
+
+
+def square_grid(grid: Any, what: str) -> int:
+    """The side of a square token grid given as an int or as (height, width); a non-square grid is refused."""
+    sides = list(grid) if isinstance(grid, list | tuple) else [grid]
+    if len(set(sides)) != 1:
+        raise InputError(
+            f"{what} is {' x '.join(map(str, sides))} tokens: non-square token grids are not supported yet; "
+            f"use a square image size and token_grid."
+        )
+    return int(sides[0])
