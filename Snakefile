@@ -34,7 +34,7 @@ wildcard_constraints:
     model=alternatives(MODELS),
     dataset=alternatives(config["datasets"]),
     shard=r"\d+",
-    grid=r"\d+",
+    grid=r"\d+(x\d+)?",
 
 
 include: "rules/data.smk"

@@ -476,7 +476,7 @@ def token_labels_table(model):
     dataset = model_dataset(model)
     if not has_segmentation(dataset):
         return None
-    return f"results/data/{dataset}/token_labels_g{MODELS[model]['token_grid']}.parquet"
+    return f"results/data/{dataset}/token_labels_g{TokenLayout.of(MODELS[model]).grid_name}.parquet"
 
 
 def probe_stimuli_table(dataset):

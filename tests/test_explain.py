@@ -329,8 +329,8 @@ def test_overlay_reproduces_the_paper_rendering():
     image = torch.zeros(3, 8, 8)
     image[0] = 1.0  # a red photo (after min–max over the whole image: red 1, others 0)
     importance = np.array([0.0, 1.0, 2.0, 3.0])  # 2×2 grid, highest bottom-right
-    swapped = explain_figures.overlay(image, importance, swap_red_blue=True)
-    plain = explain_figures.overlay(image, importance, swap_red_blue=False)
+    swapped = explain_figures.overlay(image, importance, (2, 2), swap_red_blue=True)
+    plain = explain_figures.overlay(image, importance, (2, 2), swap_red_blue=False)
     assert swapped.shape == (8, 8, 3) and swapped.dtype == np.uint8
     # Bottom-right is hot (JET red) in both; the photo's red shows as blue only when swapped.
     assert plain[0, 0, 0] > plain[0, 0, 2] and swapped[0, 0, 2] > swapped[0, 0, 0]

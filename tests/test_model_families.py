@@ -73,8 +73,8 @@ def tiny(family: str, seed: int = 0) -> torch.nn.Module:
     return families.randomise_identity_like(model, seed).eval()
 
 
-def images(n: int = 3) -> torch.Tensor:
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+def images(n: int = 3, size: tuple[int, int] = (32, 32)) -> torch.Tensor:
+    return torch.randn(n, 3, *size, generator=torch.Generator().manual_seed(5))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -179,7 +179,7 @@ def own_output(model, states: torch.Tensor) -> torch.Tensor:
     flat = states.reshape(-1, states.shape[-1])
     handle = model.blocks[-1].register_forward_hook(lambda m, i, o: flat[:, None, :].expand(-1, o.shape[1], -1))
     with torch.inference_mode():
-        out = model(images(1))
+        out = model(images(1, tuple(model.patch_embed.img_size)))
     handle.remove()
     return out.reshape(*states.shape[:-1], -1).float()
 
@@ -197,8 +197,11 @@ def swapped_output(model, batch: torch.Tensor, order: list[int]) -> torch.Tensor
 def test_every_cell_is_the_models_own_output_for_that_token(family):
     """Rank, logit and top-5 of every (layer, image, token) cell against a full sort of the model's
     own output with that cell's state at every position."""
-    model = tiny(family)
-    batch, targets = images(3), torch.tensor([0, 3, 6])
+    assert_every_cell_is_the_models_own_output(tiny(family), images(3))
+
+
+def assert_every_cell_is_the_models_own_output(model, batch: torch.Tensor) -> None:
+    targets = torch.tensor([0, 3, 6])
     hooks = lens.ClassEmbeddingLens(model)
     with hooks, torch.inference_mode():
         hooks.set_targets(targets)
@@ -427,14 +430,15 @@ def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
             {"dynamic_img_size": True},
             {"preprocessing": {"resize": [16, 64], "mean": [0.5] * 3, "std": [0.5] * 3}},
             r"models\.m\.preprocessing gives 16x64 images, which the dynamic_img_size model cuts into a 2x8 token "
-            r"grid \(non-square token grids are not supported yet\), not the declared token_grid 4 \(4x4\)",
+            r"grid \(rows x columns\), not the declared token_grid 4x4: make resize \(and crop\) 32x32",
         ),
         (
             "vit_base_patch16_224",
             {"dynamic_img_size": True},
             {"preprocessing": {"resize": [48, 48], "mean": [0.5] * 3, "std": [0.5] * 3}},
             r"models\.m\.preprocessing gives 48x48 images, which the dynamic_img_size model cuts into a 6x6 token "
-            r"grid, not the declared token_grid 4 \(4x4\): make resize \(and crop\) 32x32 or fix token_grid\.",
+            r"grid \(rows x columns\), not the declared token_grid 4x4: make resize \(and crop\) 32x32 or fix "
+            r"token_grid\.",
         ),
         (
             "vit_base_patch16_224",
@@ -454,10 +458,27 @@ def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
             "vit_base_patch16_224",
             {},
             {"token_grid": [4, 8]},
-            r"models\.m\.token_grid is 4 x 8 tokens: non-square token grids are not supported yet",
+            r"models\.m\.token_grid is 4x8 but the timm model 'vit_base_patch16_224' has 4\.",
+        ),
+        (
+            "vit_base_patch16_224",
+            {},
+            {"token_grid": [4, 8, 2]},
+            r"models\.m\.token_grid is \[4, 8, 2\]: give the side of a square token grid or \[rows, cols\]",
         ),
     ],
-    ids=["cait", "naflexvit", "distilled_avg", "no_head", "grid_2x8", "grid_6x6", "image_size", "aspect", "non_square"],
+    ids=[
+        "cait",
+        "naflexvit",
+        "distilled_avg",
+        "no_head",
+        "grid_2x8",
+        "grid_6x6",
+        "image_size",
+        "aspect",
+        "grid_4x8_declared",
+        "grid_of_three",
+    ],
 )
 def test_models_the_lens_cannot_read_are_refused_with_the_reason(arch, kwargs, overrides, message):
     entry = {**entry_of(arch, {**TINY, **kwargs}, class_token=True), **overrides}

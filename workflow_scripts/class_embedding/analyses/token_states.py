@@ -39,7 +39,7 @@ def read_layer(extract_dir: str | Path, layer: str, images: np.ndarray, layout: 
     if n_tokens != layout.n_tokens:
         raise InputError(
             f"{Path(extract_dir) / layer}.parquet has {n_tokens} tokens per image, but the model's config declares "
-            f"{layout.n_tokens} ({layout.n_prefix} prefix + {layout.token_grid}x{layout.token_grid}): fix token_grid, "
+            f"{layout.n_tokens} ({layout.n_prefix} prefix + {layout.grid[0]}x{layout.grid[1]}): fix token_grid, "
             f"class_token, distillation_token or register_tokens, or rerun the extraction."
         )
     if images.size and images.max() >= n_images:
@@ -71,7 +71,7 @@ def token_labels(layout: TokenLayout, labels_table: str | Path | None, images: n
     image_ids, token_ids, names = table["image"][order], table["token"][order], table["label"][order]
     if image_ids.size % n_grid or not np.array_equal(token_ids, np.tile(np.arange(n_grid), image_ids.size // n_grid)):
         raise InputError(
-            f"{labels_table}: token labels are not a complete {layout.token_grid}x{layout.token_grid} grid per "
+            f"{labels_table}: token labels are not a complete {layout.grid[0]}x{layout.grid[1]} grid per "
             f"image; rerun rule token_labels."
         )
     by_image = dict(zip(image_ids[::n_grid].tolist(), names.reshape(-1, n_grid)))

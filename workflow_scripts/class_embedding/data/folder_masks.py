@@ -45,7 +45,7 @@ def read_mask(path: Path) -> np.ndarray:
     return values != 0 if values.ndim == 2 else (values != 0).any(-1)
 
 
-def token_label_table(stimuli: pa.Table, masks_root: str | Path, grid: int) -> pa.Table:
+def token_label_table(stimuli: pa.Table, masks_root: str | Path, grid: int | tuple[int, int]) -> pa.Table:
     """Per-(image, image token) class/context labels from the masks, as ImageNet-S's table."""
     masks = (mask_of(masks_root, file) for file in stimuli.column("file").to_pylist())
     return token_label_rows(stimuli.column("image").to_numpy(), masks, grid)

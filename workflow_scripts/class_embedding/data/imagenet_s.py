@@ -146,14 +146,20 @@ def nearest_grid_indices(size: int, grid: int) -> np.ndarray:
     return np.minimum(np.floor(np.arange(grid) * (size / grid)).astype(np.int64), size - 1)
 
 
-def token_labels(class_mask: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
+def grid_sides(grid: int | tuple[int, int]) -> tuple[int, int]:
+    """(rows, cols) of a token grid given as a side or as (rows, cols)."""
+    return (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+
+
+def token_labels(class_mask: np.ndarray, grid: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Class/context label (nearest neighbour, the cell's top-left pixel) and class-pixel
-    fraction of every cell of a ``grid`` × ``grid`` token grid, flattened row-major."""
+    fraction of every cell of a token grid (a side, or (rows, cols)), flattened row-major."""
     height, width = class_mask.shape
-    rows, cols = nearest_grid_indices(height, grid), nearest_grid_indices(width, grid)
+    n_rows, n_cols = grid_sides(grid)
+    rows, cols = nearest_grid_indices(height, n_rows), nearest_grid_indices(width, n_cols)
     labels = class_mask[np.ix_(rows, cols)].reshape(-1)
-    row_edges = np.floor(np.arange(grid + 1) * (height / grid)).astype(np.int64)
-    col_edges = np.floor(np.arange(grid + 1) * (width / grid)).astype(np.int64)
+    row_edges = np.floor(np.arange(n_rows + 1) * (height / n_rows)).astype(np.int64)
+    col_edges = np.floor(np.arange(n_cols + 1) * (width / n_cols)).astype(np.int64)
     # Cell sums from a summed-area table: exact fractions without a Python loop over cells.
     integral = np.pad(class_mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     sums = (
@@ -175,7 +181,9 @@ def class_mask(dataset_root: str | Path, seg_ids: dict[str, int], categories_fil
     return decode_segmentation(seg_root / wnid / (Path(file).stem + ".png")) == seg_ids[wnid]
 
 
-def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_file: str | Path, grid: int) -> pa.Table:
+def token_label_table(
+    stimuli: pa.Table, dataset_root: str | Path, categories_file: str | Path, grid: int | tuple[int, int]
+) -> pa.Table:
     """Per-(image, image token) class/context labels of every stimulus (docs/method.md §2.2)."""
     seg_ids = segmentation_ids(categories_file)
     wnids, files = (stimuli.column(c).to_pylist() for c in ("wnid", "file"))
@@ -183,7 +191,7 @@ def token_label_table(stimuli: pa.Table, dataset_root: str | Path, categories_fi
     return token_label_rows(stimuli.column("image").to_numpy(), class_masks, grid)
 
 
-def token_label_rows(images: np.ndarray, class_masks, grid: int) -> pa.Table:
+def token_label_rows(images: np.ndarray, class_masks, grid: int | tuple[int, int]) -> pa.Table:
     """The token-label table of images and their class-pixel masks (one per image, in order).
 
     ``token`` is the 0-based index among image tokens (row-major grid position); a model with
@@ -194,7 +202,8 @@ def token_label_rows(images: np.ndarray, class_masks, grid: int) -> pa.Table:
         label, fraction = token_labels(mask, grid)
         labels.append(label)
         fractions.append(fraction)
-    n_tokens = grid * grid
+    n_rows, n_cols = grid_sides(grid)
+    n_tokens = n_rows * n_cols
     return pa.table(
         {
             "image": pa.array(np.repeat(np.asarray(images, np.int32), n_tokens)),

@@ -65,12 +65,12 @@ def layer_table(images: np.ndarray, parts: list[lens.LayerReduction]) -> pa.Tabl
 
 
 def check_token_count(model: torch.nn.Module, n_tokens: int, description: str) -> None:
-    """The residual stream holds the prefix tokens and grid² image tokens, nothing else: a token
+    """The residual stream holds the prefix tokens and rows × cols image tokens, nothing else: a token
     of a kind the layout does not know would be counted as an image token."""
     layout = TokenLayout.of_timm(model)
     if n_tokens != layout.n_tokens:
         raise InputError(
-            f"{description}: the residual stream has {n_tokens} tokens, but token_grid {layout.token_grid} "
+            f"{description}: the residual stream has {n_tokens} tokens, but token_grid {layout.grid_name} "
             f"gives {layout.n_image_tokens} image tokens and the prefix {list(layout.prefix)} {layout.n_prefix} "
             f"more: check models.<name>.token_grid, class_token, distillation_token and register_tokens; "
             f"tokens of another kind are not supported."

@@ -72,7 +72,7 @@ def load_label_grid(model: dict, n_images: int, n_tokens: int) -> np.ndarray:
     except ValueError as err:
         raise InputError(
             f"{path} does not fit {model['name']} ({n_images} images, {n_tokens} tokens, "
-            f"token_grid {model['token_grid']}): {err}. Check the model's token_grid and dataset "
+            f"token_grid {TokenLayout.of(model).grid_name}): {err}. Check the model's token_grid and dataset "
             f"in the config, or delete {path} so that it is rebuilt."
         ) from None
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import tables
 from ..analyses.explain_auc import auc_table, paper_auc, read_correct
+from ..models.tokens import TokenLayout
 from ..tables import write_csv
 from .plotting import new_figure, plot_text, save_figure
 
@@ -31,7 +32,7 @@ def curve_data(model: dict, curves_path: str | Path, direction: str) -> pd.DataF
     percentage of image tokens removed, (N − n)/N·100, with the paper's x (i/N·100 for the
     i-th point of its reversed N − 1 values, off by one token, docs/method.md §7.4) beside it."""
     frame = tables.read_table(curves_path).to_pandas()
-    n_tokens = model["token_grid"] ** 2
+    n_tokens = TokenLayout.of(model).n_image_tokens
     rows = frame[(frame["direction"] == direction) & frame["method"].isin(list(CURVES))]
     curve = rows.groupby(["method", "kept"], observed=True, as_index=False)["accuracy"].mean()
     curve["method"] = curve["method"].astype(str)
@@ -70,7 +71,7 @@ def perturbation_figure(models: list[dict], direction: str, output) -> None:
     fig, axes = new_figure(1, len(models), (6 * len(models), 4))
     frames = []
     for ax, model in zip(axes[0], models):
-        n_tokens = model["token_grid"] ** 2
+        n_tokens = TokenLayout.of(model).n_image_tokens
         data = curve_data(model, model["curves"], direction)
         aucs = {}
         for method in CURVES:
@@ -105,7 +106,7 @@ def tab_explain_perturbation_auc(models: list[dict], output, seed: int, bootstra
     for model in models:
         correct, kept = read_correct(model["correct"])
         n_images = next(iter(correct.values())).shape[-1]
-        for row in auc_table(correct, kept, model["token_grid"] ** 2, samples=bootstrap, seed=seed):
+        for row in auc_table(correct, kept, TokenLayout.of(model).n_image_tokens, samples=bootstrap, seed=seed):
             rows.append(
                 {
                     "model": model["name"], "display_name": model["display_name"],

@@ -8,7 +8,6 @@ are in :mod:`class_embedding.figures.explain_curve_figures` (no torch).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +37,10 @@ def normalise(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values, dtype=np.float64)
 
 
-def overlay(image: torch.Tensor, importance: np.ndarray, swap_red_blue: bool = True) -> np.ndarray:
-    """The paper's heat map of an importance vector over the g×g image tokens on the model input
+def overlay(
+    image: torch.Tensor, importance: np.ndarray, grid: tuple[int, int], swap_red_blue: bool = True
+) -> np.ndarray:
+    """The paper's heat map of an importance vector over the (rows, cols) image tokens on the model input
     ``image`` (C, H, W, normalised): min–max normalised, bilinearly upsampled to the input size
     (align_corners false), JET colours of uint8(255·w) added to the min–max normalised photo,
     divided by the maximum → uint8 (H, W, 3) RGB.
@@ -48,11 +49,10 @@ def overlay(image: torch.Tensor, importance: np.ndarray, swap_red_blue: bool = T
     it: the heat map keeps its JET colours while the photo's red and blue are swapped.
     ``swap_red_blue`` reproduces that; matplotlib's ``jet`` stands in for OpenCV's JET table.
     """
-    grid = math.isqrt(importance.size)
-    if grid * grid != importance.size:
-        raise ValueError(f"{importance.size} image tokens do not form a square grid")
+    if grid[0] * grid[1] != importance.size:
+        raise ValueError(f"{importance.size} image tokens do not form a {grid[0]}x{grid[1]} grid")
     height, width = image.shape[-2:]
-    weights = torch.from_numpy(normalise(importance).astype(np.float32)).view(1, 1, grid, grid)
+    weights = torch.from_numpy(normalise(importance).astype(np.float32)).view(1, 1, *grid)
     weights = F.interpolate(weights, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
     heat = matplotlib.colormaps["jet"](np.uint8(255 * np.clip(weights, 0, 1)))[..., :3]
     photo = normalise(image.permute(1, 2, 0).numpy())
@@ -232,8 +232,9 @@ def map_panels(explained: Explained, panels: list[Panel], kind: str) -> list[Map
 
 
 def draw_maps(axes, drawn: list[MapPanel], explained: Explained, swap_red_blue: bool) -> None:
+    grid = TokenLayout.of_timm(explained.model).grid
     for ax, item in zip(axes, drawn):
-        ax.imshow(overlay(explained.input(item.panel.image), item.importance, swap_red_blue))
+        ax.imshow(overlay(explained.input(item.panel.image), item.importance, grid, swap_red_blue))
         ax.set_title(plot_text(item.title), fontsize="medium")
         ax.axis("off")
     for ax in axes[len(drawn) :]:

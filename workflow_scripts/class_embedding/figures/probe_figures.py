@@ -118,7 +118,7 @@ def perturbation_data(model: dict, curves_table: str | Path) -> pd.DataFrame:
     Random removal is the mean over its permutations (and both directions, when both are given).
     """
     curves = read_table(curves_table).to_pandas()
-    n_image_tokens = model["token_grid"] ** 2
+    n_image_tokens = TokenLayout.of(model).n_image_tokens
     frames = []
     for label, method, direction, _, _ in CURVES:
         rows = curves[curves["method"] == method]

@@ -74,14 +74,14 @@ def mask_view(mask: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
 def draw_panel(ax, view: np.ndarray, ci: np.ndarray, rank: np.ndarray, layout: TokenLayout, mask) -> None:
     """One image with its tokens' identifiability (``ci``, ``rank``: one value per token)."""
     height, width = view.shape[:2]
-    grid = layout.token_grid
+    n_rows, n_cols = layout.grid
     cmap = matplotlib.colormaps[IDENTIFIABILITY_CMAP]
-    cell_w, cell_h = width / grid, height / grid
+    cell_w, cell_h = width / n_cols, height / n_rows
     ax.imshow(view, extent=(0, width, height, 0))
-    image_ci = ci[layout.image_tokens].reshape(grid, grid)
+    image_ci = ci[layout.image_tokens].reshape(n_rows, n_cols)
     ax.imshow(cmap(image_ci), alpha=TOKEN_ALPHA, extent=(0, width, height, 0), interpolation="nearest")
     for position in np.flatnonzero(rank[layout.image_tokens] == 0):
-        row, col = divmod(int(position), grid)
+        row, col = divmod(int(position), n_cols)
         ax.add_patch(
             Rectangle((col * cell_w, row * cell_h), cell_w, cell_h, fill=False, edgecolor=TOP1_COLOR, linewidth=1.2)
         )

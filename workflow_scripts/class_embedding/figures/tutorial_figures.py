@@ -80,7 +80,7 @@ def fig_tutorial_heatmap(
     importance = gradients.summed_map(grads, TokenLayout.of_timm(model).n_prefix)[0].numpy().astype(np.float64)
     fig, axes = new_figure(1, 1, (3.2, 3.4))
     ax = axes[0, 0]
-    ax.imshow(overlay(image, importance, swap_red_blue))
+    ax.imshow(overlay(image, importance, TokenLayout.of_timm(model).grid, swap_red_blue))
     ax.set_title(plot_text(f"{sample.name.replace('_', ' ')} (class {sample.class_index})"), fontsize="medium")
     ax.axis("off")
     data = pd.DataFrame(

@@ -77,19 +77,21 @@ def check_declared(model, spec: ModelSpec, name: str, ignore: tuple[str, ...] = 
         "class_token": layout.class_token,
         "distillation_token": layout.distillation_token,
         "register_tokens": layout.register_tokens,
-        "token_grid": layout.token_grid,
+        "token_grid": layout.grid_name,
         "final_norm": final_norm(model),
     }
     for key, actual in declared.items():
         if key in ignore:
             continue
         declared_value = getattr(spec, key)
+        if key == "token_grid":
+            declared_value = TokenLayout.of(spec).grid_name
         if declared_value is not None and declared_value != actual:
             raise InputError(f"models.{name}.{key} is {declared_value} but the timm model '{spec.arch}' has {actual}.")
 
 
 def check_input_grid(model, spec: ModelSpec, name: str) -> None:
-    """The images the configured preprocessing gives are cut into the declared square token grid
+    """The images the configured preprocessing gives are cut into the declared token grid
     (a ``dynamic_img_size`` model takes any size, and the token count alone would not tell a 2×8
     grid from a 4×4 one), or InputError naming both."""
     where = f"models.{name}.preprocessing"
@@ -114,13 +116,13 @@ def check_input_grid(model, spec: ModelSpec, name: str) -> None:
             f"do not tile: make resize (and crop) a multiple of the patch size."
         )
     grid = tuple(embed.dynamic_feat_size(size))
-    declared = spec.token_grid
-    if grid != (declared, declared):
-        shape = "" if grid[0] == grid[1] else " (non-square token grids are not supported yet)"
+    declared = TokenLayout.of(spec).grid
+    if grid != declared:
         raise InputError(
             f"{where} gives {size[0]}x{size[1]} images, which the dynamic_img_size model cuts into a "
-            f"{grid[0]}x{grid[1]} token grid{shape}, not the declared token_grid {declared} ({declared}x{declared}): "
-            f"make resize (and crop) {declared * embed.patch_size[0]}x{declared * embed.patch_size[1]} or fix token_grid."
+            f"{grid[0]}x{grid[1]} token grid (rows x columns), not the declared token_grid "
+            f"{declared[0]}x{declared[1]}: make resize (and crop) {declared[0] * embed.patch_size[0]}x"
+            f"{declared[1] * embed.patch_size[1]} or fix token_grid."
         )
 
 
@@ -216,7 +218,7 @@ def check_architecture(spec: ModelSpec | dict, name: str, seed: int = 0) -> None
     parameters, matches the config's description and passes the lens audit (InputError naming
     the model otherwise)."""
     spec = ModelSpec.from_params(spec, name)
-    TokenLayout.of(spec)  # a non-square token_grid
+    TokenLayout.of(spec)  # a token_grid of the wrong shape
     depth = min(int(spec.kwargs.get("depth", CHECK_DEPTH)), CHECK_DEPTH)
     short = dataclasses.replace(spec, kwargs={**spec.kwargs, "depth": depth})
     torch.manual_seed(seed)

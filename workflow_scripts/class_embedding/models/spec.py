@@ -17,7 +17,7 @@ class ModelSpec:
     dataset: str
     arch: str
     num_blocks: int
-    token_grid: int
+    token_grid: int | list[int]  # a side, or [rows, cols]
     class_token: bool
     num_classes: int
     weights: dict[str, Any]

@@ -1,7 +1,7 @@
 """Which token is which: the prefix tokens a ViT puts before its patch tokens, and the grid.
 
 timm concatenates [CLS], then the distillation token (DeiT distilled) or the register tokens,
-then the ``grid × grid`` patch tokens. Image tokens are the patch tokens only; every analysis
+then the ``rows × cols`` patch tokens, row by row. Image tokens are the patch tokens only; every analysis
 takes its token positions from a :class:`TokenLayout`. No torch here: the rules build layouts
 from the config when they are parsed.
 """
@@ -22,17 +22,21 @@ IMAGE = "image"
 
 @dataclass(frozen=True)
 class TokenLayout:
-    token_grid: int
+    # As the config gives it: the side of a square grid, or [rows, cols]; kept as an int when square.
+    token_grid: int | tuple[int, int]
     class_token: bool
     distillation_token: bool = False
     register_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token_grid", grid_value(self.token_grid, "token_grid"))
 
     @classmethod
     def of(cls, model: Any) -> TokenLayout:
         """The layout a config entry, model description or :class:`ModelSpec` declares."""
         get = model.get if isinstance(model, dict) else lambda key, default=None: getattr(model, key, default)
         return cls(
-            token_grid=square_grid(
+            token_grid=grid_value(
                 get("token_grid"), f"models.{get('name')}.token_grid" if get("name") else "token_grid"
             ),
             class_token=bool(get("class_token")),
@@ -57,7 +61,7 @@ class TokenLayout:
                 f"prefix tokens of another kind are not supported."
             )
         return cls(
-            token_grid=square_grid(tuple(model.patch_embed.grid_size), f"the token grid of {type(model).__name__}"),
+            token_grid=grid_value(tuple(model.patch_embed.grid_size), f"the token grid of {type(model).__name__}"),
             class_token=class_token,
             distillation_token=distillation_token,
             register_tokens=n_registers,
@@ -75,8 +79,19 @@ class TokenLayout:
         return len(self.prefix)
 
     @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the patch-token grid."""
+        return grid_shape(self.token_grid)
+
+    @property
+    def grid_name(self) -> str:
+        """``7`` for a 7×7 grid, ``6x8`` for 6 rows of 8: how file names tell grids apart."""
+        return grid_name(self.token_grid)
+
+    @property
     def n_image_tokens(self) -> int:
-        return self.token_grid**2
+        rows, cols = self.grid
+        return rows * cols
 
     @property
     def n_tokens(self) -> int:
@@ -97,7 +112,7 @@ class TokenLayout:
     def metadata(self) -> dict[str, Any]:
         """What extraction tables record about their tokens."""
         return {
-            "token_grid": self.token_grid,
+            "token_grid": self.token_grid if isinstance(self.token_grid, int) else list(self.token_grid),
             "class_token": self.class_token,
             "distillation_token": self.distillation_token,
             "register_tokens": self.register_tokens,
@@ -106,12 +121,30 @@ class TokenLayout:
         }
 
 
-def square_grid(grid: Any, what: str) -> int:
-    """The side of a square token grid given as an int or as (height, width); a non-square grid is refused."""
+def grid_value(grid: Any, what: str) -> int | tuple[int, int]:
+    """A token grid given as a side, as [rows, cols] or as (rows, cols): the side when the grid is
+    square, else (rows, cols); InputError naming ``what`` for anything else."""
     sides = list(grid) if isinstance(grid, list | tuple) else [grid]
-    if len(set(sides)) != 1:
+    if len(sides) not in (1, 2) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides):
         raise InputError(
-            f"{what} is {' x '.join(map(str, sides))} tokens: non-square token grids are not supported yet; "
-            f"use a square image size and token_grid."
+            f"{what} is {grid!r}: give the side of a square token grid or [rows, cols], positive integers."
         )
-    return int(sides[0])
+    return sides[0] if len(set(sides)) == 1 else (sides[0], sides[1])
+
+
+def grid_shape(grid: Any) -> tuple[int, int]:
+    """(rows, cols) of a token grid as :func:`grid_value` takes it."""
+    value = grid_value(grid, "token_grid")
+    return (value, value) if isinstance(value, int) else value
+
+
+def grid_name(grid: Any) -> str:
+    """The grid in file names: the side of a square grid (as before non-square grids), else RxC."""
+    rows, cols = grid_shape(grid)
+    return str(rows) if rows == cols else f"{rows}x{cols}"
+
+
+def parse_grid_name(name: str) -> tuple[int, int]:
+    """(rows, cols) of a :func:`grid_name`."""
+    rows, _, cols = name.partition("x")
+    return int(rows), int(cols or rows)

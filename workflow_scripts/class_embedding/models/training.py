@@ -33,14 +33,19 @@ def load_split(split_dir: Path, mapping_file: Path, preprocessing: Preprocessing
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and shifts of up to 1/8 of the side (reflect-padded)."""
+    """Random horizontal flips and shifts of up to 1/8 of the height and width (reflect-padded)."""
     flip = torch.rand(len(images), generator=generator) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    side = images.shape[-1]
-    pad = side // 8
-    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-    return padded[..., dy : dy + side, dx : dx + side]
+    height, width = images.shape[-2:]
+    pad_y, pad_x = height // 8, width // 8
+    padded = F.pad(images, (pad_x, pad_x, pad_y, pad_y), mode="reflect")
+    if pad_y == pad_x:
+        # One draw of two, as before non-square images: square runs keep their shifts.
+        dy, dx = torch.randint(0, 2 * pad_y + 1, (2,), generator=generator).tolist()
+    else:
+        dy = int(torch.randint(0, 2 * pad_y + 1, (1,), generator=generator))
+        dx = int(torch.randint(0, 2 * pad_x + 1, (1,), generator=generator))
+    return padded[..., dy : dy + height, dx : dx + width]
 
 
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
