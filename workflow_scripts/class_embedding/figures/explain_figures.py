@@ -20,12 +20,11 @@ from matplotlib.figure import Figure
 
 from ..analyses import gradients
 from ..analyses.token_states import read_stimuli
-from ..data import imagenet_s
 from ..errors import InputError
 from ..extraction import shards
 from ..models import ModelSpec, building, checkpoints, preprocessing
 from ..models.tokens import TokenLayout
-from .plotting import new_figure, plot_text, save_figure
+from .plotting import class_names, new_figure, plot_text, save_figure, short_name
 
 # ---------------------------------------------------------------------------------------------
 # Heat maps (docs/method.md §4.12)
@@ -62,11 +61,6 @@ def overlay(
     return np.uint8(255 * combined / combined.max())
 
 
-def short_name(category: str) -> str:
-    """Panel title of a class: the first comma-separated part of its name, lower-case."""
-    return category.split(",")[0].strip().lower()
-
-
 # ---------------------------------------------------------------------------------------------
 # Panels
 
@@ -82,17 +76,6 @@ class Panel:
     titles: list[str]
     block: int | None = None
     head: int | None = None
-
-
-def class_names(mapping: Path, stimuli: pd.DataFrame, n_classes: int) -> list[str]:
-    """Class names by index: the dataset's synset mapping, else the stimuli's category names
-    (datasets without a mapping file, e.g. CIFAR-100), else "class <i>"."""
-    if mapping.is_file():
-        return imagenet_s.read_synset_mapping(mapping)[1]
-    names = [f"class {index}" for index in range(n_classes)]
-    for index, category in zip(stimuli["class_index"], stimuli["category"]):
-        names[int(index)] = str(category)
-    return names
 
 
 @dataclass

@@ -4,6 +4,7 @@ colours, box statistics, and writing a figure with its numbers."""
 from __future__ import annotations
 
 import colorsys
+from pathlib import Path
 
 import matplotlib.cbook
 import matplotlib.colors
@@ -13,6 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ..analyses.identifiability import CLS, DISTILLATION, IMAGE, REGISTER
+from ..data import imagenet_s
 from ..tables import atomic_path, write_csv
 
 TOKEN_COLORS = {CLS: "#66c2a5", IMAGE: "#fc8d62"}  # Set2 green / orange, as in the paper
@@ -113,3 +115,19 @@ def box_line_color(colors) -> tuple:
     """seaborn's automatic box outline grey: 60% of the lowest HLS lightness of the palette."""
     lightness = min(colorsys.rgb_to_hls(*matplotlib.colors.to_rgb(c))[1] for c in colors)
     return (lightness * 0.6,) * 3
+
+
+def short_name(category: str) -> str:
+    """Panel title of a class: the first comma-separated part of its name, lower-case."""
+    return category.split(",")[0].strip().lower()
+
+
+def class_names(mapping: Path, stimuli: pd.DataFrame, n_classes: int) -> list[str]:
+    """Class names by index: the dataset's synset mapping, else the stimuli's category names
+    (datasets without a mapping file, e.g. CIFAR-100), else "class <i>"."""
+    if mapping.is_file():
+        return imagenet_s.read_synset_mapping(mapping)[1]
+    names = [f"class {index}" for index in range(n_classes)]
+    for index, category in zip(stimuli["class_index"], stimuli["category"]):
+        names[int(index)] = str(category)
+    return names

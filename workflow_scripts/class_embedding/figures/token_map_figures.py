@@ -32,8 +32,7 @@ from ..data import folder_masks, imagenet_s
 from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
-from .explain_figures import class_names, short_name
-from .plotting import new_figure, plot_text, save_figure
+from .plotting import class_names, new_figure, plot_text, save_figure, short_name
 
 #: Colour map of class identifiability, shared with the explorer pages.
 IDENTIFIABILITY_CMAP = "viridis"

@@ -6,12 +6,15 @@ import os
 import re
 import struct
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -33,6 +36,8 @@ class Preprocessing:
         self.std = np.asarray(spec["std"], np.float32).reshape(3, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        import torch  # here: figures that only draw what the model sees start without torch
+
         pixels = np.asarray(self.model_view(image), np.float32).transpose(2, 0, 1) / 255.0
         return torch.from_numpy((pixels - self.mean) / self.std)
 
