@@ -1,7 +1,7 @@
 """Extraction: one forward pass per batch of stimuli, every block's states reduced to Parquet.
 
 A shard job writes ``<shard_dir>/<layer>.parquet`` and ``predictions.parquet`` for a range of
-stimuli; :func:`merge_shards` concatenates the shards into the per-model layer tables.
+stimuli; :mod:`.shard_merge` concatenates the shards into the per-model layer tables.
 """
 
 from __future__ import annotations
@@ -140,12 +140,3 @@ def extract_shard(
     tables.write_table(predictions, partial / "predictions.parquet", metadata)
     shutil.rmtree(shard_dir, ignore_errors=True)
     os.replace(partial, shard_dir)
-
-
-def merge_shards(shard_dirs: list[str], outputs: dict[str, str]) -> None:
-    """Concatenate each table's shard files in shard order (``outputs``: table name → path),
-    keeping the first shard's metadata."""
-    for name, path in outputs.items():
-        files = [Path(d) / f"{name}.parquet" for d in shard_dirs]
-        merged = pa.concat_tables([tables.read_table(f) for f in files])
-        tables.write_table(merged, path, tables.read_metadata(files[0]))
