@@ -23,7 +23,7 @@ import timm
 import torch
 import yaml
 
-from class_embedding.extraction import lens, shards
+from class_embedding.extraction import lens, projection, shards
 from class_embedding.models import building, checkpoints, preprocessing
 
 # Two logits closer than this (relative to the largest logit) may swap under float32 rounding.
@@ -54,7 +54,7 @@ def direct_logits(model, batches) -> dict[str, torch.Tensor]:
         for name, module in ((f"attn_{b}", attn_update), (f"mlp_{b}", mlp_update), (f"hs_{b}", block)):
 
             def keep(module, inputs, output, name=name):
-                captured.setdefault(name, []).append(lens.project(model, output))
+                captured.setdefault(name, []).append(projection.project(model, output))
 
             handles.append(module.register_forward_hook(keep))
     with torch.inference_mode():

@@ -21,7 +21,7 @@ import benchmark_common  # puts the workflow package on the path
 import timm
 import torch
 
-from class_embedding.extraction import incremental_projection, lens, selection
+from class_embedding.extraction import incremental_projection, lens, projection, selection
 from class_embedding.models import building
 
 
@@ -100,7 +100,7 @@ def alternatives(model, samples: dict, targets: torch.Tensor, repeats: int) -> d
             "scale and shift: logits from W_c·x": timed(lambda: head.logits(raw, states), repeats),
         }
     results |= {
-        "direct projection: norm + addmm": timed(lambda: lens.project(model, states), repeats),
+        "direct projection: norm + addmm": timed(lambda: projection.project(model, states), repeats),
         "rank, logit, top-5: selection kernel": timed(lambda: selection.rank_logit_top5(logits, full_targets), repeats),
         "rank, logit, top-5: torch (sign-sum rank, gather, topk)": timed(
             lambda: selection.rank_logit_top5_torch(logits, full_targets), repeats

@@ -20,7 +20,7 @@ from class_embedding import job_status, network
 from class_embedding.config_files import check_no_duplicate_keys
 from class_embedding.data.image_folder import scan_image_folder
 from class_embedding.errors import InputError
-from class_embedding.models.model_checks import check_models
+from class_embedding.extraction.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
 from class_embedding.run_settings import canonical, compute_spec, result_settings
 from class_embedding.table_check import unreadable_tables

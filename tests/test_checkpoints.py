@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from class_embedding.errors import InputError
-from class_embedding.extraction import lens
+from class_embedding.extraction import lens, model_audit
 from class_embedding.models import building, checkpoints
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -61,7 +61,7 @@ def test_timm_state_dict_through_timms_loader(tmp_path, arch, tag, final_norm):
     torch.save(source.state_dict(), path)
     loaded = building.timm_pretrained(model_spec, "m", tag, cache_dir=tmp_path / "cache", file=path)
     assert_same_weights(loaded, source)
-    building.audit(loaded, "m")
+    model_audit.audit(loaded, "m")
     assert building.final_norm(loaded) == final_norm
     # The paper's MIIL model has no qkv bias; the family is right when the keys agree.
     assert ("blocks.0.attn.qkv.bias" in loaded.state_dict()) == (arch == "vit_base_patch16_224")
@@ -89,7 +89,7 @@ def test_deit_release_with_intermediate_heads(tmp_path):
     raw = checkpoints.read_state_dict(path, "deit", state_dict_key="model")
     loaded = checkpoints.load_backbone(building.build_model(model_spec, "deit"), raw, "deit", str(path))
     assert_same_weights(loaded, source)
-    building.audit(loaded, "deit")
+    model_audit.audit(loaded, "deit")
 
     del state["blocks.1.mlp.fc2.weight"], state["norm.bias"]
     torch.save({"model": state}, path)
@@ -111,7 +111,7 @@ def test_cifar_checkpoint_with_model_prefix(tmp_path):
     loaded = checkpoints.load_backbone(building.build_model(model_spec, "cifar"), raw, "cifar", str(path))
     assert_same_weights(loaded, source)
     assert loaded.head.weight.shape == (100, 32)
-    building.audit(loaded, "cifar")
+    model_audit.audit(loaded, "cifar")
     # Without stripping the prefix nothing matches: the error names the missing backbone keys.
     unstripped = checkpoints.read_state_dict(path, "cifar")
     with pytest.raises(InputError, match="lacks .* weights of model 'cifar' \\(cls_token, pos_embed"):
@@ -129,11 +129,11 @@ def test_final_norm_is_checked_against_the_model():
 
 def test_audit_catches_a_model_whose_output_is_not_the_lens_projection():
     model = building.build_model(spec("vit_base_patch16_224"), "m")
-    building.audit(model, "m")
+    model_audit.audit(model, "m")
     original = model.forward_head
     model.forward_head = lambda x, pre_logits=False: original(x, pre_logits) + 1.0
     with pytest.raises(RuntimeError, match="lens audit failed for checkpoint of m"):
-        building.audit(model, "m")
+        model_audit.audit(model, "m")
     assert lens.has_class_token(model)
 
 
@@ -157,4 +157,4 @@ def test_cifar_fine_tuning_fallback_is_seeded_and_trains(tmp_path):
     assert not torch.equal(runs[0].head.weight, untouched.head.weight)
     assert all(torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()))
     assert not runs[0].training
-    building.audit(runs[0], "cifar")
+    model_audit.audit(runs[0], "cifar")

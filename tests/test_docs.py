@@ -6,9 +6,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = ROOT / "docs" / "method.md"
-# Where citations live: code, rules, report captions, config comments, tests, README and the docs
-# (this file's examples are not citations).
-CITING = ["workflow_scripts", "rules", "report", "config", "docs", "benchmarks", "tests", "Snakefile", "README.md"]
+# Where citations live: code, rules, report captions, config comments (the embedded demo's
+# config.yaml, config/ and config/examples/), tests, README and the docs (this file's examples are
+# not citations).
+CITING = [
+    "workflow_scripts",
+    "rules",
+    "report",
+    "config.yaml",
+    "config",
+    "docs",
+    "benchmarks",
+    "tests",
+    "Snakefile",
+    "README.md",
+]
 SUFFIXES = {".py", ".smk", ".rst", ".md", ".yaml", ".yml"}
 
 HEADING = re.compile(r"^#{2,4}\s+(\d+(?:\.\d+)?[a-z]?)\.?\s", re.MULTILINE)
@@ -86,6 +98,13 @@ def test_citation_parser_reads_every_written_form():
         ("bare", "7.18"),
     ]
     assert [method_section(p, s) for p, s in citations("DESIGN §3, DESIGN §10, METHOD §3")] == ["9", "10", "3"]
+
+
+def test_config_comments_are_scanned():
+    scanned = set(citing_files())
+    configs = [ROOT / "config.yaml", *ROOT.glob("config/*.yaml"), *ROOT.glob("config/examples/*.yaml")]
+    assert len(configs) > 2
+    assert not [path for path in configs if path not in scanned], "config files left out of the citation checks"
 
 
 def test_every_section_citation_resolves_to_a_heading():

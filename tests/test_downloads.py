@@ -193,7 +193,9 @@ def test_unresolvable_name_and_proxy(no_proxy, monkeypatch):
 
 
 def test_unverified_download_notice_reaches_the_console(server, tmp_path, capsys):
-    smk = SimpleNamespace(rule="download_checkpoint", log=[str(tmp_path / "download.log")], output=["list.txt"])
+    smk = SimpleNamespace(
+        rule="download_checkpoint", log=[str(tmp_path / "download.log")], output=["list.txt"], threads=1
+    )
     with logs.logged(smk):
         sha = downloads.download(url(server, "/list.txt"), tmp_path / "list.txt")
     console = capsys.readouterr().err

@@ -13,7 +13,7 @@ from class_embedding import tables
 from class_embedding.analyses import explain_auc, explain_perturbation, gradients
 from class_embedding.analyses.perturbation import TokenSelection
 from class_embedding.errors import InputError
-from class_embedding.extraction import lens
+from class_embedding.extraction import projection
 from class_embedding.figures import explain_figures
 
 NUM_CLASSES = 5
@@ -60,7 +60,7 @@ def test_one_pass_block_gradients_equal_per_block_autograd(model, images, loss):
     for b in range(len(model.blocks)):  # one backward per block, on the undetached path
         with torch.enable_grad():
             _, weights, updates = manual_forward(model, images)
-            logits = lens.project(model, updates[b][:, 0])
+            logits = projection.project(model, updates[b][:, 0])
             probabilities = logits.softmax(-1) if loss == "double_softmax" else logits
             block_loss = torch.nn.functional.cross_entropy(probabilities, TARGETS, reduction="sum")
             (grad,) = torch.autograd.grad(block_loss, weights[b])
@@ -76,7 +76,7 @@ def test_one_pass_block_gradients_equal_per_block_autograd(model, images, loss):
     with torch.enable_grad():
         _, weights, updates = manual_forward(model, images)
         total = sum(
-            torch.nn.functional.cross_entropy(lens.project(model, u[:, 0]).softmax(-1), TARGETS, reduction="sum")
+            torch.nn.functional.cross_entropy(projection.project(model, u[:, 0]).softmax(-1), TARGETS, reduction="sum")
             for u in updates
         )
         (leaky,) = torch.autograd.grad(total, weights[0])

@@ -23,7 +23,9 @@ PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 DOWNLOADS = PAPER["datasets"]["imagenet_s"]["imagenet_s"]["downloads"]
 COMMIT = "eaf791791e703ccbfe32c18ab066215a97ae30a5"
 
-# Upstream path and sha256 of the uncompressed file (shared/paper-artefacts/README.md).
+# Upstream path (in LUSSeg/ImageNet-S at COMMIT) and sha256 of the uncompressed file; the copies are
+# tests/data/imagenet_s/<name>.gz, and config/paper.yaml pins the same url and checksum
+# (test_lists_are_the_upstream_files_pinned_in_the_paper_config).
 UPSTREAM = {
     "validation_names": (
         "data/names/ImageNetS_im919_validation.txt",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from class_embedding.extraction import incremental_projection, lens, selection
+from class_embedding.extraction import incremental_projection, lens, projection, selection
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=4, num_classes=23)
 FAMILIES = {
@@ -33,7 +33,7 @@ def direct_logits(model, images):
         model(images)
     for handle in handles:
         handle.remove()
-    return {name: lens.project(model, state) for name, state in captured.items()}
+    return {name: projection.project(model, state) for name, state in captured.items()}
 
 
 def assert_same_up_to_near_ties(direct, hooks, targets, tolerance):

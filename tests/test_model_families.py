@@ -15,8 +15,8 @@ from workflow_runs import snakemake, write_config
 
 from class_embedding.analyses import value_projections
 from class_embedding.errors import InputError
-from class_embedding.extraction import lens
-from class_embedding.models import building, families, model_checks
+from class_embedding.extraction import lens, model_audit, model_checks, projection
+from class_embedding.models import building, families
 from class_embedding.models.spec import ModelSpec
 from class_embedding.models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
 
@@ -113,7 +113,7 @@ def test_lens_audit_passes_with_the_models_own_pooling(family):
     model = tiny(family)
     pool = families.pooling(model)
     assert (pool.kind, pool.first_token) == FAMILIES[family][4:]
-    building.audit_on_random_images(model, family)
+    model_audit.audit_on_random_images(model, family)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -135,13 +135,13 @@ def test_pooling_the_registers_too_fails_the_audit():
     model = tiny("registers_avg")
     wrong = families.Pooling("avg", first_token=0, norm_first=False)
     with pytest.raises(RuntimeError, match="lens audit failed for registers"):
-        building.audit_on_random_images(model, "registers", pooling=wrong)
+        model_audit.audit_on_random_images(model, "registers", pooling=wrong)
 
 
 def test_projecting_the_cls_token_alone_fails_for_avg_pooled_and_distilled_models():
     for family in ("avg_cls", "distilled", "beit"):
         with pytest.raises(RuntimeError, match="lens audit failed"):
-            building.audit_on_random_images(tiny(family), family, pooling=families.Pooling("token"))
+            model_audit.audit_on_random_images(tiny(family), family, pooling=families.Pooling("token"))
 
 
 def test_distilled_model_output_is_the_mean_of_its_two_heads():
@@ -154,7 +154,7 @@ def test_distilled_model_output_is_the_mean_of_its_two_heads():
         by_hand = (normed[:, 0] @ model.head.weight.T + model.head.bias + normed[:, 1] @ model.head_dist.weight.T) / 2
         by_hand += model.head_dist.bias / 2
     torch.testing.assert_close(logits, by_hand, rtol=1e-4, atol=1e-4)
-    weight, bias = lens.linear_head(model)
+    weight, bias = projection.linear_head(model)
     torch.testing.assert_close(weight, (model.head.weight + model.head_dist.weight) / 2)
     torch.testing.assert_close(bias, (model.head.bias + model.head_dist.bias) / 2)
 
@@ -270,7 +270,7 @@ def test_a_lens_through_another_norm_fails_the_audit(family, monkeypatch):
             parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
     monkeypatch.setattr(families, "final_norm", lambda model: other)
     with pytest.raises(RuntimeError, match="lens audit failed"):
-        building.audit_on_random_images(model, family)
+        model_audit.audit_on_random_images(model, family)
 
 
 def test_a_distilled_model_with_fc_norm_is_read_without_it(monkeypatch):
@@ -279,10 +279,10 @@ def test_a_distilled_model_with_fc_norm_is_read_without_it(monkeypatch):
     model = tiny("distilled_fc_norm")
     assert families.is_identity(model.norm) and not families.is_identity(model.fc_norm)
     assert families.is_identity(families.final_norm(model)) and building.final_norm(model) == "norm"
-    building.audit_on_random_images(model, "distilled")
+    model_audit.audit_on_random_images(model, "distilled")
     monkeypatch.setattr(families, "final_norm", lambda model: torch.nn.Sequential(model.norm, model.fc_norm))
     with pytest.raises(RuntimeError, match="lens audit failed for distilled"):
-        building.audit_on_random_images(model, "distilled")
+        model_audit.audit_on_random_images(model, "distilled")
 
 
 def test_the_per_token_audit_alone_catches_a_norm_the_forward_does_not_apply(monkeypatch):
@@ -390,7 +390,7 @@ def test_plain_mlp_memories_stay_the_pre_gelu_fc1_output():
 def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
     entry = entry_of("vit_base_patch16_224", {**TINY, **kwargs}, class_token=kwargs.get("class_token", True))
     with pytest.raises(InputError, match=f"models.m \\(arch vit_base_patch16_224\\) cannot be analysed.*{reason}"):
-        building.check_architecture(entry, "m")
+        model_audit.check_architecture(entry, "m")
 
 
 @pytest.mark.parametrize(
@@ -483,19 +483,19 @@ def test_pooling_no_projection_reproduces_is_refused(kwargs, reason):
 def test_models_the_lens_cannot_read_are_refused_with_the_reason(arch, kwargs, overrides, message):
     entry = {**entry_of(arch, {**TINY, **kwargs}, class_token=True), **overrides}
     with pytest.raises(InputError, match=message):
-        building.check_architecture(entry, "m")
+        model_audit.check_architecture(entry, "m")
 
 
 def test_the_same_16_tokens_on_another_grid_pass_the_token_count_but_not_the_check():
     # 16x64 images give 2x8 = 16 patch tokens, as the declared 4x4 grid: only the grid check tells them apart.
     entry = entry_of("vit_base_patch16_224", {**TINY, "dynamic_img_size": True}, class_token=True)
-    building.check_architecture(entry, "m")
+    model_audit.check_architecture(entry, "m")
     model = building.build_model(entry, "m")
     with torch.inference_mode():
         tokens = model.forward_features(torch.zeros(1, 3, 16, 64)).shape[1]
     assert tokens == TokenLayout.of({**entry, "name": "m"}).n_tokens == 17
     with pytest.raises(InputError, match="2x8 token grid"):
-        building.check_architecture({**entry, "preprocessing": {**entry["preprocessing"], "resize": [16, 64]}}, "m")
+        model_audit.check_architecture({**entry, "preprocessing": {**entry["preprocessing"], "resize": [16, 64]}}, "m")
 
 
 def test_a_changed_image_size_is_checked_again(tmp_path):
@@ -516,7 +516,7 @@ def test_unsupported_block_type_names_it_and_what_is_supported():
     with pytest.raises(
         InputError, match="models.m .*unsupported block type .*ParallelThingsBlock.*vision_transformer.Block"
     ):
-        building.check_architecture(entry, "m")
+        model_audit.check_architecture(entry, "m")
 
 
 def test_class_valued_kwargs_say_which_arch_to_start_from():
@@ -526,9 +526,9 @@ def test_class_valued_kwargs_say_which_arch_to_start_from():
 
 def test_the_check_builds_a_two_block_copy_but_checks_the_declared_tokens():
     entry = entry_of("vit_base_patch16_224", {**TINY, "depth": 12}, class_token=True, num_blocks=12)
-    building.check_architecture(entry, "m")
+    model_audit.check_architecture(entry, "m")
     with pytest.raises(InputError, match="models.m.register_tokens is 2 but"):
-        building.check_architecture({**entry, "register_tokens": 2}, "m")
+        model_audit.check_architecture({**entry, "register_tokens": 2}, "m")
 
 
 def test_verdicts_are_cached_and_torch_is_not_needed_for_a_cached_one(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from class_embedding import tables
 from class_embedding.analyses import perturbation, perturbation_tables, token_removal
 from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
-from class_embedding.extraction import lens, selection
+from class_embedding.extraction import lens, projection, selection
 
 NUM_CLASSES = 5
 GRID = 4  # 16 image tokens + [CLS]
@@ -182,7 +182,7 @@ def test_attention_perturbation_batched_equals_one_image_at_a_time(model, images
     assert batched.predictions.column("pred").equals(single.predictions.column("pred"))
     # Ranks agree with a direct computation of the perturbed last block.
     with torch.no_grad():
-        logits = lens.project(model, manual_forward(model, images, zero_cls_column))
+        logits = projection.project(model, manual_forward(model, images, zero_cls_column))
     targets = torch.arange(len(images)) % NUM_CLASSES
     expected = selection.rank_of(logits, targets.view(-1, 1).expand(logits.shape[:2]))
     assert np.array_equal(batched.tokens.column("rank").to_numpy(), expected.numpy().reshape(-1))
@@ -248,7 +248,7 @@ def test_token_perturbation_batched_equals_each_image_alone(model, images, class
         positions = torch.from_numpy(np.flatnonzero(keep[image]))
         with torch.no_grad():
             x = model._pos_embed(model.patch_embed(images[image : image + 1]))[:, positions]
-            logits = lens.project(model, model.blocks(x))[0]
+            logits = projection.project(model, model.blocks(x))[0]
         expected = selection.rank_of(logits, torch.full((len(positions),), image % NUM_CLASSES))
         assert tokens.loc[tokens["image"] == image, "rank"].tolist() == expected.tolist()
         assert predictions.loc[image, "pred"] == logits[0].argmax().item()
@@ -316,7 +316,7 @@ def test_token_perturbation_in_every_family_equals_the_masked_full_forward(scram
             positions = torch.from_numpy(np.flatnonzero(keep[image])).unsqueeze(0)
             state, logits = reference(model, images[image : image + 1], positions)
             target = torch.full((positions.shape[1],), image % NUM_CLASSES)
-            expected = selection.rank_of(lens.project(model, state)[0], target)
+            expected = selection.rank_of(projection.project(model, state)[0], target)
             assert tokens.loc[tokens["image"] == image, "rank"].tolist() == expected.tolist(), (mask, image)
             if logits.isfinite().all():
                 assert predictions.loc[image, "pred"] == logits[0].argmax().item(), (mask, image)

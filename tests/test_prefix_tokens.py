@@ -10,6 +10,7 @@ from class_embedding.analyses import class_building, explain_perturbation, ident
 from class_embedding.analyses.memory_statistics import token_0_kind
 from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
+from class_embedding.extraction import model_audit
 from class_embedding.extraction.shards import check_token_count
 from class_embedding.models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
 
@@ -147,7 +148,6 @@ def test_image_token_maps_of_a_register_model_have_grid_squared_entries():
     ],
 )
 def test_prefix_tokens_are_read_from_what_the_model_has(arch, kwargs, prefix):
-    from class_embedding.models import building
 
     tiny = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 5}
     model = timm.create_model(arch, pretrained=False, **tiny, **kwargs).eval()
@@ -171,9 +171,9 @@ def test_prefix_tokens_are_read_from_what_the_model_has(arch, kwargs, prefix):
         "weights": {"source": "demo_training"},
         "preprocessing": {"resize": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
     }
-    building.check_architecture(entry, "m")  # the declared layout is the model's
+    model_audit.check_architecture(entry, "m")  # the declared layout is the model's
     with pytest.raises(InputError, match="register_tokens is"):
-        building.check_architecture({**entry, "register_tokens": prefix.count(REGISTER) + 1}, "m")
+        model_audit.check_architecture({**entry, "register_tokens": prefix.count(REGISTER) + 1}, "m")
 
 
 def test_prefix_tokens_of_an_unknown_kind_are_refused():

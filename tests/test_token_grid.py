@@ -13,7 +13,8 @@ from test_model_families import TINY, assert_every_cell_is_the_models_own_output
 from class_embedding.analyses import perturbation
 from class_embedding.data import imagenet_s
 from class_embedding.errors import InputError
-from class_embedding.models import building, families, training
+from class_embedding.extraction import model_audit
+from class_embedding.models import families, training
 from class_embedding.models.tokens import TokenLayout, grid_name, parse_grid_name
 
 WIDE = (32, 48)  # height x width: 4 rows of 6 patches of 8 pixels
@@ -106,13 +107,13 @@ def test_a_wide_dynamic_model_checks_rows_and_columns_apart():
         "weights": {"source": "demo_training"},
         "preprocessing": {"resize": list(WIDE), "mean": [0.5] * 3, "std": [0.5] * 3},
     }
-    building.check_architecture(entry, "m")
+    model_audit.check_architecture(entry, "m")
     # 48x32 images give the same 24 tokens, transposed: refused, naming both grids.
     tall = {**entry, "preprocessing": {**entry["preprocessing"], "resize": [48, 32]}}
     with pytest.raises(
         InputError, match=r"cuts into a 6x4 token grid \(rows x columns\), not the declared token_grid 4x6"
     ):
-        building.check_architecture(tall, "m")
+        model_audit.check_architecture(tall, "m")
 
 
 def old_square_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,10 +1,7 @@
-import torch
-
 from class_embedding import logs
 from class_embedding.analyses import perturbation
 from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
-    torch.set_num_threads(max(snakemake.threads, 1))
     setup = perturbation.Setup.for_job(snakemake)
     perturbation.run_attention(setup, snakemake.wildcards.type, snakemake.output, job_settings(snakemake, "extraction"))

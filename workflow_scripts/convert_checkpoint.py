@@ -1,5 +1,6 @@
 from class_embedding import logs
 from class_embedding.data import downloads
+from class_embedding.extraction import model_audit
 from class_embedding.models import ModelSpec, building, checkpoints
 
 with logs.logged(snakemake):
@@ -14,5 +15,5 @@ with logs.logged(snakemake):
         downloads.verify(source, weights.get("checksum"), what)
     state = checkpoints.read_state_dict(source, name, weights.get("state_dict_key"), weights.get("strip_prefix", ""))
     model = checkpoints.load_backbone(building.build_model(spec, name), state, name, source)
-    building.audit(model, name)
+    model_audit.audit(model, name)
     checkpoints.save_checkpoint(model, snakemake.output[0])

@@ -1,10 +1,7 @@
-import torch
-
 from class_embedding import logs
 from class_embedding.figures import explain_figures
 
 with logs.logged(snakemake):
-    torch.set_num_threads(max(snakemake.threads, 1))
     explained = explain_figures.Explained.load(
         snakemake.params.model,
         snakemake.params.spec,

@@ -1,19 +1,16 @@
-import torch
-
 from class_embedding import logs, tables
 from class_embedding.extraction import shards
-from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
+from class_embedding.models import ModelSpec, building, preprocessing
 from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
     name = snakemake.wildcards.model
     spec = ModelSpec.from_params(snakemake.params.spec, name)
     settings = job_settings(snakemake, "extraction")
-    torch.set_num_threads(max(snakemake.threads, 1))
     stimuli = tables.read_table(snakemake.input.stimuli)
     shard = int(snakemake.wildcards.shard)
     start, stop = shards.shard_ranges(len(stimuli), settings["shard_size"])[shard]
-    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
+    model = building.load_model(spec, name, snakemake.input.checkpoint)
     shards.extract_shard(
         model,
         stimuli.slice(start, stop - start),

@@ -1,4 +1,5 @@
 from class_embedding import logs
+from class_embedding.extraction import model_audit
 from class_embedding.models import pretrained
 
 with logs.logged(snakemake):
@@ -11,7 +12,7 @@ with logs.logged(snakemake):
 
     import torch
 
-    from class_embedding.models import building, checkpoints
+    from class_embedding.models import checkpoints
 
     if finetune:
         # The fine-tuning start: pretrained backbone, a new (seeded) head of the configured size.
@@ -19,5 +20,5 @@ with logs.logged(snakemake):
         model = pretrained.load_timm_weights(spec, name, tag, cache, finetune=True, num_classes=spec["num_classes"])
     else:
         model = pretrained.load_timm_weights(spec, name, tag, cache)
-        building.audit(model, name)
+        model_audit.audit(model, name)
     checkpoints.save_checkpoint(model, snakemake.output[0])

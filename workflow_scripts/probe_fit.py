@@ -1,16 +1,13 @@
-import torch
-
 from class_embedding import logs, tables
 from class_embedding.analyses import probes
-from class_embedding.models import ModelSpec, building, checkpoints, preprocessing
+from class_embedding.models import ModelSpec, building, preprocessing
 from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
     name = snakemake.wildcards.model
     spec = ModelSpec.from_params(snakemake.params.spec, name)
     settings, extraction = job_settings(snakemake, "probing"), job_settings(snakemake, "extraction")
-    torch.set_num_threads(max(snakemake.threads, 1))
-    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
+    model = building.load_model(spec, name, snakemake.input.checkpoint)
     ranks, accuracy, info = probes.run_probes(
         model,
         name,

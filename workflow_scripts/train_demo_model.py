@@ -7,7 +7,6 @@ from class_embedding.models import ModelSpec, building, checkpoints, preprocessi
 from class_embedding.tables import atomic_path
 
 with logs.logged(snakemake):
-    torch.set_num_threads(snakemake.threads)
     name = snakemake.wildcards.model
     spec = ModelSpec.from_params(snakemake.params.spec, name)
     torch.manual_seed(snakemake.params.seed)

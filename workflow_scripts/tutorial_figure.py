@@ -1,11 +1,8 @@
-import torch
-
 from class_embedding import logs
 from class_embedding.extraction import weight_check
 from class_embedding.figures import tutorial_figures
 
 with logs.logged(snakemake):
-    torch.set_num_threads(max(snakemake.threads, 1))
     name, figure = snakemake.params.model, snakemake.params.figure
     spec, model, sample = weight_check.job_model_and_sample(snakemake, name, figure["image"])
     if snakemake.rule == "fig_tutorial_cls_logits":

@@ -4,7 +4,7 @@ from class_embedding.models import building, checkpoints
 
 with logs.logged(snakemake):
     spec, name, seed = snakemake.params.spec, snakemake.wildcards.model, snakemake.params.seed
-    model = checkpoints.load_checkpoint(building.build_model(spec, name), snakemake.input.checkpoint, name)
+    model = building.load_model(spec, name, snakemake.input.checkpoint)
     # A second, independent random initialisation (docs/method.md §4.11a), never the random twin.
     baseline_seed = memories.value_baseline_seed(seed, name)
     baseline = building.random_model(spec, f"{name}_value_baseline", baseline_seed)

@@ -35,7 +35,13 @@ def logged(smk):
     """Send stderr and logging to ``smk.log[0]``; report an :class:`InputError` on the console too,
     without a traceback, so the user sees what to fix without opening the log. Messages logged
     with :data:`NOTICE` reach the console as well. Whatever happens, the job's outcome is recorded
-    beside its log (:func:`job_status.write`) for the preflight summary."""
+    beside its log (:func:`job_status.write`) for the preflight summary.
+
+    A job that computes with torch (imported by its script before this) uses the rule's threads:
+    torch's default, every core of the node, oversubscribes a node shared by several jobs."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(max(int(smk.threads), 1))
     console = sys.stderr
     error = None
     with open(smk.log[0], "w", buffering=1) as log_file:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..extraction import lens
+from ..extraction import lens, projection
 from ..models.tokens import TokenLayout
 from .perturbation import attention_modules, require_class_token
 
@@ -112,7 +112,7 @@ def block_gradients(model, images: torch.Tensor, targets: torch.Tensor, loss: st
         ]
     with unfused_attention(model), hooks(registrations), torch.enable_grad():
         model(images)
-        total = sum(projection_loss(lens.project(model, update[:, 0]), targets, loss) for update in updates)
+        total = sum(projection_loss(projection.project(model, update[:, 0]), targets, loss) for update in updates)
         grads = torch.autograd.grad(total, leaves)
     return torch.stack([grad[:, :, 0, :] for grad in grads], dim=1)
 

@@ -19,7 +19,6 @@ import pandas as pd
 
 from ..errors import InputError
 from ..extraction.reader import column_arrays, load_predictions, load_sublayer
-from ..figures.plotting import box_stats
 from ..models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
 from ..tables import read_table
 from .identifiability import SIGNIFICANCE_LEVEL, group_blocks, wilcoxon_greater
@@ -32,7 +31,7 @@ from .memories import (
     random_classes,
     rate_per_class,
 )
-from .statistics import bootstrap_interval, permutation_rng, permutation_test
+from .statistics import bootstrap_interval, box_stats, permutation_rng, permutation_test
 
 log = logging.getLogger(__name__)
 

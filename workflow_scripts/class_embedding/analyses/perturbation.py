@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from .. import tables
 from ..errors import InputError
-from ..extraction import lens, selection, shards
-from ..models import ModelSpec, building, checkpoints, families, preprocessing
+from ..extraction import lens, projection, selection, shards
+from ..models import ModelSpec, building, families, preprocessing
 from ..models.tokens import TokenLayout
 from . import token_removal
 from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
@@ -215,7 +215,7 @@ def last_block(model, images: torch.Tensor, targets: torch.Tensor, context: str,
     state = captured["state"]
     if predict:
         lens.audit(model, state, model_logits, context)
-    logits = lens.project(model, state)
+    logits = projection.project(model, state)
     token_targets = targets.view(-1, 1).expand(logits.shape[:2])
     return LastBlock(
         rank=selection.rank_of(logits, token_targets).cpu(),
@@ -398,7 +398,7 @@ class Setup:
         spec = ModelSpec.from_params(spec, name)
         if not spec.class_token:
             raise InputError(f"models.{name} has no [CLS] token: perturbations run only on [CLS] models.")
-        model = checkpoints.load_checkpoint(building.build_model(spec, name), checkpoint, name)
+        model = building.load_model(spec, name, checkpoint)
         table = tables.read_table(stimuli)
         order = np.argsort(table.column("image").to_numpy(), kind="stable")
         table = table.take(pa.array(order))

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import tables
-from ..extraction import lens
+from ..extraction import projection
 from ..models import families
 from .memories import LAYER_TYPES, class_value_agreement, top_classes, top_memories
 
@@ -35,7 +35,7 @@ def has_post_norm(model) -> bool:
 
 def head_embeddings(model) -> np.ndarray:
     """The C×D matrix the lens projects through (a distilled model's: the mean of its two heads)."""
-    return as_array(lens.linear_head(model)[0])
+    return as_array(projection.linear_head(model)[0])
 
 
 def as_array(parameter) -> np.ndarray:

@@ -16,7 +16,7 @@ import timm.layers
 import torch
 
 from ..models import families
-from . import lens
+from .projection import linear_head, project
 
 # Norms whose forward is exactly F.layer_norm over the last axis (subclasses may compute something else).
 LAYER_NORMS = (torch.nn.LayerNorm, timm.layers.LayerNorm)
@@ -52,7 +52,7 @@ class FoldedHead:
     """
 
     def __init__(self, model: torch.nn.Module):
-        weight, bias = lens.linear_head(model)
+        weight, bias = linear_head(model)
         norm = final_layer_norm(model)
         if isinstance(norm, torch.nn.Identity):
             self.weight_t = weight.t().contiguous()
@@ -81,7 +81,7 @@ class FoldedHead:
 
 
 def final_layer_norm(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The one norm that ``lens.project`` applies before the head (the one the model's forward
+    """The one norm that ``projection.project`` applies before the head (the one the model's forward
     applies), if it can be folded: a LayerNorm or the identity. None for anything else (RMSNorm,
     ...), where the lens has to use the direct projection: their statistics are not a mean and a
     deviation."""
@@ -130,7 +130,7 @@ class IncrementalProjection:
         """Compares token 0 of the last stream's logits with the direct projection (one row per
         image: negligible cost). A difference beyond rounding means some block's output is not its
         input plus the two hooked updates, and the running sum is wrong."""
-        direct = lens.project(self.model, states[:, :1])
+        direct = project(self.model, states[:, :1])
         error = (direct - logits[:, :1]).abs().max().item()
         scale = max(direct.abs().max().item(), 1.0)
         if error > agreement_tolerance(states.device) * scale:

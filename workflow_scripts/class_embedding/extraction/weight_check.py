@@ -18,7 +18,7 @@ import torch
 
 from .. import tables
 from ..errors import InputError
-from ..models import ModelSpec, building, checkpoints
+from ..models import ModelSpec, building
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import TokenLayout
 from . import lens
@@ -217,5 +217,5 @@ def job_model_and_sample(job, name: str, image: str) -> tuple[ModelSpec, torch.n
         stimuli=job.input.get("stimuli"),
         images=job.input.get("images"),
     )
-    model = checkpoints.load_checkpoint(building.build_model(spec, name), job.input.checkpoint, name)
+    model = building.load_model(spec, name, job.input.checkpoint)
     return spec, model, sample

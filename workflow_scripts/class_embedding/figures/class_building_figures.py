@@ -28,7 +28,7 @@ from ..analyses.class_building import (
     sublayer_change_rates,
 )
 from ..analyses.identifiability import CLS, DISTILLATION, IMAGE, REGISTER, SIGNIFICANCE_LEVEL
-from ..analyses.statistics import permutation_rng, permutation_test
+from ..analyses.statistics import BOX_STATS, box_stats, permutation_rng, permutation_test
 from ..errors import InputError
 from ..extraction.reader import load_block, load_top1
 from ..models.tokens import TokenLayout
@@ -36,10 +36,8 @@ from ..tables import read_table, write_csv
 from .identifiability_figures import block_ci
 from .plotting import (
     BOX_SATURATION,
-    BOX_STATS,
     STAR_LINE,
     box_line_color,
-    box_stats,
     chance_line,
     draw_stat_boxes,
     new_figure,

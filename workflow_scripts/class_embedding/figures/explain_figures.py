@@ -22,7 +22,7 @@ from ..analyses import gradients
 from ..analyses.token_states import read_stimuli
 from ..errors import InputError
 from ..extraction import shards
-from ..models import ModelSpec, building, checkpoints, preprocessing
+from ..models import ModelSpec, building, preprocessing
 from ..models.tokens import TokenLayout
 from .plotting import class_names, new_figure, plot_text, save_figure, short_name
 
@@ -94,7 +94,7 @@ class Explained:
         cls, model: dict, spec: ModelSpec | dict, checkpoint: str, stimuli: str, images: str, loss: str
     ) -> Explained:
         spec = ModelSpec.from_params(spec, model["name"])
-        network = checkpoints.load_checkpoint(building.build_model(spec, model["name"]), checkpoint, model["name"])
+        network = building.load_model(spec, model["name"], checkpoint)
         table = read_stimuli(stimuli)
         categories = class_names(Path(images) / "LOC_synset_mapping.txt", table, spec.num_classes)
         dataset = shards.StimulusImages(table["file"].tolist(), images, preprocessing.Preprocessing(spec.preprocessing))

@@ -33,18 +33,17 @@ from ..analyses.identifiability import (
     token_types,
     wilcoxon_greater,
 )
+from ..analyses.statistics import BOX_STATS, box_stats
 from ..extraction.reader import load_block, load_correct
 from ..models.tokens import TokenLayout
 from ..tables import write_csv
 from .plotting import (
     BOX_SATURATION,
-    BOX_STATS,
     BOX_WIDTH,
     CHANCE,
     STAR_LINE,
     TOKEN_COLORS,
     box_line_color,
-    box_stats,
     chance_line,
     label_blocks,
     model_colors,

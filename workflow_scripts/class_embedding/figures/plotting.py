@@ -82,15 +82,6 @@ def remove_unused(fig: Figure, axes: np.ndarray, n_used: int) -> None:
         fig.delaxes(ax)
 
 
-BOX_STATS = ["mean", "med", "q1", "q3", "whislo", "whishi"]
-
-
-def box_stats(values: np.ndarray) -> dict[str, float]:
-    """Exact boxplot statistics as seaborn computes them (1.5 IQR whiskers), without fliers."""
-    stats = matplotlib.cbook.boxplot_stats(np.ravel(values), whis=1.5)[0]
-    return {key: float(stats[key]) for key in BOX_STATS}
-
-
 def draw_stat_boxes(ax, stats: list[dict], positions, fill, line_color, line: dict | None = None) -> None:
     """Boxes without fliers from precomputed statistics (``matplotlib.cbook.boxplot_stats``
     keys), seaborn-style: ``fill`` inside, ``line_color`` for the outline, and ``line`` for

@@ -15,7 +15,7 @@ import torch
 
 from ..analyses import gradients
 from ..analyses.perturbation import require_class_token
-from ..extraction import lens, selection
+from ..extraction import projection, selection
 from ..extraction.weight_check import SampleImage
 from ..models import ModelSpec
 from ..models.preprocessing import Preprocessing, load_image
@@ -32,7 +32,7 @@ def cls_logits(model: torch.nn.Module, image: torch.Tensor, block: int) -> np.nd
     try:
         with torch.inference_mode():
             model(image.unsqueeze(0))
-            return lens.project(model, states["hs"][0, 0]).numpy()
+            return projection.project(model, states["hs"][0, 0]).numpy()
     finally:
         handle.remove()
 

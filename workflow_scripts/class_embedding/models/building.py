@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import pickle
@@ -12,7 +11,7 @@ import torch
 
 from ..errors import InputError
 from . import families, preprocessing
-from .checkpoints import sha256, unsafe_types
+from .checkpoints import load_checkpoint, sha256, unsafe_types
 from .spec import ModelSpec
 from .tokens import TokenLayout
 
@@ -40,6 +39,12 @@ def build_model(spec: ModelSpec | dict, name: str, ignore: tuple[str, ...] = ())
         ) from None
     check_declared(model, spec, name, ignore)
     return model.eval()
+
+
+def load_model(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathLike) -> torch.nn.Module:
+    """The configured model with the weights of ``checkpoint`` (a timm state dict), as every job
+    that runs a model loads it."""
+    return load_checkpoint(build_model(spec, name), checkpoint, name)
 
 
 def reason(err: Exception) -> str:
@@ -172,64 +177,6 @@ def timm_pretrained(
                 f"{model.num_classes}: fix num_classes (or kwargs.num_classes)."
             )
     return model.eval()
-
-
-def audit(model: torch.nn.Module, name: str, n_images: int = 2, seed: int = 0) -> None:
-    """Lens audit of a freshly converted checkpoint on random inputs: the projection of the last
-    residual state reproduces the model's logits (raises otherwise)."""
-    audit_on_random_images(model, f"checkpoint of {name}", n_images, seed)
-
-
-def audit_on_random_images(
-    model: torch.nn.Module, context: str, n_images: int = 2, seed: int = 0, pooling: families.Pooling | None = None
-) -> None:
-    """The lens hooks every block of the model; on random images its projection of the last
-    residual state, pooled as the model pools (``pooling`` overrides that, for tests), reproduces
-    the model's logits, and its projection of single tokens the model's own output with that
-    token's state at every position (:func:`lens.audit_projection`). InputError for a model
-    family the lens does not support, RuntimeError for a failed audit."""
-    from ..extraction import lens
-
-    families.pooling(model)
-    hooked = [module for block in model.blocks for module in lens.residual_update_modules(block)]
-    if len({id(module) for module in hooked}) != len(hooked):
-        # One module object in two places would report two updates as one.
-        raise InputError("the blocks share their residual-update modules; the lens cannot tell the updates apart.")
-    generator = torch.Generator().manual_seed(seed)
-    size = model.patch_embed.img_size
-    images = torch.randn(n_images, 3, *size, generator=generator)
-    hooks = lens.ClassEmbeddingLens(model)
-    with torch.inference_mode():
-        with hooks:
-            hooks.set_targets(torch.zeros(n_images, dtype=torch.long))
-            logits = model(images)
-        lens.audit(model, hooks.record.last_state, logits, context, pooling)
-        lens.audit_projection(model, images, hooks.record.last_state, context)
-
-
-# Blocks of the copy that the configuration check builds: every block of a ViT is alike, so two
-# show what the lens makes of all of them, at a fraction of the time and memory.
-CHECK_DEPTH = 2
-
-
-def check_architecture(spec: ModelSpec | dict, name: str, seed: int = 0) -> None:
-    """Before anything is trained or fetched: a copy of the model with its configured arch and
-    kwargs, cut to :data:`CHECK_DEPTH` blocks and given non-trivial norm, LayerScale and bias
-    parameters, matches the config's description and passes the lens audit (InputError naming
-    the model otherwise)."""
-    spec = ModelSpec.from_params(spec, name)
-    TokenLayout.of(spec)  # a token_grid of the wrong shape
-    depth = min(int(spec.kwargs.get("depth", CHECK_DEPTH)), CHECK_DEPTH)
-    short = dataclasses.replace(spec, kwargs={**spec.kwargs, "depth": depth})
-    torch.manual_seed(seed)
-    model = families.randomise_identity_like(build_model(short, name, ignore=("num_blocks",)), seed)
-    check_input_grid(model, spec, name)
-    try:
-        audit_on_random_images(model, f"model '{name}' ({spec.arch})", n_images=1, seed=seed)
-    except InputError as err:
-        raise cannot_analyse(name, spec.arch, err) from None
-    except RuntimeError as err:
-        raise InputError(f"models.{name} (arch {spec.arch}): {err}") from None
 
 
 def model_metadata(spec: ModelSpec | dict, name: str, checkpoint: str | os.PathLike) -> dict:

@@ -1,6 +1,6 @@
 """The configuration check of every model before any job runs: can the lens analyse it?
 
-:func:`class_embedding.models.building.check_architecture` builds a short copy of each
+:func:`class_embedding.extraction.model_audit.check_architecture` builds a short copy of each
 configured architecture and audits the lens on it. That needs torch, which a dry run should not
 pay for each time: verdicts are kept in a small JSON file keyed by everything they depend on
 (arch, kwargs, the declared description, the resize and crop, the timm and torch versions, this
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .spec import ModelSpec
+from ..models.spec import ModelSpec
 
 # What a verdict depends on besides the entry: the code that builds and audits the model.
 CHECK_CODE = (
@@ -27,7 +27,9 @@ CHECK_CODE = (
     "models/tokens.py",
     "models/preprocessing.py",
     "extraction/lens.py",
+    "extraction/projection.py",
     "extraction/incremental_projection.py",
+    "extraction/model_audit.py",
 )
 LIBRARY = Path(__file__).resolve().parents[1]
 # Keys of a config entry that say nothing about the architecture (of the preprocessing, only the
@@ -54,10 +56,10 @@ def verdict_key(entry: dict[str, Any]) -> str:
 
 def verdict(entry: dict[str, Any], name: str) -> str | None:
     """None when the model passes, else the message saying why it cannot be analysed."""
-    from . import building  # torch
+    from . import model_audit  # torch
 
     try:
-        building.check_architecture(entry, name)
+        model_audit.check_architecture(entry, name)
     except InputError as err:
         return str(err)
     return None
