@@ -542,7 +542,7 @@ def test_verdicts_are_cached_and_torch_is_not_needed_for_a_cached_one(tmp_path, 
     def no_build(*args):
         raise AssertionError("a cached verdict was recomputed")
 
-    monkeypatch.setattr(building, "check_architecture", no_build)
+    monkeypatch.setattr(model_audit, "check_architecture", no_build)
     model_checks.check_models(models, cache)
     with pytest.raises(InputError, match="models.c .*attention pool"):  # the cached message names the model asked
         model_checks.check_models({"c": bad["b"]}, cache)
