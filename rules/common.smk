@@ -1,168 +1,24 @@
-# Helpers of every file in rules/ (Snakemake's linter wants no rules here): config validation;
-# the models and their description; path helpers (resources/ for what is fetched, results/ for
-# what is computed); the model list of each stage; named input functions of the {model} and
-# {dataset} wildcards; resource helpers; the target tables and the targets of the default
-# target. Nothing here imports torch, so that a dry run stays fast.
+# Helpers of every file in rules/ (Snakemake's linter wants no rules here): the config checked
+# (class_embedding.config_checks) and each stage's models (class_embedding.stage_models); path
+# helpers (resources/ for what is fetched, results/ for what is computed); named input functions
+# of the {model} and {dataset} wildcards; resource helpers; the target tables and the targets of
+# the default target. Nothing here imports torch, so that a dry run stays fast.
 import os
 import shutil
 import sys
-import zlib
-
-import jsonschema
-import yaml
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
-from class_embedding import job_status, network
-from class_embedding.config_files import check_no_duplicate_keys
-from class_embedding.data.image_folder import scan_image_folder
+from class_embedding import config_checks, job_status, network, stage_models
 from class_embedding.errors import InputError
 from class_embedding.extraction.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
 from class_embedding.run_settings import canonical, compute_spec, result_settings
-from class_embedding.table_check import unreadable_tables
 
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
-
-
-def validate_config(config):
-    """Check the config against the schema, naming the offending key; then fill in defaults."""
-    with open(SCHEMA) as handle:
-        schema = yaml.safe_load(handle)
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise WorkflowError(f"invalid config: {key}: {error.message}. Fix it; config/schema.yaml documents every key.")
-    validate(config, SCHEMA, set_default=True)
-    for name, spec in config["models"].items():
-        if spec["dataset"] not in config["datasets"]:
-            raise WorkflowError(
-                f"invalid config: models.{name}.dataset '{spec['dataset']}' is not a key of datasets "
-                f"({', '.join(config['datasets'])}): name one of them or add the dataset."
-            )
-    for name, dataset in config["datasets"].items():
-        kinds = [kind for kind in DATASET_KINDS if kind in dataset]
-        if len(kinds) != 1:
-            raise WorkflowError(
-                f"invalid config: datasets.{name} needs exactly one of {', '.join(DATASET_KINDS)} "
-                f"(it has {', '.join(kinds) or 'none'})."
-            )
-        if kinds[0] in ("imagenet_s", "cifar100"):
-            check_paper_inputs(name, dataset)
-            continue
-        if "generate" in dataset:
-            continue
-        if "image_folder" in dataset:
-            check_image_folder(name, dataset["image_folder"])
-            continue
-        if not os.path.isdir(dataset["root"]):
-            raise WorkflowError(
-                f"datasets.{name}.root: '{dataset['root']}' does not exist. Point it at the directory "
-                f"holding ImageNetS919/ (docs/paper.md says how to obtain ImageNet-S)."
-            )
-
-
-# How a dataset is obtained: an existing ImageNet-S layout, the demo generator, prepared by
-# rules/data.smk from downloads and your files (ImageNet-S919, CIFAR-100), or your own labelled
-# image folder.
-DATASET_KINDS = ("root", "generate", "imagenet_s", "cifar100", "image_folder")
-
-
-def check_image_folder(name, folder):
-    for key in ("root", "masks"):
-        path = folder.get(key)
-        if path is not None and not os.path.isdir(path):
-            raise WorkflowError(
-                f"datasets.{name}.image_folder.{key}: '{path}' does not exist. Point it at a directory of "
-                f"class folders (<{key}>/<label>/{'<stem>.png' if key == 'masks' else '*.jpg'})."
-            )
-    if folder["labels"] == "wnid" and folder.get("class_names") is not None:
-        raise WorkflowError(
-            f"invalid config: datasets.{name}.image_folder: labels: wnid takes the wnids from timm's ImageNet "
-            "info; drop class_names or use labels: class_name or index."
-        )
-    scan_image_folder_classes(name, folder)
-
-
-def scan_image_folder_classes(name, folder):
-    """The class folders of an image folder, listed (no image is opened): what is left out is said
-    on the console, and too few classes, clashing or unreadable names stop the dry run."""
-    num_classes = min(
-        (spec["num_classes"] for spec in config["models"].values() if spec["dataset"] == name), default=None
-    )
-    try:
-        scan = scan_image_folder(
-            folder["root"],
-            folder["labels"],
-            config["stimuli"]["images_per_class"],
-            num_classes=num_classes,
-            class_names=folder["class_names"],
-            imagenet_subset=folder["imagenet_subset"],
-            min_class_share=config["stimuli"]["min_class_share"],
-        )
-    except InputError as err:
-        raise WorkflowError(f"datasets.{name}.image_folder: {err}") from None
-    for message in scan.messages:
-        print(f"datasets.{name}.image_folder: {message}", file=sys.stderr)
-
-
-def check_paper_inputs(name, dataset):
-    """User-given paths of the paper run exist (a dry run with a wrong path stops here)."""
-    paths = []
-    if "imagenet_s" in dataset:
-        spec = dataset["imagenet_s"]
-        paths = [("imagenet_s.imagenet_val", spec["imagenet_val"])]
-        paths += [(f"imagenet_s.{key}", spec.get(key)) for key in ("stimuli_csv", "synset_mapping")]
-    else:
-        spec = dataset["cifar100"]
-        paths = [("cifar100.root", spec.get("root"))]
-        if spec.get("root") is None and "download" not in spec:
-            raise WorkflowError(f"invalid config: datasets.{name}.cifar100 needs a root or a download block.")
-        if spec.get("root") is None and not spec["download"].get("checksum"):
-            # The archive holds pickles, which run code when read: a download is only ever read
-            # after a pinned checksum matched, never trusted on first sight.
-            raise WorkflowError(
-                f"invalid config: datasets.{name}.cifar100.download.checksum is null, but the CIFAR-100 "
-                f"archive is a pickle and is read only after its pinned checksum matched. Set it (the "
-                f"official archive's is md5:eb9058c3a382ffc7106e4002c42a8d85), or give a root you trust."
-            )
-    for key, path in paths:
-        if path is not None and not os.path.exists(path):
-            raise WorkflowError(
-                f"datasets.{name}.{key}: '{path}' does not exist. Fix the path in the config "
-                f"(docs/paper.md says where to get the data)."
-            )
-
-
-def check_weights(config):
-    """Pretrained tags are explicit and match the architecture; user checkpoints exist."""
-    for name, spec in config["models"].items():
-        weights = spec["weights"]
-        if weights["source"] == "timm" and weights["tag"].split(".")[0] != spec["arch"]:
-            raise WorkflowError(
-                f"invalid config: models.{name}.weights.tag '{weights['tag']}' is not a tag of arch '{spec['arch']}'."
-            )
-        if weights["source"] == "file":
-            path = weights["path"]
-            if path is None and not weights.get("finetune", {}).get("init_tag"):
-                raise WorkflowError(
-                    f"invalid config: models.{name}.weights: path is null, so finetune.init_tag must name the "
-                    f"timm weights that fine-tuning starts from."
-                )
-            if path is not None and not os.path.isfile(path):
-                raise WorkflowError(
-                    f"models.{name}.weights.path: checkpoint '{path}' does not exist. Fix the path, or set it "
-                    f"to null to fine-tune the model instead (docs/paper.md)."
-                )
-        baseline = spec.get("random_baseline")
-        if baseline is not None and not config["models"].get(baseline, {}).get("random_twin", True):
-            raise WorkflowError(
-                f"invalid config: models.{name}.random_baseline '{baseline}' must be a model with random_twin: true."
-            )
 
 
 def model_checks_cache():
@@ -172,120 +28,44 @@ def model_checks_cache():
     return os.environ.get("CLASS_EMBEDDING_MODEL_CHECKS") or default
 
 
-def check_models_analysable(config):
-    """Every configured architecture is one the lens analyses exactly (a short copy is built and
-    audited; verdicts are cached, so only a new or changed model costs a torch import)."""
-    try:
-        check_models(config["models"], model_checks_cache())
-    except InputError as err:
-        raise WorkflowError(f"invalid config: {err}") from None
-
-
-def canonicalise_config(config):
-    """Sort the keys of every mapping of the config, in place: every param built from it is then
-    the same whatever order the YAML file wrote them in (the order of models in figures is
-    model_order's)."""
+def check_config(config):
+    """Every check of the config, in place: the schema's defaults filled in and every mapping's
+    keys sorted, so that each param built from it is the same whatever order the YAML file
+    wrote them in (the order of models in figures is model_order's). Returns each stage's models."""
+    config_checks.check_config_files(workflow.configfiles)
+    # Once, by the Snakemake you started: a job on a cluster node parses the workflow again while
+    # other jobs write their tables.
+    if workflow.is_main_process:
+        config_checks.check_tables_complete("results")
+    config_checks.check_free_text(config)
+    error = config_checks.schema_error(config, SCHEMA)
+    if error is not None:
+        raise InputError(error)
+    validate(config, SCHEMA, set_default=True)
+    for message in config_checks.check_datasets(config):
+        print(message, file=sys.stderr)
     ordered = canonical(config)
     config.clear()
     config.update(ordered)
+    config_checks.check_weights(config)
+    try:
+        check_models(config["models"], model_checks_cache())
+    except InputError as err:
+        raise InputError(f"invalid config: {err}") from None
+    stages = stage_models.StageModels.of(config)
+    config_checks.check_token_map_blocks(config, stages.models, stages.trained)
+    config_checks.check_sample_images(config)
+    config_checks.check_expected_values(config, stages.models)
+    config_checks.check_tutorial(config, stages.models, stages.trained)
+    return stages
 
 
-def check_free_text(value, key="(top level)"):
-    """No `<` in any text of the config. Display names and other config text reach the params of
-    figure jobs, and `snakemake --report` writes those params inside a <script> element
-    unescaped: `</script>` or `<!--` there would run or hide script in the report."""
-    if isinstance(value, dict):
-        for name, item in value.items():
-            check_free_text(name, key)
-            check_free_text(item, f"{key}.{name}" if key != "(top level)" else str(name))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check_free_text(item, f"{key}[{index}]")
-    elif isinstance(value, str) and "<" in value:
-        raise WorkflowError(
-            f"invalid config: {key}: {value!r} contains '<', which the config does not accept: the report "
-            "embeds config text in a script element, where '</script>' or '<!--' would break out of it. "
-            "Write it without '<' (a display name such as 'ViT < 1M' as 'ViT under 1M')."
-        )
-
-
-def ordered_model_names(config):
-    """The trained models in figure order: model_order, then the others by name."""
-    names = sorted(config["models"])
-    order = config["model_order"] or []
-    unknown = [name for name in order if name not in config["models"]]
-    if unknown:
-        raise WorkflowError(
-            f"invalid config: model_order: {', '.join(unknown)} {'is not a key' if len(unknown) == 1 else 'are not keys'} "
-            f"of models ({', '.join(names)})."
-        )
-    return list(order) + [name for name in names if name not in order]
-
-
-def check_config_files():
-    """A key given twice in a config file is an error, not a silent override (YAML loaders keep
-    the last one)."""
-    for path in workflow.configfiles:
-        try:
-            check_no_duplicate_keys(path)
-        except InputError as err:
-            raise WorkflowError(f"invalid config: {err}") from None
-
-
-def check_tables_complete():
-    """A Parquet table cut short (a killed copy, a full disk) is not rebuilt by Snakemake, which
-    only looks at its time stamp; its readers would fail after deleting their old outputs."""
-    broken = unreadable_tables("results")
-    if broken:
-        raise WorkflowError(
-            f"{len(broken)} Parquet table(s) under results/ are incomplete (cut short by a killed job, a full "
-            f"disk or a partial copy): {', '.join(broken)}. Delete them and rebuild them as targets "
-            f"(rm {' '.join(broken)} && snakemake --cores <n> {' '.join(broken)}, with your --configfile), then "
-            "run as before: what depends on them is rebuilt because they are newer."
-        )
-
-
-check_config_files()
-# Once, by the Snakemake you started: a job on a cluster node parses the workflow again while
-# other jobs write their tables.
-if workflow.is_main_process:
-    check_tables_complete()
-check_free_text(config)
-validate_config(config)
-canonicalise_config(config)
-check_weights(config)
-check_models_analysable(config)
-
-
-def twin_seed(name):
-    """Seed of a random twin: the config seed mixed with the model name, stable across runs."""
-    return config["seed"] * 1_000_003 + zlib.crc32(name.encode()) % 1_000_003
-
-
-def all_models():
-    """Every model to extract: the configured ones and their random-initialisation twins."""
-    models = {}
-    for name, spec in config["models"].items():
-        models[name] = {**spec, "name": name, "twin_of": None}
-        if spec["random_twin"]:
-            twin = f"{name}_random"
-            models[twin] = {
-                **spec,
-                "name": twin,
-                "display_name": f"{spec['display_name']} (random)",
-                "weights": {"source": "random_init", "seed": twin_seed(name)},
-                "twin_of": name,
-            }
-    return models
-
-
-MODELS = all_models()
-TRAINED_MODELS = ordered_model_names(config)
-for reference_model in config.get("paper_reference", {}):
-    if reference_model not in MODELS:
-        raise WorkflowError(
-            f"invalid config: paper_reference.{reference_model} is not a model or random twin of this config."
-        )
+try:
+    STAGES = check_config(config)
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+MODELS = STAGES.models
+TRAINED_MODELS = STAGES.trained
 
 
 def alternatives(names):
@@ -299,21 +79,11 @@ def alternatives(names):
 
 
 def dataset_kind(dataset):
-    return next(kind for kind in DATASET_KINDS if kind in config["datasets"][dataset])
+    return stage_models.dataset_kind(config, dataset)
 
 
 def has_segmentation(dataset):
-    """Whether a dataset has segmentations, hence per-token class/context labels (not CIFAR, nor
-    an image folder without masks)."""
-    kind = dataset_kind(dataset)
-    if kind == "image_folder":
-        return config["datasets"][dataset]["image_folder"].get("masks") is not None
-    return kind != "cifar100"
-
-
-def has_probe_split(dataset):
-    """Whether a dataset has ImageNet-S's test split, on which the linear probes are trained."""
-    return dataset_kind(dataset) not in ("cifar100", "image_folder")
+    return stage_models.has_segmentation(config, dataset)
 
 
 def datasets_of_kind(*kinds):
@@ -536,123 +306,25 @@ def descriptions(names):
     return [MODEL_DESCRIPTIONS[name] for name in names]
 
 
-# Model lists: which models each stage runs on. ---------------------------------------------------
+# Model lists: which models each stage runs on (class_embedding.stage_models). -------------------
 
-
-def configured_subset(key, names, allowed, what):
-    """A config list of model names, each checked against the allowed ones."""
-    for name in names:
-        if name not in allowed:
-            raise WorkflowError(f"invalid config: {key}: '{name}' is not {what} ({', '.join(allowed) or 'none'}).")
-    return list(names)
+SEGMENTED_MODELS = STAGES.segmented
+FINETUNED_MODELS = STAGES.finetuned
+USER_CHECKPOINT_MODELS = STAGES.user_checkpoints
+# Datasets of models fine-tuned here: a CIFAR-100 root you give must then hold the training split too.
+FINETUNED_DATASETS = sorted({model_dataset(m) for m in FINETUNED_MODELS})
+PERTURBATION_MODELS = STAGES.perturbation
+EXPLAIN_MODELS = STAGES.explain
+EXPLAIN_PERTURBATION_MODELS = STAGES.explain_perturbation
+EXPLAIN_FIGURE_MODEL = STAGES.explain_figure
+PROBE_MODELS = STAGES.probe
+PROBE_PERTURBATION_MODELS = STAGES.probe_perturbation
+VALUE_VECTOR_MODELS = STAGES.value_vectors
+EXPLORER_MODELS = STAGES.explorer
 
 
 def models_with_source(source):
     return [name for name, spec in MODELS.items() if spec["weights"]["source"] == source]
-
-
-def explain_models():
-    """Trained [CLS] models with gradient maps: explainability.models, by default all of them."""
-    cls_models = [name for name in TRAINED_MODELS if MODELS[name]["class_token"]]
-    names = config["explainability"]["models"]
-    if names is None:
-        return cls_models
-    return configured_subset("explainability.models", names, cls_models, "a trained model with a class token")
-
-
-def explain_figure_model():
-    """Model of fig_explain_head and fig_explain_combined: explainability.figures.model or the first explained one."""
-    name = config["explainability"]["figures"]["model"]
-    if name is None:
-        return EXPLAIN_MODELS[0]
-    return configured_subset("explainability.figures.model", [name], EXPLAIN_MODELS, "an explained model")[0]
-
-
-def explain_perturbation_models():
-    """Explained models that get the perturbation test: explainability.perturbation_models."""
-    names = config["explainability"]["perturbation_models"]
-    if names is None:
-        return EXPLAIN_MODELS
-    return configured_subset(
-        "explainability.perturbation_models", names, EXPLAIN_MODELS, "an explained model (explainability.models)"
-    )
-
-
-def probe_models():
-    """Trained models with linear probes: probing.models, by default every [CLS] model."""
-    names = config["probing"]["models"]
-    if names is None:
-        # CIFAR-100 and image folders have no ImageNet-S test split to train probes on.
-        return [name for name in TRAINED_MODELS if MODELS[name]["class_token"] and has_probe_split(model_dataset(name))]
-    for name in names:
-        if name not in TRAINED_MODELS:
-            raise WorkflowError(
-                f"invalid config: probing.models: '{name}' is not a key of models ({', '.join(TRAINED_MODELS)})."
-            )
-    return list(names)
-
-
-def value_vector_models():
-    """Models of tab_value_vector_classes: those memories.value_vectors.neurons names, else every
-    trained model; a block index outside a listed model stops the dry run."""
-    settings = config["memories"]["value_vectors"]
-    key = "memories.value_vectors"
-    if settings["neurons"] is None:
-        names = TRAINED_MODELS
-    else:
-        listed = configured_subset(f"{key}.neurons", settings["neurons"], TRAINED_MODELS, "a trained model")
-        names = [name for name in TRAINED_MODELS if name in listed]  # in figure order (model_order)
-    block = settings["block_index"]
-    for name in names:
-        if block is not None and block >= MODELS[name]["num_blocks"]:
-            raise WorkflowError(
-                f"invalid config: {key}.block_index: {block} is outside {name}'s blocks "
-                f"0..{MODELS[name]['num_blocks'] - 1} (0-based; null = the second to last)."
-            )
-    return list(names)
-
-
-def explorer_models():
-    """Trained models with an explorer page: explorer.models, by default all of them."""
-    names = config["explorer"]["models"]
-    if names is None:
-        return list(TRAINED_MODELS)
-    return configured_subset("explorer.models", names, TRAINED_MODELS, "a trained model")
-
-
-def check_token_map_blocks():
-    """token_maps.blocks name blocks every trained model has."""
-    blocks = config["token_maps"]["blocks"] or []
-    for name in TRAINED_MODELS:
-        outside = [b for b in blocks if b >= MODELS[name]["num_blocks"]]
-        if outside:
-            raise WorkflowError(
-                f"invalid config: token_maps.blocks: {outside} are outside {name}'s blocks "
-                f"0..{MODELS[name]['num_blocks'] - 1} (0-based; null = five spread over the depth)."
-            )
-
-
-# Trained models whose dataset has segmentations: the class/context analyses need token labels.
-SEGMENTED_MODELS = [name for name in TRAINED_MODELS if has_segmentation(model_dataset(name))]
-# Checkpoints given as a file: fine-tuned here when the path is null, else converted.
-FINETUNED_MODELS = [m for m in models_with_source("file") if MODELS[m]["weights"]["path"] is None]
-USER_CHECKPOINT_MODELS = [m for m in models_with_source("file") if m not in FINETUNED_MODELS]
-# Datasets of models fine-tuned here: a CIFAR-100 root you give must then hold the training split too.
-FINETUNED_DATASETS = sorted({model_dataset(m) for m in FINETUNED_MODELS})
-PERTURBATION_MODELS = [
-    m
-    for m in config["perturbation"]["models"] or SEGMENTED_MODELS
-    if m in SEGMENTED_MODELS and MODELS[m]["class_token"]
-]
-EXPLAIN_MODELS = explain_models()
-EXPLAIN_PERTURBATION_MODELS = explain_perturbation_models()
-EXPLAIN_FIGURE_MODEL = explain_figure_model() if EXPLAIN_MODELS else None
-PROBE_MODELS = probe_models()
-# Probed models whose explainability perturbation curves exist (probe figures).
-PROBE_PERTURBATION_MODELS = [name for name in PROBE_MODELS if name in EXPLAIN_PERTURBATION_MODELS]
-VALUE_VECTOR_MODELS = value_vector_models()
-EXPLORER_MODELS = explorer_models()
-check_token_map_blocks()
 
 
 # Named input functions: what a job of a {model} or {dataset} wildcard reads. ---------------------
@@ -954,7 +626,11 @@ def skipped_targets():
                 f"{name}: fig_context_identifiability_{name} and its rows of tab_context_change_rate_diff, "
                 f"tab_attn_perturbation, tab_context_perturbation (datasets.{dataset} has no masks)"
             )
-        if config["probing"]["models"] is None and MODELS[name]["class_token"] and not has_probe_split(dataset):
+        if (
+            config["probing"]["models"] is None
+            and MODELS[name]["class_token"]
+            and not stage_models.has_probe_split(config, dataset)
+        ):
             lines.append(
                 f"{name}: fig_probe_vs_projection_acc_{name}, fig_probe_perturbation_{name}, "
                 f"fig_linear_probing_all_{name} (datasets.{dataset} has no test split for the linear probes)"
@@ -1050,74 +726,3 @@ def preflight_inputs():
     files += [weight_check_file(model) for model in EXPECTED_VALUES]
     files.append("results/checks/user_inputs.json")
     return files
-
-
-def check_sample_images():
-    for name, spec in SAMPLE_IMAGES.items():
-        dataset = spec.get("stimulus", {}).get("dataset")
-        if dataset is not None and dataset not in config["datasets"]:
-            raise WorkflowError(
-                f"invalid config: sample_images.{name}.stimulus.dataset '{dataset}' is not a key of datasets."
-            )
-        if "path" in spec and not os.path.isfile(spec["path"]):
-            raise WorkflowError(f"sample_images.{name}.path: '{spec['path']}' does not exist. Fix the path.")
-
-
-def check_sample_name(key, name):
-    if name not in SAMPLE_IMAGES:
-        raise WorkflowError(
-            f"invalid config: {key}: '{name}' is not a key of sample_images ({', '.join(SAMPLE_IMAGES) or 'none'})."
-        )
-
-
-def check_expected_values():
-    """Expected values name a model (or random twin), a sample image, and layers, tokens and
-    classes that the model has."""
-    for model, expected in EXPECTED_VALUES.items():
-        key = f"expected_values.{model}"
-        if model not in MODELS:
-            raise WorkflowError(
-                f"invalid config: {key}: '{model}' is not a model or random twin of this config ({', '.join(MODELS)})."
-            )
-        check_sample_name(f"{key}.image", expected["image"])
-        spec = MODELS[model]
-        n_tokens = TokenLayout.of(spec).n_tokens
-        for kind in ("logits", "ranks", "top_classes"):
-            for layer, values in expected.get(kind, {}).items():
-                block = int(layer.split("_")[1])
-                if block >= spec["num_blocks"]:
-                    raise WorkflowError(
-                        f"invalid config: {key}.{kind}.{layer}: model '{model}' has blocks 0..{spec['num_blocks'] - 1}."
-                    )
-                if len(values) > n_tokens:
-                    raise WorkflowError(
-                        f"invalid config: {key}.{kind}.{layer}: {len(values)} tokens given, model '{model}' has {n_tokens}."
-                    )
-                classes = [c for v in values for c in v] if kind == "top_classes" else values if kind == "ranks" else []
-                if any(c >= spec["num_classes"] for c in classes):
-                    raise WorkflowError(
-                        f"invalid config: {key}.{kind}.{layer}: a class or rank beyond the model's {spec['num_classes']} classes."
-                    )
-
-
-def check_tutorial():
-    if TUTORIAL_MODEL is None:
-        return
-    configured_subset(
-        "tutorial.model",
-        [TUTORIAL_MODEL],
-        [name for name in TRAINED_MODELS if MODELS[name]["class_token"]],
-        "a trained model with a class token",
-    )
-    for part in ("cls_logits", "heatmap"):
-        check_sample_name(f"tutorial.{part}.image", config["tutorial"][part]["image"])
-    block = config["tutorial"]["cls_logits"]["block"]
-    if block is not None and block >= MODELS[TUTORIAL_MODEL]["num_blocks"]:
-        raise WorkflowError(
-            f"invalid config: tutorial.cls_logits.block: {block} is not a 0-based block of '{TUTORIAL_MODEL}'."
-        )
-
-
-check_sample_images()
-check_expected_values()
-check_tutorial()
