@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from class_embedding import tables
-from class_embedding.analyses import explain_auc, explain_perturbation, perturbation, probes
+from class_embedding.analyses import explain_auc, explain_perturbation, model_runs, probes
 from class_embedding.extraction import lens
 from class_embedding.models import preprocessing
 
@@ -94,7 +94,7 @@ def main() -> None:
     alpha = config.get("probing", {}).get("alpha", 1.0)
     kept_step = config.get("explainability", {}).get("kept_step", 1)
     images_dir = results / "data" / dataset / "ImageNetS919"
-    setup = perturbation.Setup.load(
+    setup = model_runs.Setup.load(
         spec, args.model, str(results / "checkpoints" / f"{args.model}.pt"),
         str(results / "data" / dataset / "stimuli.parquet"), str(images_dir),
     )  # fmt: skip

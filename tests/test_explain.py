@@ -11,7 +11,7 @@ from masked_attention import build, reference
 
 from class_embedding import tables
 from class_embedding.analyses import explain_auc, explain_perturbation, gradients
-from class_embedding.analyses.perturbation import TokenSelection
+from class_embedding.analyses.model_runs import TokenSelection
 from class_embedding.errors import InputError
 from class_embedding.extraction import projection
 from class_embedding.figures import explain_figures

@@ -12,7 +12,7 @@ from masked_attention import FAMILIES, build, last_block, reference
 from timm.models.vision_transformer import VisionTransformer
 
 from class_embedding import tables
-from class_embedding.analyses import perturbation, perturbation_tables, token_removal
+from class_embedding.analyses import model_runs, perturbation, perturbation_tables, token_removal
 from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
 from class_embedding.extraction import lens, projection, selection
@@ -154,7 +154,7 @@ def test_the_model_is_unchanged_afterwards(model, images):
         with perturbation.perturbed_attention(model, "self_only"):
             assert not any(block.attn.fused_attn for block in model.blocks)
             raise RuntimeError("inside")
-    with perturbation.TokenSelection(model) as selection:
+    with model_runs.TokenSelection(model) as selection:
         selection.set_positions(torch.zeros(len(images), 1, dtype=torch.long))
         last_state(model, images)
     assert all(block.attn.fused_attn for block in model.blocks)
@@ -293,7 +293,7 @@ def test_kept_tokens_attend_as_the_full_sequence_with_removed_keys_masked(scramb
     for block in model.blocks:
         block.attn.fused_attn = fused  # the bias or rotation reaches SDPA or the written-out softmax
     positions = random_kept(len(images), model.num_prefix_tokens, n_kept=6)
-    with perturbation.TokenSelection(model) as tokens:
+    with model_runs.TokenSelection(model) as tokens:
         tokens.set_positions(positions)
         state, logits = last_block(model, images)
     expected, expected_logits = reference(model, images, positions)
@@ -330,7 +330,7 @@ def test_token_removal_leaves_the_model_as_it_was(scrambled_vit, images, family)
     before, _ = last_block(model, images)
     hooks = all_hooks(model)
     with pytest.raises(RuntimeError, match="inside"):
-        with perturbation.TokenSelection(model) as tokens:
+        with model_runs.TokenSelection(model) as tokens:
             tokens.set_positions(random_kept(len(images), model.num_prefix_tokens, n_kept=3))
             last_block(model, images)
             raise RuntimeError("inside")
@@ -346,7 +346,7 @@ def test_the_prefix_tokens_are_never_removed(scrambled_vit, images):
     model = build(scrambled_vit, "dinov3", NUM_CLASSES)  # [CLS] and registers, rotary embeddings
     n_prefix = model.num_prefix_tokens
     assert n_prefix > 1
-    with perturbation.TokenSelection(model) as tokens:
+    with model_runs.TokenSelection(model) as tokens:
         with pytest.raises(ValueError, match="prefix"):
             tokens.set_positions(torch.tensor([[0, *range(2, n_prefix + 3)]]))
     with pytest.raises(InputError, match="token removal"):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from masked_attention import build, last_block, reference
 from test_model_families import TINY, assert_every_cell_is_the_models_own_output, images
 
-from class_embedding.analyses import perturbation
+from class_embedding.analyses import model_runs
 from class_embedding.data import imagenet_s
 from class_embedding.errors import InputError
 from class_embedding.extraction import model_audit
@@ -87,7 +87,7 @@ def test_token_removal_on_a_wide_grid_is_the_masked_full_forward(scrambled_vit, 
     generator = torch.Generator().manual_seed(3)
     chosen = [torch.randperm(n_patches, generator=generator)[:7].sort().values + n_prefix for _ in range(3)]
     positions = torch.cat([torch.arange(n_prefix).expand(3, -1), torch.stack(chosen)], dim=1)
-    with perturbation.TokenSelection(model) as tokens:
+    with model_runs.TokenSelection(model) as tokens:
         tokens.set_positions(positions)
         state, logits = last_block(model, batch)
     expected, expected_logits = reference(model, batch, positions)

@@ -1,7 +1,7 @@
 from class_embedding import logs
-from class_embedding.analyses import perturbation
+from class_embedding.analyses import model_runs, perturbation
 from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
-    setup = perturbation.Setup.for_job(snakemake)
+    setup = model_runs.Setup.for_job(snakemake)
     perturbation.run_attention(setup, snakemake.wildcards.type, snakemake.output, job_settings(snakemake, "extraction"))

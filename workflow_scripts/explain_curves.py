@@ -1,9 +1,9 @@
 from class_embedding import logs
-from class_embedding.analyses import explain_perturbation, perturbation
+from class_embedding.analyses import explain_perturbation, model_runs
 from class_embedding.run_settings import job_settings
 
 with logs.logged(snakemake):
-    setup = perturbation.Setup.for_job(snakemake)
+    setup = model_runs.Setup.for_job(snakemake)
     explain_perturbation.run_perturbation(
         setup,
         snakemake.input.maps,

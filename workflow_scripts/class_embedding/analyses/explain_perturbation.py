@@ -8,7 +8,7 @@ ascending) and ``random`` (one permutation per repeat, the same for every image:
 ``randperm(N)`` under the seeds first_seed, first_seed + 1, …; with first seed 0 and N = 49
 exactly the paper's orderings).
 Tokens are dropped as the embedded sequence enters the first block
-(:class:`class_embedding.analyses.perturbation.TokenSelection`), so kept tokens keep their positions:
+(:class:`class_embedding.analyses.model_runs.TokenSelection`), so kept tokens keep their positions:
 absolute embeddings are already added, relative position biases and rotary embeddings are gathered
 to the kept positions (:mod:`class_embedding.analyses.token_removal`). At a fixed number n of kept
 tokens every image and every ordering gives a sequence of n image tokens after the prefix tokens
@@ -35,7 +35,7 @@ from ..errors import InputError
 from ..models.tokens import TokenLayout
 from ..tables import read_table
 from .explain_auc import DIRECTIONS
-from .perturbation import TokenSelection, require_class_token
+from .model_runs import TokenSelection, require_class_token
 
 # ---------------------------------------------------------------------------------------------
 # Orderings
@@ -254,7 +254,7 @@ def stimulus_tensor(dataset, batch_size: int, workers: int) -> torch.Tensor:
 def run_perturbation(setup, maps_path, probe_ranks, output, settings: dict, extraction: dict) -> None:
     """Rule explain_perturbation: every ordering × direction × kept count of the stimuli.
 
-    ``setup`` is a :class:`class_embedding.analyses.perturbation.Setup`; ``probe_ranks`` the linear probes'
+    ``setup`` is a :class:`class_embedding.analyses.model_runs.Setup`; ``probe_ranks`` the linear probes'
     ranks.parquet or None (no linear_probe ordering then).
     """
     from .. import tables

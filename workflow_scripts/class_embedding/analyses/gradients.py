@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..extraction import lens, projection
 from ..models.tokens import TokenLayout
-from .perturbation import attention_modules, require_class_token
+from .model_runs import attention_modules, require_class_token
 
 #: Loss of a block's [CLS] projection. ``double_softmax`` is the paper's: cross-entropy applied
 #: to the already softmaxed projection (docs/method.md §7.6); ``cross_entropy`` applies it to the logits.
@@ -227,7 +227,7 @@ def read_maps(path, n_images: int | None = None) -> dict[str, np.ndarray]:
 def run_maps(setup, output_path, settings: dict, extraction: dict) -> None:
     """Gradient maps and Chefer relevance of every stimulus for its true class (rule explain_maps).
 
-    ``setup`` is a :class:`class_embedding.analyses.perturbation.Setup` (model and stimuli in stimulus order).
+    ``setup`` is a :class:`class_embedding.analyses.model_runs.Setup` (model and stimuli in stimulus order).
     """
     from .. import tables
     from ..models import building

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ..analyses import gradients
-from ..analyses.perturbation import require_class_token
+from ..analyses.model_runs import require_class_token
 from ..extraction import projection, selection
 from ..extraction.weight_check import SampleImage
 from ..models import ModelSpec
