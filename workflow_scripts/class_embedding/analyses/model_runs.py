@@ -73,7 +73,7 @@ class TokenSelection:
 
 @dataclass
 class Setup:
-    """What both perturbation rules load: the trained model and the stimuli in stimulus order."""
+    """What the perturbation and explanation jobs load: the trained model and the stimuli in stimulus order."""
 
     model: torch.nn.Module
     dataset: shards.StimulusImages
