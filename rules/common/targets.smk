@@ -5,8 +5,9 @@
 
 # Figures and tables ------------------------------------------------------------------------------
 
-# Plotting and table jobs take seconds: on a cluster they are submitted in batches (group
-# "figures", batch size group-components in profiles/slurm) instead of one job each.
+# Plotting and table jobs take seconds. They form the group "figures", which profiles/slurm leaves
+# at one SLURM job each (a group job asks for the sum of its members' cores and memory); on a
+# cluster with large nodes, --group-components figures=8 shares one SLURM job between eight.
 FIGURE_GROUP = "figures"
 
 
