@@ -110,6 +110,7 @@ def micro_config(models_section: dict) -> dict:
     return config
 
 
+@pytest.mark.workflow
 def test_every_checkpoint_rule_refuses_a_file_that_runs_code(tmp_path):
     marker = tmp_path / "marker"
     (tmp_path / "release").mkdir()
@@ -182,6 +183,7 @@ def malicious_cifar_archive(path: Path, marker: Path) -> Path:
     return path
 
 
+@pytest.mark.workflow
 def test_cifar_archive_with_a_wrong_checksum_is_never_unpickled(tmp_path):
     marker = tmp_path / "marker"
     archive = malicious_cifar_archive(tmp_path / "cifar-100-python.tar.gz", marker)

@@ -164,6 +164,7 @@ def test_round_robin_order_keeps_classes_balanced(run):
         ({"explorer": {"models": ["micro_vit"]}}, "explorer.models: 'micro_vit' is not a trained model"),
     ],
 )
+@pytest.mark.workflow
 def test_dry_run_refuses_blocks_and_models_the_config_lacks(tmp_path, section, message):
     config = {**yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text()), **section}
     result = snakemake(

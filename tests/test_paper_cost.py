@@ -26,6 +26,7 @@ def cost(rule, config=CONFIG, lens_ratio=1.25, **wildcards):
     return paper_cost.job_cost({"rule": rule, "wildcards": {"model": MODEL, **wildcards}}, config, B32, lens_ratio)
 
 
+@pytest.mark.workflow
 def test_dry_run_listing_gives_rules_wildcards_and_gpu_jobs():
     jobs = paper_cost.parse_dry_run((ROOT / "tests" / "data" / "paper_dry_run_excerpt.txt").read_text())
     assert jobs == [

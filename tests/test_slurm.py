@@ -121,6 +121,7 @@ def workflow_copy(tmp_path_factory):
     return fresh_copy(tmp_path_factory.mktemp("fresh") / "workflow")
 
 
+@pytest.mark.workflow
 def test_short_profile_name_plans_the_demo_in_a_fresh_copy(workflow_copy, tmp_path):
     env = no_user_profiles(tmp_path)
     assert (workflow_copy / "slurm").is_symlink(), "the link slurm -> profiles/slurm is not tracked by git"
@@ -143,6 +144,7 @@ def test_short_profile_name_plans_the_demo_in_a_fresh_copy(workflow_copy, tmp_pa
         assert len(defaults) == bare
 
 
+@pytest.mark.workflow
 def test_missing_executor_plugin_says_what_to_install(workflow_copy, tmp_path):
     """Snakemake finds executor plugins by scanning installed modules; hiding the module from that
     scan and from imports is what an environment without the plugin looks like."""
@@ -166,6 +168,7 @@ def test_missing_executor_plugin_says_what_to_install(workflow_copy, tmp_path):
     assert "pip install snakemake-executor-plugin-slurm" in last_line
 
 
+@pytest.mark.workflow
 def test_missing_slurm_commands_stop_the_run_before_anything_runs(tmp_path):
     """A login node without SLURM's client commands: the run stops once, before any job, naming
     what is missing and what to install (instead of one 'No such file' per job)."""

@@ -27,6 +27,7 @@ def test_code_passes_the_linters(command):
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}"
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("config", ["config.yaml", "tests/configs/micro.yaml", "config/paper.yaml"])
 def test_snakemake_lint_is_clean(config, tmp_path):
     configfile = paper_copy(tmp_path) if config == "config/paper.yaml" else REPO / config
