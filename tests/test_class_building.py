@@ -12,6 +12,8 @@ import pyarrow as pa
 import pytest
 
 from class_embedding.analyses import class_building, statistics
+from class_embedding.analyses.token_labels import read_token_labels
+from class_embedding.data import imagenet_s
 from class_embedding.errors import InputError
 from class_embedding.extraction import reader
 from class_embedding.figures import class_building_figures
@@ -88,28 +90,85 @@ def test_composition_brute_force():
 
 
 def test_label_grid_puts_image_token_t_at_position_t_plus_one_with_class_token():
-    # Labels of 2 images x 3 image tokens, rows in any order.
-    image = np.array([1, 0, 0, 1, 0, 1])
-    token = np.array([0, 2, 0, 2, 1, 1])
-    is_class = np.array([True, True, False, False, True, False])
-    grid = class_building.label_grid(image, token, is_class, n_images=2, n_tokens=4, layout=CLS_ONLY)
+    is_class = np.array([[False, True, True], [True, False, False]])
+    grid = class_building.label_grid(is_class, TokenLayout(token_grid=(1, 3), class_token=True))
     np.testing.assert_array_equal(grid, [[-1, 0, 1, 1], [-1, 1, 0, 0]])
+    assert grid.dtype == np.int8
     values = np.arange(8).reshape(2, 4)
     selected, selected_class = class_building.labelled_values(values, grid)
     np.testing.assert_array_equal(selected, [1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(selected_class, [False, True, True, True, False, False])
 
 
-def test_label_grid_without_class_token_and_errors():
-    image, token = np.repeat([0, 1], 2), np.tile([0, 1], 2)
-    grid = class_building.label_grid(image, token, [1, 0, 0, 1], n_images=2, n_tokens=2, layout=GAP)
+def test_label_grid_without_class_token():
+    grid = class_building.label_grid(np.array([[1, 0], [0, 1]]), TokenLayout(token_grid=(1, 2), class_token=False))
     np.testing.assert_array_equal(grid, [[1, 0], [0, 1]])
-    with pytest.raises(ValueError, match="token grid"):  # a 3-token grid for a 2-token model
-        class_building.label_grid(np.zeros(3), np.arange(3), [1, 0, 0], 1, 2, layout=GAP)
-    with pytest.raises(ValueError, match="1 image tokens unlabelled"):
-        class_building.label_grid(image[:3], token[:3], [1, 0, 0], 2, 2, layout=GAP)
-    with pytest.raises(ValueError, match="once"):  # image 0 token 0 twice, token 1 never
-        class_building.label_grid(image, np.array([0, 0, 0, 1]), [1, 0, 0, 1], 2, 2, layout=GAP)
+
+
+# A 2-image 2x3 grid written as the token_labels rule writes it: with a 2x3-pixel mask each token
+# is its own pixel. Image 0: class tokens 0, 4, 5; image 1: class tokens 1, 2.
+GRID_2X3 = TokenLayout(token_grid=(2, 3), class_token=True)
+MASKS_2X3 = [np.array([[1, 0, 0], [0, 1, 1]], bool), np.array([[0, 1, 1], [0, 0, 0]], bool)]
+IS_CLASS_2X3 = [[True, False, False, False, True, True], [False, True, True, False, False, False]]
+
+
+def labels_2x3(path, rows=None, images=(0, 1)):
+    """The token-label table of MASKS_2X3 as ``images``, its rows shuffled (or ``rows`` of them)."""
+    table = imagenet_s.token_label_rows(np.array(images), MASKS_2X3, GRID_2X3.grid)
+    order = np.random.default_rng(0).permutation(table.num_rows)
+    write_table(table.take(order if rows is None else rows), path)
+    return path
+
+
+def test_read_token_labels_of_a_2x3_grid_by_hand(tmp_path):
+    path = labels_2x3(tmp_path / "token_labels_g2x3.parquet")
+    is_class = read_token_labels(path, GRID_2X3)
+    assert is_class.dtype == bool
+    np.testing.assert_array_equal(is_class, IS_CLASS_2X3)
+    # Requested images in the order asked; other images of the table are left out.
+    np.testing.assert_array_equal(read_token_labels(path, GRID_2X3, np.array([1, 0])), IS_CLASS_2X3[::-1])
+    np.testing.assert_array_equal(read_token_labels(path, GRID_2X3, np.array([1])), IS_CLASS_2X3[1:])
+    # Stimulus ids need not start at 0 when images are named.
+    path = labels_2x3(tmp_path / "ids_5_7.parquet", images=(5, 7))
+    np.testing.assert_array_equal(read_token_labels(path, GRID_2X3, np.array([7, 5])), IS_CLASS_2X3[::-1])
+
+
+def test_read_token_labels_refuses_an_incomplete_table(tmp_path):
+    complete = np.arange(12)
+    # Image 1 lacks its token 4 (row 6 + 4).
+    path = labels_2x3(tmp_path / "token_labels_g2x3.parquet", np.delete(complete, 10))
+    with pytest.raises(
+        InputError, match=r"token_labels_g2x3.parquet: 1 image tokens unlabelled, e.g. token 4 of image 1"
+    ):
+        read_token_labels(path, GRID_2X3)
+    # Image 1 missing: asked for, or a gap in the ids 0..n-1 of every image.
+    path = labels_2x3(tmp_path / "one_image.parquet", complete[:6])
+    with pytest.raises(InputError, match=r"one_image.parquet: it has no token labels of images \[1\]"):
+        read_token_labels(path, GRID_2X3, np.array([0, 1]))
+    path = labels_2x3(tmp_path / "gap.parquet", images=(0, 2))
+    with pytest.raises(
+        InputError, match=r"no token labels of images \[1\] \(2 images with ids up to 2, ids must be 0..n-1\)"
+    ):
+        read_token_labels(path, GRID_2X3)
+    # Token 0 of image 0 twice, its token 1 never.
+    path = labels_2x3(tmp_path / "twice.parquet", np.r_[0, 0, 2:12])
+    with pytest.raises(InputError, match="image 0 has token 0 more than once"):
+        read_token_labels(path, GRID_2X3)
+    # A complete 2x3 table for a model of a 3x3 grid, and for one of a 2x2 grid.
+    path = labels_2x3(tmp_path / "complete.parquet")
+    for grid in (3, 2):
+        with pytest.raises(InputError, match="the label grid does not match the token grid") as refused:
+            read_token_labels(path, TokenLayout(token_grid=grid, class_token=True), model="vit")
+        assert f"complete {grid}x{grid} grid of {grid * grid} image tokens" in str(refused.value)
+        assert "vit's token grid" in str(refused.value) and "Rerun rule token_labels" in str(refused.value)
+
+
+def test_read_token_labels_refuses_unknown_labels(tmp_path):
+    table = imagenet_s.token_label_rows(np.array([0, 1]), MASKS_2X3, GRID_2X3.grid)
+    label = pa.array(["class"] * 11 + ["ignore"]).dictionary_encode()
+    write_table(table.set_column(2, "label", label), tmp_path / "labels.parquet")
+    with pytest.raises(InputError, match="image 1 has label 'ignore' at token 5"):
+        read_token_labels(tmp_path / "labels.parquet", GRID_2X3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -410,9 +410,9 @@ def hand_model(tmp_path):
         "name": "hand",
         "display_name": "Hand",
         "num_blocks": 2,
-        # The tables read the prefix ([CLS] only) from the layout; the hand-made rows have 2 image tokens.
+        # [CLS] and a 1x2 grid: the hand-made rows have 2 image tokens, which the token labels are checked against.
         "class_token": True,
-        "token_grid": 1,
+        "token_grid": [1, 2],
         "extract_dir": str(extract),
         "perturbation_dir": str(perturbed),
         "token_labels": str(tmp_path / "labels.parquet"),

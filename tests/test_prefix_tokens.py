@@ -2,6 +2,7 @@
 [CLS]-only, GAP, register and distilled layouts."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import timm
 import torch
@@ -12,7 +13,9 @@ from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
 from class_embedding.extraction import model_audit
 from class_embedding.extraction.shards import check_token_count
+from class_embedding.figures import class_building_figures
 from class_embedding.models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
+from class_embedding.tables import write_table
 
 CLS_ONLY = TokenLayout(token_grid=2, class_token=True)
 GAP = TokenLayout(token_grid=2, class_token=False)
@@ -74,13 +77,26 @@ def test_change_rates_report_register_and_distillation_series():
 
 
 def test_label_grid_places_image_token_t_after_every_prefix_token():
-    image, token = np.zeros(4, int), np.array([3, 0, 1, 2])
-    grid = class_building.label_grid(image, token, [1, 1, 0, 0], 1, 6, DISTILLED)
-    np.testing.assert_array_equal(grid, [[-1, -1, 1, 0, 0, 1]])
-    grid = class_building.label_grid(image, token, [1, 1, 0, 0], 1, 6, REGISTERS_GAP)
-    np.testing.assert_array_equal(grid, [[-1, -1, 1, 0, 0, 1]])
-    with pytest.raises(ValueError, match="token grid"):  # a [CLS]-only count for a register model
-        class_building.label_grid(image, token, [1, 1, 0, 0], 1, 5, REGISTERS)
+    is_class = np.array([[True, False, False, True]])
+    np.testing.assert_array_equal(class_building.label_grid(is_class, DISTILLED), [[-1, -1, 1, 0, 0, 1]])
+    np.testing.assert_array_equal(class_building.label_grid(is_class, REGISTERS_GAP), [[-1, -1, 1, 0, 0, 1]])
+    np.testing.assert_array_equal(class_building.label_grid(is_class, REGISTERS), [[-1, -1, -1, 1, 0, 0, 1]])
+
+
+def test_label_grid_of_a_register_model_refuses_a_cls_only_token_count(tmp_path):
+    table = pa.table(
+        {
+            "image": pa.array(np.zeros(4, np.int32)),
+            "token": pa.array(np.array([3, 0, 1, 2], np.int16)),
+            "label": pa.array(["class", "class", "context", "context"]).dictionary_encode(),
+        }
+    )
+    write_table(table, tmp_path / "token_labels_g2.parquet")
+    model = {"name": "reg", "token_grid": 2, "class_token": True, "register_tokens": 2}
+    model["token_labels"] = str(tmp_path / "token_labels_g2.parquet")
+    np.testing.assert_array_equal(class_building_figures.load_label_grid(model, 1, 7), [[-1, -1, -1, 1, 0, 0, 1]])
+    with pytest.raises(InputError, match="token_labels_g2.parquet does not fit reg"):  # [CLS] + 4 tokens, not 7
+        class_building_figures.load_label_grid(model, 1, 5)
 
 
 def test_token_perturbation_never_removes_prefix_tokens():

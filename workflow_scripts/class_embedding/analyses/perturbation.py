@@ -34,7 +34,8 @@ from ..extraction import lens, projection, selection
 from ..models import building, families
 from ..models.tokens import TokenLayout
 from .model_runs import Setup, TokenSelection, attention_modules, require_class_token
-from .perturbation_masks import ATTENTION_TYPES, kept_token_mask, load_class_mask
+from .perturbation_masks import ATTENTION_TYPES, kept_token_mask
+from .token_labels import read_token_labels
 
 # ---------------------------------------------------------------------------------------------
 # Attention perturbation (docs/method.md §4.9)
@@ -339,16 +340,11 @@ def run_attention(setup: Setup, kind: str, output, settings: dict) -> None:
 
 
 def run_tokens(setup: Setup, mask: str, token_labels: str | Path, output, settings: dict) -> None:
-    class_mask = load_class_mask(token_labels)  # row i = image i
+    layout = TokenLayout.of_timm(setup.model)
+    class_mask = read_token_labels(token_labels, layout, model=setup.metadata.get("model"))  # row i = image i
     if not np.array_equal(setup.images, np.arange(class_mask.shape[0])):
         raise InputError(
             f"{token_labels} labels {class_mask.shape[0]} images but the stimuli are {len(setup.images)}: rebuild it."
-        )
-    layout = TokenLayout.of_timm(setup.model)
-    if class_mask.shape[1] != layout.n_image_tokens:
-        raise InputError(
-            f"{token_labels} has {class_mask.shape[1]} tokens per image but the model "
-            f"{setup.metadata['model']} has {layout.n_image_tokens}: check models.*.token_grid."
         )
     device = building.pick_device(settings["device"])
     result = token_perturbation(

@@ -28,8 +28,8 @@ from .perturbation_masks import (
     KEPT_LABEL,
     MASK_TYPES,
     kept_token_mask,
-    load_class_mask,
 )
+from .token_labels import read_token_labels
 
 
 def percent_rank0(ranks: np.ndarray) -> float:
@@ -156,6 +156,6 @@ def tab_context_perturbation(models: list[dict], output, seed=None) -> None:
     rows = []
     for model in models:
         unperturbed, correct = unperturbed_last_block(model)
-        class_mask = load_class_mask(model["token_labels"])
+        class_mask = read_token_labels(model["token_labels"], TokenLayout.of(model), model=model["name"])
         rows += [context_row(model, mask, class_mask, unperturbed, correct) for mask in MASK_TYPES]
     write_csv(pd.DataFrame(rows, columns=CONTEXT_COLUMNS), output.csv)

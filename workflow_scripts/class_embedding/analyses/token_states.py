@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..extraction.reader import column_arrays, read_grid, read_predictions
+from ..extraction.reader import read_grid, read_predictions
 from ..models.tokens import TokenLayout
 from ..tables import read_table
-
-CLASS, CONTEXT = "class", "context"
+from .token_labels import CLASS, CONTEXT, read_token_labels
 
 
 def spread_blocks(num_blocks: int, count: int = 5) -> list[int]:
@@ -65,20 +64,8 @@ def token_labels(layout: TokenLayout, labels_table: str | Path | None, images: n
     labels = np.tile(kinds, (images.size, 1))
     if labels_table is None:
         return labels
-    table = column_arrays(read_table(labels_table, columns=["image", "token", "label"]))
-    n_grid = layout.n_image_tokens
-    order = np.lexsort((table["token"], table["image"]))
-    image_ids, token_ids, names = table["image"][order], table["token"][order], table["label"][order]
-    if image_ids.size % n_grid or not np.array_equal(token_ids, np.tile(np.arange(n_grid), image_ids.size // n_grid)):
-        raise InputError(
-            f"{labels_table}: token labels are not a complete {layout.grid[0]}x{layout.grid[1]} grid per "
-            f"image; rerun rule token_labels."
-        )
-    by_image = dict(zip(image_ids[::n_grid].tolist(), names.reshape(-1, n_grid)))
-    missing = [int(i) for i in images if int(i) not in by_image]
-    if missing:
-        raise InputError(f"{labels_table} has no token labels of images {missing[:5]}; rerun rule token_labels.")
-    labels[:, layout.image_tokens] = np.stack([by_image[int(i)] for i in images]).astype(object)
+    is_class = read_token_labels(labels_table, layout, images)
+    labels[:, layout.image_tokens] = np.where(is_class, CLASS, CONTEXT).astype(object)
     return labels
 
 

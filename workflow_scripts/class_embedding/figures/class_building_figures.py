@@ -29,10 +29,11 @@ from ..analyses.class_building import (
 )
 from ..analyses.identifiability import CLS, DISTILLATION, IMAGE, REGISTER, SIGNIFICANCE_LEVEL
 from ..analyses.statistics import BOX_STATS, box_stats, permutation_rng, permutation_test
+from ..analyses.token_labels import read_token_labels
 from ..errors import InputError
 from ..extraction.reader import load_block, load_top1
 from ..models.tokens import TokenLayout
-from ..tables import read_table, write_csv
+from ..tables import write_csv
 from .identifiability_figures import block_ci
 from .plotting import (
     BOX_SATURATION,
@@ -54,25 +55,18 @@ log = logging.getLogger(__name__)
 
 
 def load_label_grid(model: dict, n_images: int, n_tokens: int) -> np.ndarray:
-    """Class/context label of every sequence position (see :func:`class_building.label_grid`)."""
-    path = model["token_labels"]
-    table = read_table(path, columns=["image", "token", "label"])
-    labels = table.column("label").cast("string").to_numpy(zero_copy_only=False)
-    try:
-        return label_grid(
-            table.column("image").to_numpy(),
-            table.column("token").to_numpy(),
-            labels == CLASS,
-            n_images,
-            n_tokens,
-            TokenLayout.of(model),
-        )
-    except ValueError as err:
+    """Class/context label of every sequence position (see :func:`class_building.label_grid`) of the
+    model's (n_images, n_tokens) extraction grid."""
+    path, layout = model["token_labels"], TokenLayout.of(model)
+    is_class = read_token_labels(path, layout, model=model["name"])
+    if (n_images, n_tokens) != (is_class.shape[0], layout.n_tokens):
         raise InputError(
             f"{path} does not fit {model['name']} ({n_images} images, {n_tokens} tokens, "
-            f"token_grid {TokenLayout.of(model).grid_name}): {err}. Check the model's token_grid and dataset "
+            f"token_grid {layout.grid_name}): it labels {is_class.shape[0]} images of {layout.n_image_tokens} "
+            f"image tokens, {layout.n_tokens} tokens with the prefix. Check the model's token_grid and dataset "
             f"in the config, or delete {path} so that it is rebuilt."
-        ) from None
+        )
+    return label_grid(is_class, layout)
 
 
 # ---------------------------------------------------------------------------------------------
