@@ -1,5 +1,5 @@
 # Helpers of every file in rules/ (Snakemake's linter wants no rules here): the config checked
-# (class_embedding.config_checks) and each stage's models (class_embedding.stage_models); path
+# (class_embedding.config.checks) and each stage's models (class_embedding.config.stage_models); path
 # helpers (resources/ for what is fetched, results/ for what is computed); named input functions
 # of the {model} and {dataset} wildcards; resource helpers; the target tables and the targets of
 # the default target. Nothing here imports torch, so that a dry run stays fast.
@@ -12,7 +12,9 @@ from snakemake.utils import validate
 
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
-from class_embedding import config_checks, job_status, network, stage_models
+from class_embedding import job_status, network
+from class_embedding.config import checks as config_checks
+from class_embedding.config import stage_models
 from class_embedding.errors import InputError
 from class_embedding.extraction.model_checks import check_models
 from class_embedding.models.tokens import TokenLayout
@@ -78,7 +80,7 @@ def alternatives(names):
 include: "common/paths.smk"
 
 
-# Model lists: which models each stage runs on (class_embedding.stage_models). -------------------
+# Model lists: which models each stage runs on (class_embedding.config.stage_models). -------------------
 
 SEGMENTED_MODELS = STAGES.segmented
 FINETUNED_MODELS = STAGES.finetuned

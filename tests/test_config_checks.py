@@ -1,5 +1,5 @@
-"""The config checks and the stage model lists as functions (class_embedding.config_checks,
-class_embedding.stage_models), on the demo config with the schema's defaults filled in: each
+"""The config checks and the stage model lists as functions (class_embedding.config.checks,
+class_embedding.config.stage_models), on the demo config with the schema's defaults filled in: each
 refusal names its key, and the lists are the ones the demo's DAG runs."""
 
 import copy
@@ -11,7 +11,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from class_embedding import config_checks, stage_models
+from class_embedding.config import checks as config_checks
+from class_embedding.config import stage_models
 from class_embedding.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]

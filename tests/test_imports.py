@@ -7,7 +7,7 @@ from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[1] / "workflow_scripts" / "class_embedding"
 # Subpackage -> floor; top-level modules (errors, tables, logs, ...) are the ground floor.
-FLOORS = {"data": 1, "models": 2, "extraction": 3, "analyses": 4, "figures": 5, "explorer": 6}
+FLOORS = {"data": 1, "models": 2, "config": 3, "extraction": 3, "analyses": 4, "figures": 5, "explorer": 6}
 
 
 def library_imports(root: Path = LIBRARY) -> dict[str, set[str]]:

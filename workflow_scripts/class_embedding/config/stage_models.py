@@ -9,8 +9,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from .config_checks import DATASET_KINDS, configured_subset
-from .errors import InputError
+from ..errors import InputError
+from .checks import DATASET_KINDS, configured_subset
 
 
 def dataset_kind(config: dict, dataset: str) -> str:

@@ -12,11 +12,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config_files import check_no_duplicate_keys
-from .data.image_folder import scan_image_folder
-from .errors import InputError
-from .models.tokens import TokenLayout
-from .table_check import unreadable_tables
+from ..config_files import check_no_duplicate_keys
+from ..data.image_folder import scan_image_folder
+from ..errors import InputError
+from ..models.tokens import TokenLayout
+from ..table_check import unreadable_tables
 
 # How a dataset is obtained: an existing ImageNet-S layout, the demo generator, prepared by
 # rules/data.smk from downloads and your files (ImageNet-S919, CIFAR-100), or your own labelled
