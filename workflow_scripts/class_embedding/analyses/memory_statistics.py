@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..extraction.reader import column_arrays, load_predictions, load_sublayer
 from ..models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
 from ..tables import read_table
+from .box_statistics import box_stats
 from .identifiability import SIGNIFICANCE_LEVEL, group_blocks, wilcoxon_greater
 from .memories import (
     LAYER_TYPES,
@@ -31,7 +32,7 @@ from .memories import (
     random_classes,
     rate_per_class,
 )
-from .statistics import bootstrap_interval, box_stats, permutation_rng, permutation_test
+from .statistics import bootstrap_interval, permutation_rng, permutation_test
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import zlib
 
-import matplotlib.cbook
 import numpy as np
 
 CONFIDENCE = 0.95
@@ -117,12 +116,3 @@ def bootstrap_interval(
     means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
     low, high = np.percentile(means, percentiles)
     return float(low), float(high)
-
-
-BOX_STATS = ["mean", "med", "q1", "q3", "whislo", "whishi"]
-
-
-def box_stats(values: np.ndarray) -> dict[str, float]:
-    """Exact boxplot statistics as seaborn computes them (1.5 IQR whiskers), without fliers."""
-    stats = matplotlib.cbook.boxplot_stats(np.ravel(values), whis=1.5)[0]
-    return {key: float(stats[key]) for key in BOX_STATS}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..analyses.box_statistics import BOX_STATS, box_stats
 from ..analyses.class_building import (
     ATTN,
     CLASS,
@@ -28,7 +29,7 @@ from ..analyses.class_building import (
     sublayer_change_rates,
 )
 from ..analyses.identifiability import CLS, DISTILLATION, IMAGE, REGISTER, SIGNIFICANCE_LEVEL
-from ..analyses.statistics import BOX_STATS, box_stats, permutation_rng, permutation_test
+from ..analyses.statistics import permutation_rng, permutation_test
 from ..analyses.token_labels import read_token_labels
 from ..errors import InputError
 from ..extraction.reader import load_block, load_top1

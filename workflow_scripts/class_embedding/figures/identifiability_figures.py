@@ -17,6 +17,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from ..analyses.box_statistics import BOX_STATS, box_stats
 from ..analyses.identifiability import (
     CLS,
     DISTILLATION,
@@ -33,7 +34,6 @@ from ..analyses.identifiability import (
     token_types,
     wilcoxon_greater,
 )
-from ..analyses.statistics import BOX_STATS, box_stats
 from ..extraction.reader import load_block, load_correct
 from ..models.tokens import TokenLayout
 from ..tables import write_csv
