@@ -40,7 +40,7 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/extract.smk"
-include: "rules/figures.smk"
+include: "rules/identifiability.smk"
 include: "rules/class_building.smk"
 include: "rules/perturbation.smk"
 include: "rules/memories.smk"

@@ -19,7 +19,7 @@ from test_paper_config import REPO, dry_run, job_counts, paper_copy
 from workflow_runs import snakemake, write_config
 
 from class_embedding import job_status
-from class_embedding.data import preflight
+from class_embedding.data import user_inputs
 from class_embedding.errors import InputError
 from class_embedding.models import building, checkpoints, pretrained
 
@@ -104,12 +104,12 @@ def test_imagenet_val_archive_is_opened_not_read(tmp_path):
     archive = tmp_path / "val.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(image, arcname=image.name)
-    (checked,) = preflight.check_user_inputs(imagenet_s_datasets(archive), set())
+    (checked,) = user_inputs.check_user_inputs(imagenet_s_datasets(archive), set())
     assert checked["kind"] == "tar archive" and checked["key"] == "datasets.imagenet_s.imagenet_s.imagenet_val"
     not_tar = tmp_path / "val_copy.tar"
     not_tar.write_bytes(b"not an archive")
     with pytest.raises(InputError, match="neither a directory nor a tar archive"):
-        preflight.check_user_inputs(imagenet_s_datasets(not_tar), set())
+        user_inputs.check_user_inputs(imagenet_s_datasets(not_tar), set())
 
 
 def test_imagenet_val_folder_counts_its_images(tmp_path):
@@ -118,12 +118,12 @@ def test_imagenet_val_folder_counts_its_images(tmp_path):
         target = folder / wnid if wnid else folder
         target.mkdir(parents=True, exist_ok=True)
         (target / f"ILSVRC2012_val_{index + 1:08d}.JPEG").write_bytes(b"x")
-    (checked,) = preflight.check_user_inputs(imagenet_s_datasets(folder), set())
+    (checked,) = user_inputs.check_user_inputs(imagenet_s_datasets(folder), set())
     assert checked["images"] == 3 and "50000" in checked["warning"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match=r"imagenet_val: the folder '.*empty' holds no ILSVRC2012_val_"):
-        preflight.check_user_inputs(imagenet_s_datasets(empty), set())
+        user_inputs.check_user_inputs(imagenet_s_datasets(empty), set())
 
 
 def cifar_root(tmp_path, files=("test", "meta"), classes=100):
@@ -136,13 +136,13 @@ def cifar_root(tmp_path, files=("test", "meta"), classes=100):
 
 
 def test_cifar_root_layout(tmp_path):
-    (checked,) = preflight.check_user_inputs(cifar_root(tmp_path / "a"), set())
+    (checked,) = user_inputs.check_user_inputs(cifar_root(tmp_path / "a"), set())
     assert checked["files"] == ["test", "meta"]
     # Fine-tuning here needs the training split too.
     with pytest.raises(InputError, match=r"datasets\.cifar100\.cifar100\.root: .* lacks cifar-100-python/train"):
-        preflight.check_user_inputs(cifar_root(tmp_path / "b"), {"cifar100"})
+        user_inputs.check_user_inputs(cifar_root(tmp_path / "b"), {"cifar100"})
     with pytest.raises(InputError, match="names 10 classes, CIFAR-100 has 100"):
-        preflight.check_user_inputs(cifar_root(tmp_path / "c", classes=10), set())
+        user_inputs.check_user_inputs(cifar_root(tmp_path / "c", classes=10), set())
 
 
 # Offline: every fetching job fails in seconds, is never retried, and names what it needs and the

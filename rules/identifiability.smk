@@ -22,4 +22,4 @@ for target, with_twins in IDENTIFIABILITY_TARGETS.items():
             models=descriptions(TRAINED_MODELS),
             seed=config["seed"],
         script:
-            "../workflow_scripts/figure.py"
+            "../workflow_scripts/identifiability_figure.py"
