@@ -1,7 +1,8 @@
 # How blocks build the class representation (notebook 2, docs/method.md §4.5–§4.8): per-model figures of
 # the sublayer change rates and residual composition, and of class- vs context-labelled tokens,
-# and one table over all trained models. Functions in class_embedding.class_building_figures are
-# named like their rules; captions (report/<rule>.rst) say which paper figure each reproduces.
+# and one table over all trained models. Functions in class_embedding.figures.class_building_figures
+# (figures) and class_embedding.analyses.class_building_statistics (the table) are named like their
+# rules; captions (report/<rule>.rst) say which paper figure each reproduces.
 
 # Permutations of the class/context tests, as in the paper (docs/method.md §4.7).
 CONTEXT_PERMUTATIONS = config["statistics"]["permutations"]

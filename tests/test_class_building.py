@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from class_embedding.analyses import class_building, statistics
+from class_embedding.analyses import class_building, class_building_statistics, statistics
 from class_embedding.analyses.token_labels import read_token_labels
 from class_embedding.data import imagenet_s
 from class_embedding.errors import InputError
@@ -400,7 +400,7 @@ def test_fig_context_identifiability_gap(models, tmp_path):
 
 def test_tab_context_change_rate_diff(models, tmp_path):
     output = SimpleNamespace(csv=tmp_path / "tab.csv")
-    class_building_figures.tab_context_change_rate_diff(models=models, output=output, seed=0, n_permutations=30)
+    class_building_statistics.tab_context_change_rate_diff(models=models, output=output, seed=0, n_permutations=30)
     table = pd.read_csv(output.csv).set_index(["model", "block"])
     # CLS block 2: Δ_attn of image tokens [-1, 1, -1, 2], [1, 1, -1, -1]; class mean
     # (-1 - 1 + 1 + 1)/4 = 0, context (1 + 2 - 1 - 1)/4 = 0.25.

@@ -7,13 +7,18 @@ import pytest
 import timm
 import torch
 
-from class_embedding.analyses import class_building, explain_perturbation, identifiability, perturbation
+from class_embedding.analyses import (
+    class_building,
+    class_building_statistics,
+    explain_perturbation,
+    identifiability,
+    perturbation,
+)
 from class_embedding.analyses.memory_statistics import token_0_kind
 from class_embedding.analyses.perturbation_masks import kept_token_mask
 from class_embedding.errors import InputError
 from class_embedding.extraction import model_audit
 from class_embedding.extraction.shards import check_token_count
-from class_embedding.figures import class_building_figures
 from class_embedding.models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
 from class_embedding.tables import write_table
 
@@ -94,9 +99,9 @@ def test_label_grid_of_a_register_model_refuses_a_cls_only_token_count(tmp_path)
     write_table(table, tmp_path / "token_labels_g2.parquet")
     model = {"name": "reg", "token_grid": 2, "class_token": True, "register_tokens": 2}
     model["token_labels"] = str(tmp_path / "token_labels_g2.parquet")
-    np.testing.assert_array_equal(class_building_figures.load_label_grid(model, 1, 7), [[-1, -1, -1, 1, 0, 0, 1]])
+    np.testing.assert_array_equal(class_building_statistics.load_label_grid(model, 1, 7), [[-1, -1, -1, 1, 0, 0, 1]])
     with pytest.raises(InputError, match="token_labels_g2.parquet does not fit reg"):  # [CLS] + 4 tokens, not 7
-        class_building_figures.load_label_grid(model, 1, 5)
+        class_building_statistics.load_label_grid(model, 1, 5)
 
 
 def test_token_perturbation_never_removes_prefix_tokens():

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..extraction.reader import read_grid, read_predictions
+from ..extraction.reader import load_block, read_grid, read_predictions
 from ..models.tokens import TokenLayout
 from ..tables import read_table
+from .identifiability import class_identifiability
 from .token_labels import CLASS, CONTEXT, read_token_labels
 
 
@@ -89,3 +90,9 @@ def configured_images(stimuli: pd.DataFrame, entries: list[dict], key: str) -> l
             )
         ids.append(int(rows["image"].iloc[0]))
     return ids
+
+
+def block_ci(model: dict, block: int) -> np.ndarray:
+    """Class identifiability of every (image, token) of the residual stream after ``block``."""
+    ranks = load_block(model["extract_dir"], block, "rank")
+    return class_identifiability(ranks, model["num_classes"])

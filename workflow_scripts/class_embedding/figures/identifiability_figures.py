@@ -26,7 +26,6 @@ from ..analyses.identifiability import (
     SIGNIFICANCE_LEVEL,
     accuracy,
     change_rate,
-    class_identifiability,
     group_blocks,
     identifiability_rates,
     identifiable_token_counts,
@@ -34,6 +33,7 @@ from ..analyses.identifiability import (
     token_types,
     wilcoxon_greater,
 )
+from ..analyses.token_states import block_ci
 from ..extraction.reader import load_block, load_correct
 from ..models.tokens import TokenLayout
 from ..tables import write_csv
@@ -71,12 +71,6 @@ def random_twin(model: dict) -> dict | None:
         "display_name": f"{model['display_name']} (random)",
         "random_twin": None,
     }
-
-
-def block_ci(model: dict, block: int) -> np.ndarray:
-    """Class identifiability of every (image, token) of the residual stream after ``block``."""
-    ranks = load_block(model["extract_dir"], block, "rank")
-    return class_identifiability(ranks, model["num_classes"])
 
 
 # ---------------------------------------------------------------------------------------------
