@@ -25,7 +25,7 @@ use rule download as download_sample_image with:
 rule weight_check:
     input:
         unpack(weight_check_sample_inputs),
-        checkpoint=model_checkpoint,
+        checkpoint=by_model(checkpoint_path),
     output:
         "results/checks/weights_{model}.json",
     log:

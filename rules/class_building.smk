@@ -10,7 +10,7 @@ CONTEXT_PERMUTATIONS = config["statistics"]["permutations"]
 
 rule fig_class_building:
     input:
-        model_layer_tables,
+        by_model(layer_tables),
     output:
         **figure_outputs("fig_class_building", "Class building", per_model=True),
     log:
@@ -30,8 +30,8 @@ rule fig_class_building:
 
 rule fig_context_identifiability:
     input:
-        tables=model_hidden_state_tables,
-        token_labels=model_token_labels,
+        tables=by_model(layer_tables, kinds=("hs",)),
+        token_labels=by_model(token_labels_table),
     output:
         **figure_outputs("fig_context_identifiability", "Class building", per_model=True),
     log:

@@ -9,7 +9,7 @@
 
 rule explain_maps:
     input:
-        unpack(model_stimulus_run_inputs),
+        unpack(by_model(stimulus_run_inputs)),
     output:
         f"{model_dir('explain', '{model}')}/maps.parquet",
     log:
@@ -31,7 +31,7 @@ rule explain_maps:
 
 rule explain_perturbation:
     input:
-        unpack(model_stimulus_run_inputs),
+        unpack(by_model(stimulus_run_inputs)),
         maps=rules.explain_maps.output[0],
         # The linear_probe ordering, for models with probes (rules/probing.smk).
         probe_ranks=model_probe_ranks,
@@ -82,7 +82,7 @@ for _name in EXPLAIN_HEATMAP_FIGURES:
 
 rule fig_explain_sum:
     input:
-        unpack(model_stimulus_run_inputs),
+        unpack(by_model(stimulus_run_inputs)),
     output:
         **figure_outputs("fig_explain_sum", "Explainability", per_model=True),
     log:

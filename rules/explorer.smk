@@ -6,7 +6,7 @@
 rule fig_token_maps:
     input:
         unpack(model_token_map_inputs),
-        tables=model_hidden_state_tables,
+        tables=by_model(layer_tables, kinds=("hs",)),
     output:
         **figure_outputs("fig_token_maps", "Token maps", per_model=True),
     log:
@@ -28,7 +28,7 @@ rule fig_token_maps:
 rule explorer_page:
     input:
         unpack(model_token_map_inputs),
-        tables=model_layer_tables,
+        tables=by_model(layer_tables),
     output:
         report(
             "results/explorer/{model}.html",

@@ -4,9 +4,9 @@
 
 rule extract_shard:
     input:
-        unpack(model_stimulus_run_inputs),
+        unpack(by_model(stimulus_run_inputs)),
         # Known values on a sample image first, when the config gives them (rules/checks.smk).
-        weight_check=model_weight_check,
+        weight_check=by_model(weight_check_file),
     output:
         temp(directory("results/extract/{model}/shards/{shard}")),
     log:

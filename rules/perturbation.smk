@@ -15,7 +15,7 @@ UNPERTURBED_LAST_BLOCKS = [
 # One rule per experiment (a script: directive in a loop would run the last loop value's script).
 rule attn_perturbation:
     input:
-        unpack(model_stimulus_run_inputs),
+        unpack(by_model(stimulus_run_inputs)),
     output:
         **perturbation_outputs("attn_perturbation"),
     log:
@@ -38,8 +38,8 @@ rule attn_perturbation:
 
 rule token_perturbation:
     input:
-        unpack(model_stimulus_run_inputs),
-        token_labels=model_token_labels,
+        unpack(by_model(stimulus_run_inputs)),
+        token_labels=by_model(token_labels_table),
     output:
         **perturbation_outputs("token_perturbation"),
     log:

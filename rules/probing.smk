@@ -24,7 +24,7 @@ rule probe_stimuli:
 
 rule linear_probes:
     input:
-        unpack(model_stimulus_run_inputs),
+        unpack(by_model(stimulus_run_inputs)),
         probe_stimuli=model_probe_stimuli,
     output:
         ranks=probe_ranks_table("{model}"),
@@ -51,21 +51,21 @@ rule linear_probes:
 PROBE_FIGURES = {
     "fig_probe_vs_projection_acc": (
         PROBE_MODELS,
-        {"probe_accuracy": rules.linear_probes.output.accuracy, "layers": model_layer_tables},
+        {"probe_accuracy": rules.linear_probes.output.accuracy, "layers": by_model(layer_tables)},
         {"seed": config["seed"], "n_bootstrap": config["statistics"]["bootstrap"]},
     ),
     "fig_probe_perturbation": (
         PROBE_PERTURBATION_MODELS,
-        {"curves": rules.explain_perturbation.output.curves, "predictions": model_predictions},
+        {"curves": rules.explain_perturbation.output.curves, "predictions": by_model(predictions_table)},
         {},
     ),
     "fig_linear_probing_all": (
         PROBE_PERTURBATION_MODELS,
         {
             "probe_accuracy": rules.linear_probes.output.accuracy,
-            "layers": model_layer_tables,
+            "layers": by_model(layer_tables),
             "curves": rules.explain_perturbation.output.curves,
-            "predictions": model_predictions,
+            "predictions": by_model(predictions_table),
         },
         {"seed": config["seed"], "n_bootstrap": config["statistics"]["bootstrap"]},
     ),

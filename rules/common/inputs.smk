@@ -2,6 +2,12 @@
 # rules/common.smk; no rules here.
 
 
+def by_model(function, **kwargs):
+    """The input or params function of a rule's {model} wildcard that ``function(model, **kwargs)``
+    is: one adapter instead of a named wrapper per helper."""
+    return lambda wildcards: function(wildcards.model, **kwargs)
+
+
 def model_spec(wildcards):
     """A model's entry as the jobs that compute from it get it: without its display name, so that
     a new label reruns only figures, tables and pages."""
@@ -10,26 +16,6 @@ def model_spec(wildcards):
 
 def model_description(wildcards):
     return MODEL_DESCRIPTIONS[wildcards.model]
-
-
-def model_checkpoint(wildcards):
-    return checkpoint_path(wildcards.model)
-
-
-def model_layer_tables(wildcards):
-    return layer_tables(wildcards.model)
-
-
-def model_hidden_state_tables(wildcards):
-    return layer_tables(wildcards.model, kinds=("hs",))
-
-
-def model_predictions(wildcards):
-    return predictions_table(wildcards.model)
-
-
-def model_token_labels(wildcards):
-    return token_labels_table(wildcards.model)
 
 
 def model_preprocessing(wildcards):
@@ -96,10 +82,6 @@ def shard_inputs(model):
     return inputs
 
 
-def model_weight_check(wildcards):
-    return weight_check_file(wildcards.model)
-
-
 def model_probe_ranks(wildcards):
     """The linear-probe token ordering, for models with probes."""
     return probe_ranks_table(wildcards.model) if wildcards.model in PROBE_MODELS else []
@@ -120,10 +102,6 @@ def stimulus_run_inputs(model):
         "stimuli": stimuli_table(model),
         "checkpoint": checkpoint_path(model),
     }
-
-
-def model_stimulus_run_inputs(wildcards):
-    return stimulus_run_inputs(wildcards.model)
 
 
 def stimulus_run_params(*sections):
