@@ -16,6 +16,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from workflow_runs import snakemake, write_config
@@ -100,3 +103,44 @@ def test_each_example_has_its_outputs(examples_run, name):
     perturbations = sorted(path.name for path in (results / "perturbation" / name).glob("*.parquet"))
     # Both token and both attention perturbations, with their predictions: of [CLS] models only.
     assert len(perturbations) == (8 if example_models()[name]["class_token"] else 0), perturbations
+
+
+# Prefix tokens besides [CLS]: 4 registers (registers_cls) and a distillation token (distilled).
+
+
+def test_prefix_models_have_their_figures_and_tables(examples_run):
+    results = examples_run[2] / "results"
+    assert (results / "tables/tab_identifiability_rates.csv").is_file()
+    for model in ("registers_cls", "distilled"):
+        for name in ("fig_class_building", "fig_context_identifiability", "fig_explain_sum"):
+            assert (results / f"figures/{name}_{model}.pdf").is_file()
+    assert {"registers_cls", "distilled"} <= set(pd.read_csv(results / "tables/tab_context_perturbation.csv")["model"])
+
+
+def test_prefix_tokens_are_not_image_tokens(examples_run):
+    results = examples_run[2] / "results"
+    rates = pd.read_csv(results / "tables/tab_identifiability_rates.csv").set_index("model")
+    assert rates.loc["registers_cls", "n_image_tokens"] == 16
+    assert rates.loc["distilled", "n_image_tokens"] == 16
+    # Brute force from the extraction: grid tokens only (positions after [CLS] and the registers).
+    hs = pq.read_table(results / "extract/registers_cls/hs_1.parquet").to_pandas()
+    assert hs["token"].max() + 1 == 1 + 4 + 16
+    image = hs[hs["token"] >= 5]
+    per_image = image.groupby("image")["rank"].apply(lambda r: np.mean(r == 0) * 100)
+    assert rates.loc["registers_cls", "pct_tokens"] == pytest.approx(per_image.mean())
+    metadata = pq.read_schema(results / "extract/registers_cls/hs_1.parquet").metadata
+    assert metadata[b"num_prefix_tokens"] == b"5"
+
+
+def test_register_and_distillation_tokens_are_their_own_token_types(examples_run):
+    results = examples_run[2] / "results"
+    evolution = pd.read_csv(results / "tables/fig_identifiability_evolution.csv")
+    kinds = evolution.groupby("model")["token_type"].agg(set)
+    assert kinds["registers_cls"] == {"[CLS]", "register", "image"}
+    assert kinds["distilled"] == {"[CLS]", "[DIST]", "image"}
+    n_values = evolution.set_index(["model", "token_type"])["n_values"].groupby(level=[0, 1]).first()
+    n_images = n_values["registers_cls", "[CLS]"]
+    assert n_values["registers_cls", "register"] == 4 * n_images
+    assert n_values["registers_cls", "image"] == 16 * n_images
+    building = pd.read_csv(results / "tables/fig_class_building_distilled.csv")
+    assert {"attn - [DIST]", "mlp - [DIST]"} <= set(building["series"])

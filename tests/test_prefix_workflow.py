@@ -1,12 +1,11 @@
-"""End to end with prefix tokens besides [CLS] (4 registers; a distilled model), and on a plain
-labelled image folder without masks."""
+"""End to end on a plain labelled image folder, with and without masks (prefix tokens besides
+[CLS] run end to end in tests/test_examples.py: registers_cls, distilled)."""
 
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import timm
 import torch
@@ -15,56 +14,12 @@ from PIL import Image
 from workflow_runs import snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-MICRO_PREFIX = REPO / "tests" / "configs" / "micro_prefix.yaml"
 
 pytestmark = pytest.mark.workflow
 
 
 def run_micro(config: Path, workdir: Path, *targets: str) -> subprocess.CompletedProcess:
     return snakemake("--cores", "2", *targets, configfiles=[config], workdir=workdir, timeout=3000)
-
-
-@pytest.fixture(scope="module")
-def prefix_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("micro_prefix")
-    result = run_micro(MICRO_PREFIX, workdir)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir / "results"
-
-
-def test_every_figure_and_table_is_built(prefix_run):
-    assert (prefix_run / "tables/tab_identifiability_rates.csv").is_file()
-    for model in ("micro_reg", "micro_dist"):
-        for name in ("fig_class_building", "fig_context_identifiability", "fig_explain_sum"):
-            assert (prefix_run / f"figures/{name}_{model}.pdf").is_file()
-    assert set(pd.read_csv(prefix_run / "tables/tab_context_perturbation.csv")["model"]) == {"micro_reg", "micro_dist"}
-
-
-def test_prefix_tokens_are_not_image_tokens(prefix_run):
-    rates = pd.read_csv(prefix_run / "tables/tab_identifiability_rates.csv").set_index("model")
-    assert rates.loc["micro_reg", "n_image_tokens"] == 16
-    assert rates.loc["micro_dist", "n_image_tokens"] == 16
-    # Brute force from the extraction: grid tokens only (positions after [CLS] and the registers).
-    hs = pq.read_table(prefix_run / "extract/micro_reg/hs_1.parquet").to_pandas()
-    assert hs["token"].max() + 1 == 1 + 4 + 16
-    image = hs[hs["token"] >= 5]
-    per_image = image.groupby("image")["rank"].apply(lambda r: np.mean(r == 0) * 100)
-    assert rates.loc["micro_reg", "pct_tokens"] == pytest.approx(per_image.mean())
-    metadata = pq.read_schema(prefix_run / "extract/micro_reg/hs_1.parquet").metadata
-    assert metadata[b"num_prefix_tokens"] == b"5"
-
-
-def test_register_and_distillation_tokens_are_their_own_token_types(prefix_run):
-    evolution = pd.read_csv(prefix_run / "tables/fig_identifiability_evolution.csv")
-    kinds = evolution.groupby("model")["token_type"].agg(set)
-    assert kinds["micro_reg"] == {"[CLS]", "register", "image"}
-    assert kinds["micro_dist"] == {"[CLS]", "[DIST]", "image"}
-    n_values = evolution.set_index(["model", "token_type"])["n_values"].groupby(level=[0, 1]).first()
-    n_images = n_values["micro_reg", "[CLS]"]
-    assert n_values["micro_reg", "register"] == 4 * n_images
-    assert n_values["micro_reg", "image"] == 16 * n_images
-    building = pd.read_csv(prefix_run / "tables/fig_class_building_micro_dist.csv")
-    assert {"attn - [DIST]", "mlp - [DIST]"} <= set(building["series"])
 
 
 def write_image_folder(root: Path) -> None:
