@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from class_embedding.data import cifar, preflight
+from class_embedding.data import cifar, user_inputs
 from class_embedding.data.safe_pickle import load_cifar_pickle
 from class_embedding.errors import InputError
 
@@ -131,7 +131,7 @@ def test_the_library_reads_official_files(tmp_path):
     batch = cifar.load_batch(folder / "test")
     assert batch["images"].shape == (12, 32, 32, 3) and batch["labels"].tolist() == [i % 100 for i in range(12)]
     assert cifar.label_names(folder)[:2] == ["fine_0", "fine_1"]
-    (checked,) = preflight.check_user_inputs({"cifar100": {"cifar100": {"root": str(tmp_path / "root")}}}, {"cifar100"})
+    (checked,) = user_inputs.check_user_inputs({"cifar100": {"cifar100": {"root": str(tmp_path / "root")}}}, {"cifar100"})
     assert checked["kind"] == "cifar-100 root"
 
 
@@ -183,7 +183,7 @@ def test_a_payload_is_refused_and_never_runs(tmp_path, kind, protocol):
     with pytest.raises(InputError, match="is not CIFAR-100's file"):
         cifar.load_batch(folder / "test")
     with pytest.raises(InputError, match=r"^datasets\.cifar100\.cifar100\.root: .*meta is not CIFAR-100's file"):
-        preflight.check_user_inputs({"cifar100": {"cifar100": {"root": str(tmp_path / "root")}}}, set())
+        user_inputs.check_user_inputs({"cifar100": {"cifar100": {"root": str(tmp_path / "root")}}}, set())
     assert not marker.exists()
     # The payload is live: plain pickle runs it, so the refusal above is what kept it from running.
     pickle.loads((folder / "test").read_bytes())
