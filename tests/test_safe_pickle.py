@@ -131,7 +131,9 @@ def test_the_library_reads_official_files(tmp_path):
     batch = cifar.load_batch(folder / "test")
     assert batch["images"].shape == (12, 32, 32, 3) and batch["labels"].tolist() == [i % 100 for i in range(12)]
     assert cifar.label_names(folder)[:2] == ["fine_0", "fine_1"]
-    (checked,) = user_inputs.check_user_inputs({"cifar100": {"cifar100": {"root": str(tmp_path / "root")}}}, {"cifar100"})
+    (checked,) = user_inputs.check_user_inputs(
+        {"cifar100": {"cifar100": {"root": str(tmp_path / "root")}}}, {"cifar100"}
+    )
     assert checked["kind"] == "cifar-100 root"
 
 
