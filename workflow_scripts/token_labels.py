@@ -5,8 +5,8 @@ from class_embedding.data import folder_masks, imagenet_s
 from class_embedding.models.tokens import TokenLayout, parse_grid_name
 
 with logs.logged(snakemake):
-    # The metadata keeps a square grid's side, as the config gives it.
-    grid = TokenLayout(parse_grid_name(snakemake.wildcards.grid), class_token=False).token_grid
+    layout = TokenLayout(parse_grid_name(snakemake.wildcards.grid), class_token=False)
+    grid = layout.token_grid
     stimuli = tables.read_table(snakemake.input.stimuli)
     if "masks" in snakemake.input.keys():
         labels = folder_masks.token_label_table(stimuli, snakemake.input.masks, grid)
@@ -14,4 +14,4 @@ with logs.logged(snakemake):
         labels = imagenet_s.token_label_table(
             stimuli, Path(snakemake.input.images).parent, snakemake.input.categories, grid
         )
-    tables.write_table(labels, snakemake.output[0], {"token_grid": grid if isinstance(grid, int) else list(grid)})
+    tables.write_table(labels, snakemake.output[0], {"token_grid": layout.metadata()["token_grid"]})
