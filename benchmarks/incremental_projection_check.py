@@ -23,6 +23,7 @@ import timm
 import torch
 import yaml
 
+from class_embedding import results_layout as layout
 from class_embedding.extraction import lens, projection, shards
 from class_embedding.models import building, checkpoints, preprocessing
 
@@ -135,11 +136,11 @@ def check(model, batches) -> tuple[dict, dict, dict, dict]:
     return incremental, direct, {"incremental_vs_direct": compare(incremental, direct, logits, targets)}, logits
 
 
-def demo_batches(results: Path, spec: dict, batch: int) -> list:
-    stimuli = pq.read_table(results / "data" / spec["dataset"] / "stimuli.parquet")
+def demo_batches(workdir: Path, spec: dict, batch: int) -> list:
+    stimuli = pq.read_table(workdir / layout.stimuli_table(spec["dataset"]))
     dataset = shards.StimulusImages(
         stimuli.column("file").to_pylist(),
-        results / "data" / spec["dataset"] / "ImageNetS919",
+        workdir / layout.dataset_dir(spec["dataset"]) / "ImageNetS919",
         preprocessing.Preprocessing(spec["preprocessing"]),
     )
     images = torch.stack([dataset[i] for i in range(len(dataset))])
@@ -147,10 +148,10 @@ def demo_batches(results: Path, spec: dict, batch: int) -> list:
     return [(images[i : i + batch], targets[i : i + batch]) for i in range(0, len(images), batch)]
 
 
-def stored_tables(folder: Path, names) -> dict:
+def stored_tables(paths: dict, names) -> dict:
     out = {}
     for name in names:
-        table = pq.read_table(folder / f"{name}.parquet")
+        table = pq.read_table(paths[name])
         n_tokens = int(table.column("token").to_numpy().max()) + 1
         out[name] = lens.LayerReduction(
             rank=torch.from_numpy(table.column("rank").to_numpy().reshape(-1, n_tokens)),
@@ -174,19 +175,20 @@ def main() -> None:
     record = {"benchmark": "incremental_projection_check", **benchmark_common.machine_record(device), "models": {}}
 
     results = Path(args.demo_results)
+    workdir = results.parent  # the run's working directory: layout paths start with results/
     config = yaml.safe_load(Path(args.config).read_text())
     for name, spec in (config.get("models") or {}).items():
         for variant in [name] + ([f"{name}_random"] if spec.get("random_twin") else []):
-            checkpoint = results / "checkpoints" / f"{variant}.pt"
+            checkpoint = workdir / layout.checkpoint(variant)
             if not checkpoint.is_file():
                 print(f"[{variant}] no checkpoint at {checkpoint}: skipped", file=sys.stderr)
                 continue
             model = checkpoints.load_checkpoint(building.build_model(spec, name), checkpoint, variant)
-            batches = demo_batches(results, spec, 64)
+            batches = demo_batches(workdir, spec, 64)
             incremental, direct, entry, logits = check(model, batches)
             targets = torch.cat([t for _, t in batches])
-            tables = results / "extract" / variant
-            if tables.is_dir():
+            tables = {name: workdir / path for name, path in layout.layer_tables(variant, spec["num_blocks"]).items()}
+            if all(path.is_file() for path in tables.values()):
                 entry["incremental_vs_stored_tables"] = compare(
                     incremental, stored_tables(tables, logits), logits, targets
                 )

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import yaml
 
+from class_embedding import results_layout as layout
 from class_embedding import tables
 from class_embedding.analyses import explain_auc, explain_perturbation, model_runs, probes
 from class_embedding.extraction import lens
@@ -88,18 +89,19 @@ def main() -> None:
     args = parse_args()
     device = benchmark_common.prepare(args)
     results = Path(args.results)
+    workdir = results.parent  # the run's working directory: layout paths start with results/
     config = yaml.safe_load(Path(args.config).read_text())
     spec = config["models"][args.model]
     dataset = spec["dataset"]
     alpha = config.get("probing", {}).get("alpha", 1.0)
     kept_step = config.get("explainability", {}).get("kept_step", 1)
-    images_dir = results / "data" / dataset / "ImageNetS919"
+    images_dir = workdir / layout.dataset_dir(dataset) / "ImageNetS919"
     setup = model_runs.Setup.load(
-        spec, args.model, str(results / "checkpoints" / f"{args.model}.pt"),
-        str(results / "data" / dataset / "stimuli.parquet"), str(images_dir),
+        spec, args.model, str(workdir / layout.checkpoint(args.model)),
+        str(workdir / layout.stimuli_table(dataset)), str(images_dir),
     )  # fmt: skip
     model = setup.model.eval()
-    probe_table = tables.read_table(results / "data" / dataset / "probe_stimuli.parquet")
+    probe_table = tables.read_table(workdir / layout.probe_stimuli_table(dataset))
     preprocess = preprocessing.Preprocessing(spec["preprocessing"])
     probe_set = probes.LabelledImages(probe_table, images_dir, preprocess)
     probe_images = torch.stack([probe_set[i][0] for i in range(len(probe_set))])
@@ -130,7 +132,7 @@ def main() -> None:
     record = {**benchmark_common.machine_record(device), "model": args.model, "results": str(results)}
     record.update(probe_images=len(probe_labels), stimuli=len(targets), alpha=alpha, blocks=n_blocks)
     record["fit_seconds"] = fit_seconds
-    stored_path = results / "probes" / args.model / "ranks.parquet"
+    stored_path = workdir / layout.probe_tables(args.model)["ranks"]
     if stored_path.exists():  # the rule's own probes: the exact side must reproduce them
         stored = tables.read_table(stored_path).to_pandas()
         mismatches = 0

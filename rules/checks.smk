@@ -12,7 +12,7 @@
 # Fetched like a dataset's downloads (rule download: cached, local, retried inside the job).
 use rule download as download_sample_image with:
     output:
-        sample_path("{sample}"),
+        layout.sample_path("{sample}"),
     log:
         "results/logs/download_sample_image/{sample}.log",
     wildcard_constraints:
@@ -25,9 +25,9 @@ use rule download as download_sample_image with:
 rule weight_check:
     input:
         unpack(weight_check_sample_inputs),
-        checkpoint=by_model(checkpoint_path),
+        checkpoint=by_model(layout.checkpoint),
     output:
-        "results/checks/weights_{model}.json",
+        layout.weight_check("{model}"),
     log:
         "results/logs/weight_check/{model}.log",
     wildcard_constraints:
@@ -47,7 +47,7 @@ rule weight_check:
 
 rule check_user_inputs:
     output:
-        "results/checks/user_inputs.json",
+        layout.user_inputs_check(),
     log:
         "results/logs/check_user_inputs.log",
     localrule: True
@@ -64,7 +64,7 @@ rule preflight:
     input:
         preflight_inputs(),
     output:
-        "results/checks/preflight.json",
+        layout.preflight_check(),
     log:
         "results/logs/preflight.log",
     localrule: True

@@ -10,7 +10,7 @@ CONTEXT_PERMUTATIONS = config["statistics"]["permutations"]
 
 rule fig_class_building:
     input:
-        by_model(layer_tables),
+        by_model(layer_table_list),
     output:
         **figure_outputs("fig_class_building", "Class building", per_model=True),
     log:
@@ -30,7 +30,7 @@ rule fig_class_building:
 
 rule fig_context_identifiability:
     input:
-        tables=by_model(layer_tables, kinds=("hs",)),
+        tables=by_model(layer_table_list, kinds=("hs",)),
         token_labels=by_model(token_labels_table),
     output:
         **figure_outputs("fig_context_identifiability", "Class building", per_model=True),
@@ -52,7 +52,7 @@ rule fig_context_identifiability:
 
 rule tab_context_change_rate_diff:
     input:
-        tables=[table for m in SEGMENTED_MODELS for table in layer_tables(m, kinds=("hs", "attn"))],
+        tables=[table for m in SEGMENTED_MODELS for table in layer_table_list(m, kinds=("hs", "attn"))],
         token_labels=sorted({token_labels_table(m) for m in SEGMENTED_MODELS}),
     output:
         **figure_outputs("tab_context_change_rate_diff", "Class building"),

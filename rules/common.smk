@@ -3,6 +3,7 @@
 # helpers (resources/ for what is fetched, results/ for what is computed); named input functions
 # of the {model} and {dataset} wildcards; resource helpers; the target tables and the targets of
 # the default target. Nothing here imports torch, so that a dry run stays fast.
+import functools
 import os
 import shutil
 import sys
@@ -13,6 +14,7 @@ from snakemake.utils import validate
 # The library's torch-free parts describe models when the rules are parsed.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow_scripts"))
 from class_embedding import job_status, network
+from class_embedding import results_layout as layout
 from class_embedding.config import checks as config_checks
 from class_embedding.config import stage_models
 from class_embedding.errors import InputError

@@ -25,7 +25,7 @@ rule demo_dataset:
 # (--cache): another checkout of the workflow reuses a download instead of fetching it again.
 rule download:
     output:
-        download_path("{dataset}", "{item}"),
+        layout.download_path("{dataset}", "{item}"),
     log:
         "results/logs/download/{dataset}_{item}.log",
     wildcard_constraints:
@@ -46,7 +46,7 @@ rule download:
 rule prepare_imagenet_s:
     input:
         **{
-            item: download_path("{dataset}", item)
+            item: layout.download_path("{dataset}", item)
             for item in ("segmentation", "validation_names", "validation_mapping", "test_mapping", "categories")
         },
         imagenet_val=imagenet_val_archive,
@@ -74,7 +74,7 @@ rule prepare_cifar100:
         source=cifar_source,
     output:
         images=prepared_dataset_outputs()["images"],
-        pickles=directory("results/data/{dataset}/cifar-100-python"),
+        pickles=directory(layout.cifar_pickles("{dataset}")),
     log:
         "results/logs/prepare_cifar100/{dataset}.log",
     benchmark:
@@ -97,7 +97,7 @@ checkpoint stimuli:
         unpack(dataset_inputs),
         unpack(stimuli_csv),
     output:
-        "results/data/{dataset}/stimuli.parquet",
+        layout.stimuli_table("{dataset}"),
     log:
         "results/logs/stimuli/{dataset}.log",
     conda:
@@ -118,7 +118,7 @@ rule token_labels:
         unpack(dataset_inputs),
         stimuli=rules.stimuli.output[0],
     output:
-        "results/data/{dataset}/token_labels_g{grid}.parquet",
+        layout.token_labels_table("{dataset}", "{grid}"),
     log:
         "results/logs/token_labels/{dataset}_g{grid}.log",
     wildcard_constraints:

@@ -11,7 +11,7 @@ rule explain_maps:
     input:
         unpack(by_model(stimulus_run_inputs)),
     output:
-        f"{model_dir('explain', '{model}')}/maps.parquet",
+        layout.explain_tables("{model}")["maps"],
     log:
         "results/logs/explain_maps/{model}.log",
     benchmark:
@@ -36,8 +36,8 @@ rule explain_perturbation:
         # The linear_probe ordering, for models with probes (rules/probing.smk).
         probe_ranks=model_probe_ranks,
     output:
-        curves=f"{model_dir('explain', '{model}')}/perturbation_curves.parquet",
-        correct=f"{model_dir('explain', '{model}')}/perturbation_correct.parquet",
+        curves=layout.explain_tables("{model}")["curves"],
+        correct=layout.explain_tables("{model}")["correct"],
     log:
         "results/logs/explain_perturbation/{model}.log",
     benchmark:
@@ -73,7 +73,7 @@ for _name in EXPLAIN_HEATMAP_FIGURES:
             "../envs/explain.yaml"
         threads: 2
         params:
-            model=MODEL_DESCRIPTIONS.get(EXPLAIN_FIGURE_MODEL),
+            model=describe_model(EXPLAIN_FIGURE_MODEL) if EXPLAIN_FIGURE_MODEL else None,
             spec=compute_spec(MODELS[EXPLAIN_FIGURE_MODEL]) if EXPLAIN_FIGURE_MODEL else None,
             explainability=result_settings(config, "explainability"),
         script:

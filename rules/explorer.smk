@@ -6,7 +6,7 @@
 rule fig_token_maps:
     input:
         unpack(model_token_map_inputs),
-        tables=by_model(layer_tables, kinds=("hs",)),
+        tables=by_model(layer_table_list, kinds=("hs",)),
     output:
         **figure_outputs("fig_token_maps", "Token maps", per_model=True),
     log:
@@ -28,10 +28,10 @@ rule fig_token_maps:
 rule explorer_page:
     input:
         unpack(model_token_map_inputs),
-        tables=by_model(layer_tables),
+        tables=by_model(layer_table_list),
     output:
         report(
-            "results/explorer/{model}.html",
+            layout.explorer_page("{model}"),
             caption="../report/explorer.rst",
             category="Token explorer",
             subcategory="{model}",
@@ -55,9 +55,9 @@ rule explorer_page:
 
 rule explorer_index:
     input:
-        [f"results/explorer/{model}.html" for model in EXPLORER_MODELS],
+        [layout.explorer_page(model) for model in EXPLORER_MODELS],
     output:
-        "results/explorer/index.html",
+        layout.explorer_index(),
     log:
         "results/logs/explorer/index.log",
     group:

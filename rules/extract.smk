@@ -8,7 +8,7 @@ rule extract_shard:
         # Known values on a sample image first, when the config gives them (rules/checks.smk).
         weight_check=by_model(weight_check_file),
     output:
-        temp(directory("results/extract/{model}/shards/{shard}")),
+        temp(directory(layout.extraction_shard("{model}", "{shard}"))),
     log:
         "results/logs/extract_shard/{model}_{shard}.log",
     benchmark:
@@ -32,8 +32,8 @@ for merged_model in MODELS:
         input:
             shard_inputs(merged_model),
         output:
-            layers=layer_tables(merged_model),
-            predictions=predictions_table(merged_model),
+            layers=layer_table_list(merged_model),
+            predictions=layout.predictions_table(merged_model),
         log:
             f"results/logs/merge_extraction/{merged_model}.log",
         conda:

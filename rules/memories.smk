@@ -6,10 +6,9 @@
 
 rule value_projections:
     input:
-        checkpoint=checkpoint_path("{model}"),
+        checkpoint=layout.checkpoint("{model}"),
     output:
-        classes=f"{model_dir('memories', '{model}')}/class_memories.parquet",
-        memories=f"{model_dir('memories', '{model}')}/memory_classes.parquet",
+        **layout.memory_tables("{model}"),
     log:
         "results/logs/value_projections/{model}.log",
     wildcard_constraints:

@@ -6,8 +6,8 @@ rule train_demo_model:
     input:
         unpack(model_dataset_files),
     output:
-        checkpoint=checkpoint_path("{model}"),
-        report="results/checkpoints/{model}.training.json",
+        checkpoint=layout.checkpoint("{model}"),
+        report=layout.training_report("{model}"),
     log:
         "results/logs/train_demo_model/{model}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule train_demo_model:
 
 rule random_twin_checkpoint:
     output:
-        checkpoint_path("{model}"),
+        layout.checkpoint("{model}"),
     log:
         "results/logs/random_twin_checkpoint/{model}.log",
     wildcard_constraints:
@@ -56,7 +56,7 @@ rule random_twin_checkpoint:
 
 rule fetch_timm_weights:
     output:
-        checkpoint_path("{model}"),
+        layout.checkpoint("{model}"),
     log:
         "results/logs/fetch_timm_weights/{model}.log",
     wildcard_constraints:
@@ -75,7 +75,7 @@ rule fetch_timm_weights:
 # Fetched like a dataset's downloads (rule download: cached, local, retried inside the job).
 use rule download as download_checkpoint with:
     output:
-        release_checkpoint_path("{model}"),
+        layout.release_checkpoint(config["weights_cache"], "{model}"),
     log:
         "results/logs/download_checkpoint/{model}.log",
     wildcard_constraints:
@@ -89,7 +89,7 @@ rule convert_checkpoint:
     input:
         checkpoint_source,
     output:
-        checkpoint_path("{model}"),
+        layout.checkpoint("{model}"),
     log:
         "results/logs/convert_checkpoint/{model}.log",
     wildcard_constraints:
@@ -107,7 +107,7 @@ rule convert_checkpoint:
 # The start of fine-tuning: the pretrained backbone with a new, seeded head.
 use rule fetch_timm_weights as fetch_finetune_init with:
     output:
-        finetune_init_path("{model}"),
+        layout.finetune_init_checkpoint("{model}"),
     log:
         "results/logs/fetch_finetune_init/{model}.log",
     wildcard_constraints:
@@ -126,8 +126,8 @@ rule finetune_cifar:
         init=rules.fetch_finetune_init.output[0],
         pickles=finetune_pickles,
     output:
-        checkpoint=protected(checkpoint_path("{model}")),
-        report="results/checkpoints/{model}.training.json",
+        checkpoint=protected(layout.checkpoint("{model}")),
+        report=layout.training_report("{model}"),
     log:
         "results/logs/finetune_cifar/{model}.log",
     benchmark:

@@ -6,9 +6,9 @@
 
 # What the tables compare with: the last residual stream and predictions of the extraction.
 UNPERTURBED_LAST_BLOCKS = [
-    f"{model_dir('extract', m)}/{name}.parquet"
+    path
     for m in PERTURBATION_MODELS
-    for name in (f"hs_{MODELS[m]['num_blocks'] - 1}", "predictions")
+    for path in (layer_tables(m)[f"hs_{MODELS[m]['num_blocks'] - 1}"], layout.predictions_table(m))
 ]
 
 

@@ -10,7 +10,7 @@ rule probe_stimuli:
     input:
         unpack(dataset_inputs),
     output:
-        probe_stimuli_table("{dataset}"),
+        layout.probe_stimuli_table("{dataset}"),
     log:
         "results/logs/probe_stimuli/{dataset}.log",
     conda:
@@ -27,8 +27,7 @@ rule linear_probes:
         unpack(by_model(stimulus_run_inputs)),
         probe_stimuli=model_probe_stimuli,
     output:
-        ranks=probe_ranks_table("{model}"),
-        accuracy=f"{model_dir('probes', '{model}')}/accuracy.parquet",
+        **layout.probe_tables("{model}"),
     log:
         "results/logs/linear_probes/{model}.log",
     benchmark:
@@ -51,21 +50,21 @@ rule linear_probes:
 PROBE_FIGURES = {
     "fig_probe_vs_projection_acc": (
         PROBE_MODELS,
-        {"probe_accuracy": rules.linear_probes.output.accuracy, "layers": by_model(layer_tables)},
+        {"probe_accuracy": rules.linear_probes.output.accuracy, "layers": by_model(layer_table_list)},
         {"seed": config["seed"], "n_bootstrap": config["statistics"]["bootstrap"]},
     ),
     "fig_probe_perturbation": (
         PROBE_PERTURBATION_MODELS,
-        {"curves": rules.explain_perturbation.output.curves, "predictions": by_model(predictions_table)},
+        {"curves": rules.explain_perturbation.output.curves, "predictions": by_model(layout.predictions_table)},
         {},
     ),
     "fig_linear_probing_all": (
         PROBE_PERTURBATION_MODELS,
         {
             "probe_accuracy": rules.linear_probes.output.accuracy,
-            "layers": by_model(layer_tables),
+            "layers": by_model(layer_table_list),
             "curves": rules.explain_perturbation.output.curves,
-            "predictions": by_model(predictions_table),
+            "predictions": by_model(layout.predictions_table),
         },
         {"seed": config["seed"], "n_bootstrap": config["statistics"]["bootstrap"]},
     ),

@@ -22,7 +22,7 @@ if TUTORIAL_MODEL is not None:
                 _name
             input:
                 **sample_image_inputs(TUTORIAL[_part]["image"]),
-                checkpoint=checkpoint_path(TUTORIAL_MODEL),
+                checkpoint=layout.checkpoint(TUTORIAL_MODEL),
                 weight_check=weight_check_file(TUTORIAL_MODEL),
             output:
                 **figure_outputs(_name, "Tutorial"),

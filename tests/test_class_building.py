@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from result_tables import flat_tables
 
 from class_embedding.analyses import class_building, class_building_statistics, statistics
 from class_embedding.analyses.token_labels import read_token_labels
@@ -325,7 +326,7 @@ def models(tmp_path_factory):
                 "class_token": class_token,
                 "token_grid": 2,  # the layout's prefix is what the figures read
                 "num_blocks": len(layers["hs"]),
-                "extract_dir": str(root / name),
+                **flat_tables(root / name),
             }
         )
     return result
@@ -340,7 +341,7 @@ def run_figure(function, model, tmp_path, **kwargs):
 
 
 def test_load_top1_reorders_rows(models):
-    np.testing.assert_array_equal(reader.load_top1(models[0]["extract_dir"], 1, "attn"), ATTN)
+    np.testing.assert_array_equal(reader.load_top1(models[0]["layers"], 1, "attn"), ATTN)
 
 
 def test_fig_class_building_cls(models, tmp_path):
@@ -419,5 +420,5 @@ def test_mismatched_token_labels_name_the_file(models, tmp_path):
     write_layer(tmp_path, "hs_0", np.zeros((2, 10)))  # 9 image tokens but a 2 x 2 label grid
     with pytest.raises(InputError, match="token_labels_g2.parquet"):
         class_building_figures.fig_context_identifiability(
-            {**model, "extract_dir": str(tmp_path), "num_blocks": 1}, SimpleNamespace(), seed=0, n_permutations=5
+            {**model, **flat_tables(tmp_path), "num_blocks": 1}, SimpleNamespace(), seed=0, n_permutations=5
         )

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from class_embedding import results_layout as layout
 from class_embedding.config import checks as config_checks
 from class_embedding.config import stage_models
 from class_embedding.errors import InputError
@@ -97,12 +98,12 @@ def test_the_schema_names_the_key(demo):
 
 
 def test_a_table_cut_short_stops_with_the_commands_to_rebuild_it(tmp_path):
-    table = tmp_path / "results" / "extract" / "m" / "hs_0.parquet"
+    table = tmp_path / layout.layer_table("m", "hs", 0)
     table.parent.mkdir(parents=True)
     pq.write_table(pa.table({"x": list(range(100))}), table)
     config_checks.check_tables_complete(str(tmp_path / "results"))
     table.write_bytes(table.read_bytes()[:-20])
-    with pytest.raises(InputError, match=r"1 Parquet table\(s\) .* are incomplete .*rm .*hs_0.parquet"):
+    with pytest.raises(InputError, match=r"1 Parquet table\(s\) .* are incomplete .*rm .*layer=hs/block=0/tokens.parquet"):
         config_checks.check_tables_complete(str(tmp_path / "results"))
 
 

@@ -23,6 +23,8 @@ import pytest
 import yaml
 from workflow_runs import snakemake, write_config
 
+from class_embedding import results_layout as layout
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_BASE = REPO / "config" / "examples" / "base.yaml"
 EXAMPLES = sorted(path for path in (REPO / "config" / "examples").glob("*.yaml") if path != EXAMPLE_BASE)
@@ -96,11 +98,12 @@ def test_each_example_has_its_outputs(examples_run, name):
     _, _, workdir, _ = examples_run
     results = workdir / "results"
     assert (results / "explorer" / f"{name}.html").is_file()
-    assert (results / "memories" / name).is_dir() and (results / "extract" / name / "predictions.parquet").is_file()
+    assert all((workdir / path).is_file() for path in layout.memory_tables(name).values())
+    assert (workdir / layout.predictions_table(name)).is_file()
     figures = LAYOUT_FIGURES[:3] if name in LAYOUTS else ()
     for figure in figures:
         assert (results / "figures" / f"{figure}_{name}.pdf").is_file(), f"{figure}_{name}.pdf"
-    perturbations = sorted(path.name for path in (results / "perturbation" / name).glob("*.parquet"))
+    perturbations = sorted(str(p) for p in (results / "perturbation" / f"model={name}").rglob("*.parquet"))
     # Both token and both attention perturbations, with their predictions: of [CLS] models only.
     assert len(perturbations) == (8 if example_models()[name]["class_token"] else 0), perturbations
 

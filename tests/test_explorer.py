@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from chromium import Browser, find_browser
+from result_tables import flat_tables
 from workflow_runs import snakemake, write_config
 
 from class_embedding import tables
@@ -80,7 +81,7 @@ def run(tmp_path_factory, scrambled_vit):
         model = {
             "name": name,
             "display_name": f"Tiny {name}",
-            "extract_dir": str(root / "extract" / name),
+            **flat_tables(root / "extract" / name),
             "num_blocks": 3,
             "num_classes": NUM_CLASSES,
             "class_token": arch["class_token"],
@@ -113,7 +114,7 @@ def run(tmp_path_factory, scrambled_vit):
 
 def parquet_rows(model: dict, layer: str, image: int) -> pd.DataFrame:
     """One image's rows of an extraction table, read without the library's reader."""
-    frame = pq.read_table(Path(model["extract_dir"]) / f"{layer}.parquet").to_pandas()
+    frame = pq.read_table(model["layers"][layer]).to_pandas()
     return frame[frame["image"] == image].sort_values("token").reset_index(drop=True)
 
 
@@ -187,7 +188,7 @@ def test_token_map_numbers_are_the_extraction(run, tmp_path, name):
     )
     assert output.pdf.stat().st_size > 0 and output.png.stat().st_size > 0
     data = pd.read_csv(output.data)
-    predictions = pq.read_table(Path(model["extract_dir"]) / "predictions.parquet").to_pandas().set_index("image")
+    predictions = pq.read_table(model["predictions"]).to_pandas().set_index("image")
     assert sorted(data["image"].unique()) == token_states.default_images(run.stimuli)
     assert sorted(data["block"].unique()) == [0, 2]
     for (image, block), panel in data.groupby(["image", "block"]):

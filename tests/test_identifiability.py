@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import scipy.stats
+from result_tables import flat_tables
 
 from class_embedding.analyses import identifiability
 from class_embedding.errors import InputError
@@ -163,8 +164,8 @@ def write_extract(directory, ranks_per_block, logits_per_block, correct, shuffle
 def test_load_block_reorders_rows_and_rejects_incomplete_grids(tmp_path):
     ranks = np.arange(12).reshape(3, 4)
     write_extract(tmp_path, [ranks], [ranks * 0.5], [True] * 3, shuffle=True)
-    np.testing.assert_array_equal(reader.load_block(tmp_path, 0, "rank"), ranks)
-    np.testing.assert_allclose(reader.load_block(tmp_path, 0, "logit"), ranks * 0.5)
+    np.testing.assert_array_equal(reader.load_block(flat_tables(tmp_path)["layers"], 0, "rank"), ranks)
+    np.testing.assert_allclose(reader.load_block(flat_tables(tmp_path)["layers"], 0, "logit"), ranks * 0.5)
 
     # Image 1 lacks token 1.
     table = pa.table(
@@ -176,7 +177,7 @@ def test_load_block_reorders_rows_and_rejects_incomplete_grids(tmp_path):
     )
     write_table(table, tmp_path / "hs_1.parquet")
     with pytest.raises(InputError, match="complete image x token grid"):
-        reader.load_block(tmp_path, 1, "rank")
+        reader.load_block(flat_tables(tmp_path)["layers"], 1, "rank")
 
 
 # cls_model: [CLS] + 3 image tokens, 2 blocks, random twin. gap_model: 4 image tokens, no twin,
@@ -206,12 +207,12 @@ def models(tmp_path_factory):
         write_extract(root / name, ranks, logits, correct)
     # token_grid names the layout only: the figures take the prefix from it, not the grid.
     common = {"num_blocks": 2, "num_classes": C, "token_grid": 2}
-    twin = {"name": "cls_model_random", "extract_dir": str(root / "cls_model_random")}
+    twin = {"name": "cls_model_random", **flat_tables(root / "cls_model_random")}
     cls_model = dict(name="cls_model", display_name="CLS ViT", class_token=True, block_group=1)
     gap_model = dict(name="gap_model", display_name="GAP ViT", class_token=False, block_group=2)
     return [
-        {**cls_model, **common, "extract_dir": str(root / "cls_model"), "random_twin": twin},
-        {**gap_model, **common, "extract_dir": str(root / "gap_model"), "random_twin": None},
+        {**cls_model, **common, **flat_tables(root / "cls_model"), "random_twin": twin},
+        {**gap_model, **common, **flat_tables(root / "gap_model"), "random_twin": None},
     ]
 
 

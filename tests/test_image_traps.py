@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from result_tables import flat_tables
 
 from class_embedding.data import folder_masks, image_folder
 from class_embedding.errors import InputError
@@ -377,7 +378,7 @@ def test_a_figure_with_dollars_in_model_names_renders(tmp_path):
                 "num_blocks": 2,
                 "num_classes": 4,
                 "token_grid": 2,
-                "extract_dir": str(tmp_path / name),
+                **flat_tables(tmp_path / name),
                 "random_twin": None,
             }
         )

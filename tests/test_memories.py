@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import timm
 import torch
+from result_tables import flat_tables
 from timm.layers import SwiGLU, SwiGLUPacked
 
 from class_embedding import errors
@@ -160,10 +161,18 @@ def test_random_baseline_is_reproducible_for_a_seed_and_its_wilcoxon_p_too(tmp_p
         baseline = building.random_model(CLS_SPEC, "tiny_value_baseline", seed)
         directory = tmp_path / str(run)
         value_projections.write_value_projections(
-            model, baseline, directory / memory_statistics.CLASS_TABLE, directory / memory_statistics.MEMORY_TABLE, {}
+            model, baseline, directory / "class_memories.parquet", directory / "memory_classes.parquet", {}
         )
         data = memory_statistics.class_value_data(
-            {"name": "tiny", "display_name": "Tiny", "num_blocks": 2, "memories": directory}
+            {
+                "name": "tiny",
+                "display_name": "Tiny",
+                "num_blocks": 2,
+                "memories": {
+                    "classes": directory / "class_memories.parquet",
+                    "memories": directory / "memory_classes.parquet",
+                },
+            }
         )
         p_values.append(data["p_value"].to_numpy())
     np.testing.assert_array_equal(p_values[0], p_values[1])
@@ -358,7 +367,7 @@ def fake_model(root, name, spec, display_name, rng):
     baseline = building.random_model(spec, f"{name}_value_baseline", memories.value_baseline_seed(0, name))
     cache = root / "memories" / name
     value_projections.write_value_projections(
-        network, baseline, cache / memory_statistics.CLASS_TABLE, cache / memory_statistics.MEMORY_TABLE, {}
+        network, baseline, cache / "class_memories.parquet", cache / "memory_classes.parquet", {}
     )
     extract = root / "extract" / name
     n_tokens = 5 if spec["class_token"] else 4
@@ -384,14 +393,17 @@ def fake_model(root, name, spec, display_name, rng):
     model = {
         "name": name,
         "display_name": display_name,
-        "extract_dir": str(extract),
+        **flat_tables(extract),
         "num_blocks": 2,
         "num_classes": 7,
         "class_token": spec["class_token"],
         "token_grid": spec["token_grid"],
         "block_group": 1,
         "stimuli": str(root / "stimuli.parquet"),
-        "memories": str(cache),
+        "memories": {
+            "classes": str(cache / "class_memories.parquet"),
+            "memories": str(cache / "memory_classes.parquet"),
+        },
     }
     return model, network, sublayers
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
+from result_tables import flat_tables
 
 from class_embedding import tables
 from class_embedding.extraction import reader
@@ -55,13 +56,13 @@ def paper_models(tmp_path_factory):
             {
                 "name": name,
                 "display_name": spec["display_name"],
-                "extract_dir": str(root / name),
+                **flat_tables(root / name),
                 "num_blocks": spec["num_blocks"],
                 "num_classes": spec["num_classes"],
                 "class_token": spec["class_token"],
                 "token_grid": spec["token_grid"],
                 "block_group": spec.get("block_group", 1),
-                "random_twin": {"name": f"{twin}_random", "extract_dir": str(root / f"{twin}_random")},
+                "random_twin": {"name": f"{twin}_random", **flat_tables(root / f"{twin}_random")},
             }
         )
     return root, described
@@ -95,7 +96,7 @@ def test_mean_evolution_averages_vit_l_in_pairs(paper_models):
     assert set(data[data["display_name"] == "ViT-B/16-GAP"]["token_type"]) == {"image"}
     # Hand check: ViT-L's first normalised [CLS] point = mean of blocks 1 and 2 of token 0.
     large = models[2]
-    ci = [1 - reader.load_block(large["extract_dir"], b)[:, 0] / 1000 for b in (0, 1)]
+    ci = [1 - reader.load_block(large["layers"], b)[:, 0] / 1000 for b in (0, 1)]
     rows = data[(data["display_name"] == "ViT-L/16") & (data["token_type"] == "[CLS]")].sort_values("normalized_block")
     assert (rows.iloc[0]["first_block"], rows.iloc[0]["last_block"]) == (1, 2)
     assert rows.iloc[-1]["last_block"] == 24

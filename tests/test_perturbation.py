@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 from masked_attention import FAMILIES, build, last_block, reference
+from result_tables import flat_tables
 from timm.models.vision_transformer import VisionTransformer
 
 from class_embedding import tables
@@ -413,8 +414,23 @@ def hand_model(tmp_path):
         # [CLS] and a 1x2 grid: the hand-made rows have 2 image tokens, which the token labels are checked against.
         "class_token": True,
         "token_grid": [1, 2],
-        "extract_dir": str(extract),
-        "perturbation_dir": str(perturbed),
+        **flat_tables(extract),
+        "perturbations": {
+            "attn_perturbation": {
+                kind: {
+                    "ranks": str(perturbed / f"attn_{kind}.parquet"),
+                    "predictions": str(perturbed / f"attn_{kind}_predictions.parquet"),
+                }
+                for kind in ("self_only", "no_cls")
+            },
+            "token_perturbation": {
+                mask: {
+                    "ranks": str(perturbed / f"tokens_no_{mask}.parquet"),
+                    "predictions": str(perturbed / f"tokens_no_{mask}_predictions.parquet"),
+                }
+                for mask in ("context", "class_label")
+            },
+        },
         "token_labels": str(tmp_path / "labels.parquet"),
     }
 

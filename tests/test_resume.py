@@ -11,9 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import workflow_runs
 
+from class_embedding import results_layout as layout
+
 REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
-TARGET = "results/extract/micro_cls/hs_1.parquet"
+TARGET = layout.layer_table("micro_cls", "hs", 1)
 
 pytestmark = pytest.mark.workflow
 
@@ -31,21 +33,21 @@ def finish(process: subprocess.Popen) -> str:
 
 
 def extraction_tables(workdir: Path) -> dict[str, object]:
-    extract = workdir / "results/extract/micro_cls"
-    return {path.name: pq.read_table(path) for path in sorted(extract.glob("*.parquet"))}
+    extract = workdir / "results/extract/model=micro_cls"
+    return {str(path.relative_to(extract)): pq.read_table(path) for path in sorted(extract.rglob("*.parquet"))}
 
 
 def test_run_killed_during_extraction_resumes_and_loses_nothing(tmp_path):
     finish(snakemake(tmp_path, TARGET))
     reference = extraction_tables(tmp_path)
     assert len(reference) == 7
-    for path in (tmp_path / "results/extract/micro_cls").glob("*.parquet"):
+    for path in (tmp_path / "results/extract/model=micro_cls").rglob("*.parquet"):
         path.unlink()
     for path in (tmp_path / "results/logs/extract_shard").glob("micro_cls_*.log"):
         path.unlink()
 
     # Kill the whole run (Snakemake and its jobs) as soon as the first of three shards is written.
-    shards = tmp_path / "results/extract/micro_cls/shards"
+    shards = (tmp_path / layout.extraction_shard("micro_cls", 0)).parent
     process = snakemake(tmp_path, TARGET, start_new_session=True)
     deadline = time.monotonic() + 300
 

@@ -13,6 +13,7 @@ import torch
 from test_weight_check import CLASS, SQUASH, TINY, brute_force_values, sample, spec  # noqa: F401 (fixture)
 from workflow_runs import snakemake, write_config
 
+from class_embedding import results_layout as layout
 from class_embedding.models import preprocessing
 
 pytestmark = pytest.mark.workflow
@@ -72,7 +73,7 @@ def test_check_passes_and_tutorial_figures_are_built(setup):
 
 def test_every_extraction_waits_for_the_check(setup):
     root, config, _ = setup
-    result = run_tiny(config, root / "plan", "results/extract/tiny/hs_0.parquet", dry_run=True)
+    result = run_tiny(config, root / "plan", layout.layer_table("tiny", "hs", 0), dry_run=True)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = result.stdout + result.stderr
     assert "weight_check" in jobs and "download_sample_image" in jobs and "extract_shard" in jobs

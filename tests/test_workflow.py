@@ -17,6 +17,7 @@ from snakemake.api import SnakemakeApi
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
 
+from class_embedding import results_layout as layout
 from class_embedding import tables
 from class_embedding.models import checkpoints
 
@@ -122,25 +123,28 @@ def test_everything_is_built_and_consistent(built):
     assert len(stimuli) % 3 == 0 and stimuli["image"].tolist() == list(range(len(stimuli)))
     n_images = len(stimuli)
     for model, n_tokens in [("micro_cls", 17), ("micro_gap", 16), ("micro_cls_random", 17)]:
-        extract = results / "extract" / model
-        names = sorted(p.name for p in extract.glob("*.parquet"))
+        extract = results / "extract" / f"model={model}"
+        names = sorted(str(p.relative_to(extract)) for p in extract.rglob("*.parquet"))
         assert names == sorted(
-            [f"{k}_{b}.parquet" for k in ("hs", "attn", "mlp") for b in range(2)] + ["predictions.parquet"]
+            [f"layer={k}/block={b}/tokens.parquet" for k in ("hs", "attn", "mlp") for b in range(2)]
+            + ["predictions.parquet"]
         )
-        hs = pq.read_table(extract / "hs_1.parquet").to_pandas()
+        hs_1 = results.parent / layout.layer_table(model, "hs", 1)
+        hs = pq.read_table(hs_1).to_pandas()
         assert len(hs) == n_images * n_tokens  # shards of 7 images merged without loss
         assert hs["image"].tolist() == list(np.repeat(np.arange(n_images), n_tokens))
-        meta = tables.read_metadata(extract / "hs_1.parquet")
-        assert meta["weights_sha256"] == checkpoints.sha256(results / "checkpoints" / f"{model}.pt")
-        assert "mem_top5" in pq.read_schema(extract / "mlp_0.parquet").names
+        meta = tables.read_metadata(hs_1)
+        assert meta["weights_sha256"] == checkpoints.sha256(results.parent / layout.checkpoint(model))
+        assert "mem_top5" in pq.read_schema(results.parent / layout.layer_table(model, "mlp", 0)).names
         assert not list(extract.rglob("*.partial"))
-    assert not (results / "extract" / "micro_gap_random").exists()
+    assert not (results / "extract" / "model=micro_gap_random").exists()
     assert (
-        not list((results / "figures").glob("*micro_gap*probe*")) and not (results / "explain" / "micro_gap").exists()
+        not list((results / "figures").glob("*micro_gap*probe*"))
+        and not (results / "explain" / "model=micro_gap").exists()
     )
     # The rates table agrees with a recomputation from the Parquet tables.
     rates = pd.read_csv(results / "tables/tab_identifiability_rates.csv").set_index("model")
-    hs = pq.read_table(results / "extract/micro_cls/hs_1.parquet").to_pandas()
+    hs = pq.read_table(results.parent / layout.layer_table("micro_cls", "hs", 1)).to_pandas()
     image_tokens = hs[hs["token"] > 0]
     per_image = image_tokens.groupby("image")["rank"].apply(lambda r: (r == 0).mean() * 100)
     assert rates.loc["micro_cls", "pct_tokens"] == pytest.approx(per_image.mean())
@@ -207,18 +211,19 @@ def test_corrupt_image_stops_extraction_without_partial_output(built, tmp_path, 
     bad = workdir / "results/data/micro/ImageNetS919" / stimuli["file"].iloc[4]
     bad.write_bytes(b"\xff\xd8\xff not a jpeg")
     for model in ("micro_cls", "micro_gap", "micro_cls_random"):
-        shutil.rmtree(workdir / "results/extract" / model)
+        shutil.rmtree(workdir / "results/extract" / f"model={model}")
     capfd.readouterr()
     with pytest.raises(Exception):  # noqa: B017 (the message is what is checked, below)
-        run(workdir, ["results/extract/micro_cls/hs_0.parquet"])
+        run(workdir, [layout.layer_table("micro_cls", "hs", 0)])
     output = "".join(capfd.readouterr())
     assert f"{bad.name} is corrupt" in output and "replace the file" in output
-    extract = workdir / "results/extract/micro_cls"
+    extract = workdir / "results/extract/model=micro_cls"
+    shards = workdir / layout.extraction_shard("micro_cls", 0)
     # The failed shard (images 0..6) left nothing; no layer table exists; no temporary file
     # remains. Shards that finished are complete and are reused when the run resumes.
-    assert not (extract / "shards" / "0").exists()
-    assert not list(extract.glob("*.parquet"))
-    assert not [p for p in extract.rglob("*") if "partial" in p.name]
+    assert not shards.exists()
+    assert not list(extract.rglob("*.parquet"))
+    assert not [p for p in [*extract.rglob("*"), *shards.parent.rglob("*")] if "partial" in p.name]
 
 
 def edited_micro_config(tmp_path: Path, edit) -> Path:
@@ -287,18 +292,18 @@ def test_truncated_table_stops_the_dry_run_naming_it(built, tmp_path, capfd):
     """A table cut short is named with how to rebuild it, before any job deletes a good output."""
     workdir = tmp_path / "truncated"
     shutil.copytree(built[0] / "results", workdir / "results")
-    table = workdir / "results/extract/micro_cls/hs_1.parquet"
+    table = workdir / layout.layer_table("micro_cls", "hs", 1)
     table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
     figure = workdir / "results/figures/fig_change_rate.pdf"
     with pytest.raises(WorkflowError) as error:
         run(workdir, dryrun=True)
-    assert "results/extract/micro_cls/hs_1.parquet" in str(error.value) and "rebuild them as targets" in str(
+    assert layout.layer_table("micro_cls", "hs", 1) in str(error.value) and "rebuild them as targets" in str(
         error.value
     )
     assert figure.is_file()
     # What the message says to do: delete it, and ask for it.
     table.unlink()
-    target = "results/extract/micro_cls/hs_1.parquet"
+    target = layout.layer_table("micro_cls", "hs", 1)
     assert "merge_extraction_micro_cls" in planned_rules(jobs_to_run(workdir, capfd, targets=[target]))
 
 
@@ -306,7 +311,7 @@ def test_unknown_model_architecture_names_the_key(tmp_path):
     """Stopped when the workflow is read (the model check builds every architecture), before any job."""
     config = edited_micro_config(tmp_path, lambda c: c["models"]["micro_cls"].update(arch="vit_does_not_exist"))
     with pytest.raises(WorkflowError) as error:
-        run(tmp_path, ["results/checkpoints/micro_cls_random.pt"], config=config)
+        run(tmp_path, [layout.checkpoint("micro_cls_random")], config=config)
     assert "invalid config: models.micro_cls.arch: 'vit_does_not_exist' is not a timm model" in str(error.value)
     assert not (tmp_path / "results").exists()
 

@@ -15,7 +15,7 @@ def model_spec(wildcards):
 
 
 def model_description(wildcards):
-    return MODEL_DESCRIPTIONS[wildcards.model]
+    return describe_model(wildcards.model)
 
 
 def model_preprocessing(wildcards):
@@ -27,7 +27,11 @@ def model_token_map_inputs(wildcards):
     stimuli and predictions, and the token labels with the segmentation categories where masks exist."""
     model = wildcards.model
     files = dataset_files(model_dataset(model))
-    inputs = {"images": files["images"], "stimuli": stimuli_table(model), "predictions": predictions_table(model)}
+    inputs = {
+        "images": files["images"],
+        "stimuli": stimuli_table(model),
+        "predictions": layout.predictions_table(model),
+    }
     if token_labels_table(model) is not None:
         # ImageNet-S masks come with a categories file, an image folder's masks are files of their own.
         inputs.update(
@@ -53,7 +57,11 @@ def demo_training_settings(wildcards):
 def checkpoint_source(wildcards):
     """The downloaded release checkpoint, or the file you gave."""
     weights = model_weights(wildcards)
-    return release_checkpoint_path(wildcards.model) if weights["source"] == "url" else weights["path"]
+    return (
+        layout.release_checkpoint(config["weights_cache"], wildcards.model)
+        if weights["source"] == "url"
+        else weights["path"]
+    )
 
 
 def finetune_pickles(wildcards):
@@ -70,7 +78,7 @@ def shard_dirs(model):
 
         table = checkpoints.stimuli.get(dataset=model_dataset(model)).output[0]
         n_shards = -(-pyarrow.parquet.read_metadata(table).num_rows // shard_size)
-    return [f"{model_dir('extract', model)}/shards/{shard}" for shard in range(n_shards)]
+    return [layout.extraction_shard(model, shard) for shard in range(n_shards)]
 
 
 def shard_inputs(model):
@@ -84,11 +92,11 @@ def shard_inputs(model):
 
 def model_probe_ranks(wildcards):
     """The linear-probe token ordering, for models with probes."""
-    return probe_ranks_table(wildcards.model) if wildcards.model in PROBE_MODELS else []
+    return layout.probe_tables(wildcards.model)["ranks"] if wildcards.model in PROBE_MODELS else []
 
 
 def model_probe_stimuli(wildcards):
-    return probe_stimuli_table(model_dataset(wildcards.model))
+    return layout.probe_stimuli_table(model_dataset(wildcards.model))
 
 
 def dataset_inputs(wildcards):
@@ -100,7 +108,7 @@ def stimulus_run_inputs(model):
     return {
         **dataset_files(model_dataset(model)),
         "stimuli": stimuli_table(model),
-        "checkpoint": checkpoint_path(model),
+        "checkpoint": layout.checkpoint(model),
     }
 
 

@@ -23,7 +23,7 @@ def dataset_root(dataset):
     if dataset_kind(dataset) == "image_folder":
         return config["datasets"][dataset]["image_folder"]["root"]
     if dataset_kind(dataset) != "root":
-        return f"results/data/{dataset}"
+        return layout.dataset_dir(dataset)
     return config["datasets"][dataset]["root"]
 
 
@@ -47,8 +47,8 @@ def dataset_files(dataset):
 
 def prepared_dataset_outputs():
     """Outputs of the rules that write a dataset's ImageNet-S layout under results/data/<dataset>."""
-    layout = imagenet_s_layout("results/data/{dataset}")
-    return {**layout, "images": directory(layout["images"])}
+    files = imagenet_s_layout(layout.dataset_dir("{dataset}"))
+    return {**files, "images": directory(files["images"])}
 
 
 def dataset_download_items(dataset):
@@ -89,7 +89,7 @@ def imagenet_val_archive(wildcards):
 def cifar_source(wildcards):
     """The CIFAR-100 root you gave, or the downloaded archive."""
     root = config["datasets"][wildcards.dataset]["cifar100"].get("root")
-    return root if root is not None else download_path(wildcards.dataset, "cifar100")
+    return root if root is not None else layout.download_path(wildcards.dataset, "cifar100")
 
 
 def cifar_download_checksum(wildcards):
@@ -114,59 +114,32 @@ def stimuli_csv(wildcards):
     return {"csv": path} if path else {}
 
 
-# Paths. Inputs fetched from elsewhere (dataset downloads, sample images, the weight cache) live
-# under resources/, so that deleting results/ never throws away what took hours to download.
-# Prepared datasets and converted checkpoints stay under results/: they are rebuilt from
-# resources/ without the network.
-
-
-def download_path(dataset, item):
-    return f"resources/downloads/{dataset}/{item}"
-
-
-def sample_path(name):
-    return f"resources/samples/{name}"
-
-
-def stimuli_table(model):
-    return f"results/data/{model_dataset(model)}/stimuli.parquet"
+# Paths: every name comes from class_embedding.results_layout (imported as layout); these helpers
+# only look up a model's dataset, grid or block count. Inputs fetched from elsewhere (dataset
+# downloads, sample images, the weight cache) live under resources/, so that deleting results/
+# never throws away what took hours to download. Prepared datasets and converted checkpoints stay
+# under results/: they are rebuilt from resources/ without the network.
 
 
 def model_dataset(model):
     return MODELS[model]["dataset"]
 
 
+def stimuli_table(model):
+    return layout.stimuli_table(model_dataset(model))
+
+
 def layer_names(model):
-    blocks = range(MODELS[model]["num_blocks"])
-    return [f"{kind}_{b}" for kind in ("hs", "attn", "mlp") for b in blocks]
+    return list(layer_tables(model))
 
 
-def model_dir(stage, model):
-    """A model's folder of one stage's outputs (extract, memories, perturbation, explain, probes)."""
-    return f"results/{stage}/{model}"
+def layer_tables(model, kinds=layout.LAYER_KINDS):
+    """Layer name -> table of a model's extraction (a dict: as a rule input, its paths)."""
+    return layout.layer_tables(model, MODELS[model]["num_blocks"], kinds)
 
 
-def layer_tables(model, kinds=("hs", "attn", "mlp")):
-    folder = model_dir("extract", model)
-    return [f"{folder}/{name}.parquet" for name in layer_names(model) if name.split("_")[0] in kinds]
-
-
-def predictions_table(model):
-    return f"{model_dir('extract', model)}/predictions.parquet"
-
-
-def checkpoint_path(model):
-    return f"results/checkpoints/{model}.pt"
-
-
-def release_checkpoint_path(model):
-    """A release checkpoint downloaded by URL, kept in the weight cache."""
-    return f"{config['weights_cache']}/release/{model}.pth"
-
-
-def finetune_init_path(model):
-    """The checkpoint fine-tuning starts from (pretrained backbone, new head)."""
-    return f"results/checkpoints/finetune_init/{model}.pt"
+def layer_table_list(model, kinds=layout.LAYER_KINDS):
+    return list(layer_tables(model, kinds).values())
 
 
 def token_labels_table(model):
@@ -174,20 +147,22 @@ def token_labels_table(model):
     dataset = model_dataset(model)
     if not has_segmentation(dataset):
         return None
-    return f"results/data/{dataset}/token_labels_g{TokenLayout.of(MODELS[model]).grid_name}.parquet"
-
-
-def probe_stimuli_table(dataset):
-    return f"results/data/{dataset}/probe_stimuli.parquet"
-
-
-def probe_ranks_table(model):
-    return f"{model_dir('probes', model)}/ranks.parquet"
+    return layout.token_labels_table(dataset, TokenLayout.of(MODELS[model]).grid_name)
 
 
 def weight_check_file(model):
     """The weight check an extraction waits for, when the model declares expected values."""
-    return f"results/checks/weights_{model}.json" if model in EXPECTED_VALUES else []
+    return layout.weight_check(model) if model in EXPECTED_VALUES else []
+
+
+def perturbation_tables(model):
+    """Perturbation rule -> variant -> its tables ({"ranks", "predictions"}) for one model."""
+    tables = {}
+    for rule, experiment in PERTURBATION_EXPERIMENTS.items():
+        ((wildcard, variants),) = experiment["variants"].items()
+        pattern = layout.PERTURBATION_NAMES[rule]
+        tables[rule] = {v: layout.perturbation_tables(model, pattern.format(**{wildcard: v})) for v in variants}
+    return tables
 
 
 # The model description ---------------------------------------------------------------------------
@@ -200,14 +175,23 @@ def twin_name(name):
     return f"{source}_random" if source else None
 
 
+def model_files(name):
+    """Every table of a model that a figure, table or page may read, by what it holds."""
+    return {
+        "layers": layer_tables(name),
+        "predictions": layout.predictions_table(name),
+    }
+
+
+@functools.cache  # built once per model: rules pass these dicts as params
 def describe_model(name):
-    """What analysis scripts need to know about a trained model and where its files are (params)."""
+    """What analysis scripts need to know about a trained model and the paths of its tables (params;
+    the rules that pass it list the tables they read as inputs, from the same helpers)."""
     spec = MODELS[name]
     twin = twin_name(name)
     return {
         "name": name,
         "display_name": spec["display_name"],
-        "extract_dir": model_dir("extract", name),
         "num_blocks": spec["num_blocks"],
         "num_classes": spec["num_classes"],
         "class_token": spec["class_token"],
@@ -217,18 +201,14 @@ def describe_model(name):
         "block_group": spec["block_group"],
         "stimuli": stimuli_table(name),
         "token_labels": token_labels_table(name),
-        "checkpoint": checkpoint_path(name),
-        "random_twin": {"name": twin, "extract_dir": model_dir("extract", twin)} if twin in MODELS else None,
-        "memories": model_dir("memories", name),
-        "perturbation_dir": model_dir("perturbation", name),
-        "curves": f"{model_dir('explain', name)}/perturbation_curves.parquet",
-        "correct": f"{model_dir('explain', name)}/perturbation_correct.parquet",
+        "checkpoint": layout.checkpoint(name),
+        **model_files(name),
+        "random_twin": {"name": twin, **model_files(twin)} if twin in MODELS else None,
+        "memories": layout.memory_tables(name),
+        "perturbations": perturbation_tables(name),
+        **{table: path for table, path in layout.explain_tables(name).items() if table != "maps"},
     }
 
 
-# Built once: rules pass these dicts as params.
-MODEL_DESCRIPTIONS = {name: describe_model(name) for name in TRAINED_MODELS}
-
-
 def descriptions(names):
-    return [MODEL_DESCRIPTIONS[name] for name in names]
+    return [describe_model(name) for name in names]

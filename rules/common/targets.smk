@@ -21,11 +21,11 @@ def figure_outputs(name, category="Identifiability", per_model=False):
     else:
         stem, subcategory = name, {}
     if name.startswith("tab_"):
-        return {"csv": report(f"results/tables/{stem}.csv", caption=caption, category=category, **subcategory)}
+        return {"csv": report(layout.table_csv(stem), caption=caption, category=category, **subcategory)}
     return {
-        "pdf": report(f"results/figures/{stem}.pdf", caption=caption, category=category, **subcategory),
-        "png": f"results/figures/{stem}.png",
-        "data": f"results/tables/{stem}.csv",
+        "pdf": report(layout.figure_pdf(stem), caption=caption, category=category, **subcategory),
+        "png": layout.figure_png(stem),
+        "data": layout.table_csv(stem),
     }
 
 
@@ -35,8 +35,8 @@ def identifiability_inputs(twins):
     for name in TRAINED_MODELS:
         for model in [name, twin_name(name)] if twins else [name]:
             if model in MODELS:
-                files += layer_tables(model, ("hs",))
-                files.append(predictions_table(model))
+                files += layer_table_list(model, ("hs",))
+                files.append(layout.predictions_table(model))
     return files
 
 
@@ -45,10 +45,12 @@ def memory_inputs(needs, names):
     memory), the activated memories of every attn/mlp sublayer with the predictions, the
     stimulus categories."""
     paths = {
-        "classes": [f"{model_dir('memories', name)}/class_memories.parquet" for name in names],
-        "memories": [f"{model_dir('memories', name)}/memory_classes.parquet" for name in names],
+        "classes": [layout.memory_tables(name)["classes"] for name in names],
+        "memories": [layout.memory_tables(name)["memories"] for name in names],
         "extraction": [
-            path for name in names for path in layer_tables(name, ("attn", "mlp")) + [predictions_table(name)]
+            path
+            for name in names
+            for path in layer_table_list(name, ("attn", "mlp")) + [layout.predictions_table(name)]
         ],
         "stimuli": sorted({stimuli_table(name) for name in names}),
     }
@@ -80,23 +82,18 @@ MEMORY_TARGETS = {
 }
 
 # Figures and tables over several models, besides the identifiability and memory targets.
-# perturbation rule -> its output stem under results/perturbation/<model>/, its variants (by the
-# wildcard naming them), and whether it reads the token labels
+# perturbation rule -> its variants (by the wildcard naming them; their tables are
+# results_layout.PERTURBATION_NAMES), and whether it reads the token labels
 PERTURBATION_EXPERIMENTS = {
-    "attn_perturbation": {"stem": "attn_{type}", "variants": {"type": ("self_only", "no_cls")}, "token_labels": False},
-    "token_perturbation": {
-        "stem": "tokens_no_{mask}",
-        "variants": {"mask": ("context", "class_label")},
-        "token_labels": True,
-    },
+    "attn_perturbation": {"variants": {"type": ("self_only", "no_cls")}, "token_labels": False},
+    "token_perturbation": {"variants": {"mask": ("context", "class_label")}, "token_labels": True},
 }
 
 
 def perturbation_outputs(rule):
     """Per (model, variant): the rank of the correct class for every token of the last block, and
     the predictions."""
-    stem = f"{model_dir('perturbation', '{model}')}/{PERTURBATION_EXPERIMENTS[rule]['stem']}"
-    return {"ranks": f"{stem}.parquet", "predictions": f"{stem}_predictions.parquet"}
+    return layout.perturbation_tables("{model}", layout.PERTURBATION_NAMES[rule])
 
 
 # table -> the perturbation rule whose outputs it compares with the extraction
@@ -108,11 +105,11 @@ TUTORIAL_FIGURES = {"fig_tutorial_cls_logits": "cls_logits", "fig_tutorial_heatm
 
 
 def target_file(name):
-    return f"results/tables/{name}.csv" if name.startswith("tab_") else f"results/figures/{name}.pdf"
+    return layout.table_csv(name) if name.startswith("tab_") else layout.figure_pdf(name)
 
 
 def per_model_targets(names, models):
-    return [f"results/figures/{name}_{model}.pdf" for name in names for model in models]
+    return [layout.figure_pdf(f"{name}_{model}") for name in names for model in models]
 
 
 def final_outputs():
@@ -133,10 +130,10 @@ def final_outputs():
     targets += per_model_targets(["fig_probe_vs_projection_acc"], PROBE_MODELS)
     targets += per_model_targets(["fig_probe_perturbation", "fig_linear_probing_all"], PROBE_PERTURBATION_MODELS)
     targets += per_model_targets(["fig_explain_sum"], EXPLAIN_MODELS)
-    targets += [f"{model_dir('explain', model)}/maps.parquet" for model in EXPLAIN_MODELS]
+    targets += [layout.explain_tables(model)["maps"] for model in EXPLAIN_MODELS]
     targets += per_model_targets(["fig_token_maps"], TRAINED_MODELS)
     if EXPLORER_MODELS:
-        targets.append("results/explorer/index.html")
+        targets.append(layout.explorer_index())
     return targets
 
 
@@ -182,8 +179,8 @@ def sample_image_inputs(name):
     spec = SAMPLE_IMAGES[name]
     if "stimulus" in spec:
         dataset = spec["stimulus"]["dataset"]
-        return {"images": dataset_files(dataset)["images"], "stimuli": f"results/data/{dataset}/stimuli.parquet"}
-    return {"sample": sample_path(name) if "url" in spec else spec["path"]}
+        return {"images": dataset_files(dataset)["images"], "stimuli": layout.stimuli_table(dataset)}
+    return {"sample": layout.sample_path(name) if "url" in spec else spec["path"]}
 
 
 def sample_source(wildcards):
@@ -207,11 +204,11 @@ def preflight_inputs():
     """Every download, every checkpoint (the start of fine-tuning for models fine-tuned here,
     FINETUNED_MODELS), the weight checks and the check of your paths; nothing that reads the
     ImageNet images."""
-    files = [sample_path(name) for name in DOWNLOADED_SAMPLES]
+    files = [layout.sample_path(name) for name in DOWNLOADED_SAMPLES]
     for dataset in config["datasets"]:
-        files += [download_path(dataset, item) for item in dataset_download_items(dataset)]
+        files += [layout.download_path(dataset, item) for item in dataset_download_items(dataset)]
     for model in MODELS:
-        files.append(finetune_init_path(model) if model in FINETUNED_MODELS else checkpoint_path(model))
+        files.append(layout.finetune_init_checkpoint(model) if model in FINETUNED_MODELS else layout.checkpoint(model))
     files += [weight_check_file(model) for model in EXPECTED_VALUES]
-    files.append("results/checks/user_inputs.json")
+    files.append(layout.user_inputs_check())
     return files

@@ -66,16 +66,16 @@ COMPOSITION = "composition"
 
 def class_building_data(model: dict) -> pd.DataFrame:
     """Per block b >= 1 (1-based b+1): sublayer change rates and residual composition, long."""
-    extract = model["extract_dir"]
-    input_logits = load_block(extract, 0, "logit")
-    input_top1 = load_top1(extract, 0, "hs")
+    layers = model["layers"]
+    input_logits = load_block(layers, 0, "logit")
+    input_top1 = load_top1(layers, 0, "hs")
     rows = []
     for block in range(1, model["num_blocks"]):
-        sublayer_logits = {s: load_block(extract, block, "logit", s) for s in SUBLAYERS}
+        sublayer_logits = {s: load_block(layers, block, "logit", s) for s in SUBLAYERS}
         rates = sublayer_change_rates(input_logits, sublayer_logits, TokenLayout.of(model))
-        output_top1 = load_top1(extract, block, "hs")
+        output_top1 = load_top1(layers, block, "hs")
         composition = residual_composition(
-            output_top1, input_top1, load_top1(extract, block, ATTN), load_top1(extract, block, MLP)
+            output_top1, input_top1, load_top1(layers, block, ATTN), load_top1(layers, block, MLP)
         )
         for panel, values in ((CHANGE_RATE, rates), (COMPOSITION, composition)):
             rows += [
@@ -90,7 +90,7 @@ def class_building_data(model: dict) -> pd.DataFrame:
                 for series, value in values.items()
             ]
         log.info("%s block %d: %s, %s", model["name"], block + 1, rates, composition)
-        input_logits = load_block(extract, block, "logit")
+        input_logits = load_block(layers, block, "logit")
         input_top1 = output_top1
     return pd.DataFrame(rows, columns=["model", "display_name", "block", "panel", "series", "value"])
 
@@ -182,8 +182,8 @@ TABLE_COLUMNS = [
 def attention_delta(model: dict, block: int) -> np.ndarray:
     """Δ_attn: correct-class logit of the projected attention output of ``block`` minus that of
     the block input hs_{block-1} (docs/method.md §4.5)."""
-    extract = model["extract_dir"]
-    return load_block(extract, block, "logit", ATTN) - load_block(extract, block - 1, "logit")
+    layers = model["layers"]
+    return load_block(layers, block, "logit", ATTN) - load_block(layers, block - 1, "logit")
 
 
 def context_change_rate_rows(model: dict, seed: int, n_permutations: int) -> list[dict]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..extraction.reader import column_arrays, load_predictions, load_sublayer
+from ..extraction.reader import column_arrays, layer_name, load_predictions, load_sublayer
 from ..models.tokens import CLS, DISTILLATION, IMAGE, REGISTER, TokenLayout
 from ..tables import read_table
 from .box_statistics import box_stats
@@ -37,17 +37,17 @@ from .statistics import bootstrap_interval, permutation_rng, permutation_test
 log = logging.getLogger(__name__)
 
 
-CLASS_TABLE = "class_memories.parquet"
-
-
-MEMORY_TABLE = "memory_classes.parquet"
+#: Which of a model's two value-projection tables (its description's ``"memories"``): per class
+#: its memories, and per memory its classes.
+CLASS_TABLE = "classes"
+MEMORY_TABLE = "memories"
 
 
 class ValueProjections:
     """A model's cached value projections, looked up per (variant, layer type, block)."""
 
     def __init__(self, model: dict, table: str):
-        path = Path(model["memories"]) / table
+        path = model["memories"][table]
         self.columns = column_arrays(read_table(path))
         # Post-norm models carry both variants; the paper's, without the post-norm, comes first
         # and is plotted.
@@ -120,7 +120,7 @@ def sublayer_agreements(model: dict, classes: dict[str, np.ndarray]):
     memories = ValueProjections(model, MEMORY_TABLE)
     for key in projections.keys(model["num_blocks"]):
         includes_post_norm, _, layer_type, block = key
-        activated, _ = load_sublayer(model["extract_dir"], f"{layer_type}_{block}")
+        activated, _ = load_sublayer(model["layers"][layer_name(layer_type, block)])
         n_memories = memories.rows(includes_post_norm, layer_type, block)["memory"].size
         member = class_memberships(projections, key, n_memories)
         yield key, {name: key_value_agreement(activated, c, member) for name, c in classes.items()}
@@ -129,7 +129,7 @@ def sublayer_agreements(model: dict, classes: dict[str, np.ndarray]):
 def agreement_rate_data(model: dict, seed: int) -> pd.DataFrame:
     """Per class, block, type and variant: the % of agreeing tokens (all images of the class ×
     all tokens, [CLS] included) with the true class and with a random class (§4.11c,d)."""
-    labels, _ = load_predictions(model["extract_dir"])
+    labels, _ = load_predictions(model["predictions"])
     random = random_classes(labels, model["num_classes"], permutation_rng(seed, model["name"], "random_class"))
     frames = []
     for key, agreement in sublayer_agreements(model, {"true": labels, "random": random}):
@@ -155,7 +155,7 @@ def accuracy_difference_data(model: dict, seed: int, n_permutations: int) -> pd.
 
     Token 0 is the [CLS] token, or for a GAP model its first image token: the paper plots GAP
     this way (a quirk kept as the paper's behaviour; column ``token_0``)."""
-    labels, correct = load_predictions(model["extract_dir"])
+    labels, correct = load_predictions(model["predictions"])
     per_series: dict[tuple, list] = {}
     for key, agreement in sublayer_agreements(model, {"true": labels}):
         per_series.setdefault(key[:3], []).append(100.0 * agreement["true"][:, 0])
@@ -194,7 +194,7 @@ def compositionality_data(model: dict) -> pd.DataFrame:
     rows = []
     for key in memories.keys(model["num_blocks"]):
         includes_post_norm, _, layer_type, block = key
-        activated, top1 = load_sublayer(model["extract_dir"], f"{layer_type}_{block}")
+        activated, top1 = load_sublayer(model["layers"][layer_name(layer_type, block)])
         top_class = memories.rows(includes_post_norm, layer_type, block)["top_classes"][:, 0]
         match = compositionality(activated, top_class, top1)
         rows.append({**identity(model), **sublayer_columns(*key), "pct_tokens": float(100.0 * match.mean())})

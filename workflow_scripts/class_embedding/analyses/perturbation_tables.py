@@ -5,10 +5,9 @@ statistic beside the unperturbed comparison it was printed with, plus the correc
 docs/method.md §7.8 (image tokens only, pooled) and the accuracies (written but never reported in the
 original, §7.24).
 
-Model dicts are :func:`describe_model` entries plus ``perturbation_dir``
-(``results/perturbation/<model>``), which holds ``attn_<type>.parquet`` (image, token, rank,
-logit), ``tokens_no_<mask>.parquet`` (image, position, rank, logit) and a
-``<name>_predictions.parquet`` beside each.
+Model dicts are :func:`describe_model` entries; their ``"perturbations"`` give, per perturbation
+rule and variant, the ``ranks`` table (attention: image, token, rank, logit; tokens: image,
+position, rank, logit) and the ``predictions`` table of the perturbed run.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..extraction.reader import load_block, load_correct
+from ..extraction.reader import load_block, load_correct, read_grid
 from ..models.tokens import TokenLayout
 from ..tables import read_table, write_csv
 from .identifiability import accuracy
@@ -51,7 +50,7 @@ def model_columns(model: dict) -> dict:
 
 def unperturbed_last_block(model: dict) -> tuple[np.ndarray, np.ndarray]:
     """Ranks (n_images, N) of the unperturbed last residual stream and per-image correctness."""
-    return load_block(model["extract_dir"], model["num_blocks"] - 1, "rank"), load_correct(model["extract_dir"])
+    return load_block(model["layers"], model["num_blocks"] - 1, "rank"), load_correct(model["predictions"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,12 +64,11 @@ ATTN_COLUMNS = [
 
 
 def attention_row(model: dict, kind: str, unperturbed: np.ndarray, unperturbed_correct: np.ndarray) -> dict:
-    directory = Path(model["perturbation_dir"])
-    # attn_<type>.parquet follows the extraction's <layer>_<block>.parquet naming.
-    ranks = load_block(directory, kind, "rank", layer="attn")
+    tables = model["perturbations"]["attn_perturbation"][kind]
+    ranks = read_grid(tables["ranks"], ["rank"])["rank"]
     if ranks.shape != unperturbed.shape:
         raise InputError(
-            f"{directory}/attn_{kind}.parquet has {ranks.shape} (images, tokens) but the unperturbed "
+            f"{tables['ranks']} has {ranks.shape} (images, tokens) but the unperturbed "
             f"last block has {unperturbed.shape}: rerun the perturbation."
         )
     return {
@@ -83,7 +81,7 @@ def attention_row(model: dict, kind: str, unperturbed: np.ndarray, unperturbed_c
         "pct_tokens_paper": percent_rank0(ranks),
         "pct_image_tokens_unperturbed": percent_rank0(unperturbed[:, TokenLayout.of(model).image_tokens]),
         "pct_image_tokens": percent_rank0(ranks[:, TokenLayout.of(model).image_tokens]),
-        "accuracy": accuracy(perturbed_correct(directory / f"attn_{kind}_predictions.parquet", ranks.shape[0])),
+        "accuracy": accuracy(perturbed_correct(tables["predictions"], ranks.shape[0])),
         "accuracy_unperturbed": accuracy(unperturbed_correct),
     }
 
@@ -123,12 +121,12 @@ def load_kept_ranks(path: Path, keep: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def context_row(
     model: dict, mask: str, class_mask: np.ndarray, unperturbed: np.ndarray, unperturbed_correct: np.ndarray
 ) -> dict:
-    directory = Path(model["perturbation_dir"])
+    tables = model["perturbations"]["token_perturbation"][mask]
     n_prefix = TokenLayout.of(model).n_prefix
     keep = kept_token_mask(class_mask, mask, n_prefix)
     if keep.shape != unperturbed.shape:
         raise InputError(f"token labels {keep.shape} do not match hs_* of {model['name']} {unperturbed.shape}.")
-    image, rank = load_kept_ranks(directory / f"tokens_no_{mask}.parquet", keep)
+    image, rank = load_kept_ranks(tables["ranks"], keep)
     n_images = keep.shape[0]
     kept_per_image = keep.sum(axis=1)
     identifiable_per_image = np.bincount(image, weights=rank == 0, minlength=n_images)
@@ -147,7 +145,7 @@ def context_row(
         "pct_kept_label_unperturbed": percent_rank0(unperturbed[keep & is_image_token]),
         # Rows are in keep's row-major order, so this picks the kept image tokens.
         "pct_kept_image_tokens": percent_rank0(rank[is_image_token[keep]]),
-        "accuracy": accuracy(perturbed_correct(directory / f"tokens_no_{mask}_predictions.parquet", n_images)),
+        "accuracy": accuracy(perturbed_correct(tables["predictions"], n_images)),
         "accuracy_unperturbed": accuracy(unperturbed_correct),
     }
 

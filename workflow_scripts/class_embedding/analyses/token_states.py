@@ -32,18 +32,18 @@ class LayerStates:
     top5: np.ndarray
 
 
-def read_layer(extract_dir: str | Path, layer: str, images: np.ndarray, layout: TokenLayout) -> LayerStates:
-    """The states of ``images`` (stimulus ids) in ``<layer>.parquet``, checked against the layout."""
-    grid = read_grid(extract_dir, layer, ["rank", "top5"])
+def read_layer(path: str | Path, images: np.ndarray, layout: TokenLayout) -> LayerStates:
+    """The states of ``images`` (stimulus ids) in a layer's token table, checked against the layout."""
+    grid = read_grid(path, ["rank", "top5"])
     n_images, n_tokens = grid["rank"].shape
     if n_tokens != layout.n_tokens:
         raise InputError(
-            f"{Path(extract_dir) / layer}.parquet has {n_tokens} tokens per image, but the model's config declares "
+            f"{path} has {n_tokens} tokens per image, but the model's config declares "
             f"{layout.n_tokens} ({layout.n_prefix} prefix + {layout.grid[0]}x{layout.grid[1]}): fix token_grid, "
             f"class_token, distillation_token or register_tokens, or rerun the extraction."
         )
     if images.size and images.max() >= n_images:
-        raise InputError(f"{Path(extract_dir) / layer}.parquet has {n_images} images, not image {images.max()}.")
+        raise InputError(f"{path} has {n_images} images, not image {images.max()}.")
     return LayerStates(grid["rank"][images].astype(np.int64), grid["top5"][images].astype(np.int64))
 
 
@@ -52,9 +52,9 @@ def read_stimuli(path: str | Path) -> pd.DataFrame:
     return read_table(path).to_pandas().sort_values("image", kind="stable").reset_index(drop=True)
 
 
-def read_prediction_classes(extract_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """True and predicted class of ``images``."""
-    predictions = read_predictions(extract_dir, ["label", "pred"])
+def read_prediction_classes(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and predicted class of ``images``, from a predictions table."""
+    predictions = read_predictions(path, ["label", "pred"])
     return predictions["label"][images].astype(np.int64), predictions["pred"][images].astype(np.int64)
 
 
@@ -94,5 +94,5 @@ def configured_images(stimuli: pd.DataFrame, entries: list[dict], key: str) -> l
 
 def block_ci(model: dict, block: int) -> np.ndarray:
     """Class identifiability of every (image, token) of the residual stream after ``block``."""
-    ranks = load_block(model["extract_dir"], block, "rank")
+    ranks = load_block(model["layers"], block, "rank")
     return class_identifiability(ranks, model["num_classes"])

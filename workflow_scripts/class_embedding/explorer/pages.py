@@ -29,7 +29,7 @@ from ..analyses.token_states import (
     token_labels,
 )
 from ..errors import InputError
-from ..extraction.reader import LAYER_KINDS
+from ..extraction.reader import LAYER_KINDS, layer_name
 from ..figures.token_map_figures import IDENTIFIABILITY_CMAP, short_class_names
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import TokenLayout
@@ -103,13 +103,13 @@ def page_data(
     dtype = "u1" if num_classes <= 256 else "u2"
     names = short_class_names(images_dir, stimuli, num_classes)
     layers = {
-        (k, b): read_layer(model["extract_dir"], f"{k}_{b}", order, layout)
+        (k, b): read_layer(model["layers"][layer_name(k, b)], order, layout)
         for k in LAYER_KINDS
         for b in range(num_blocks)
     }
     rank = np.stack([np.stack([layers[k, b].rank for b in range(num_blocks)], 1) for k in LAYER_KINDS], 1)
     top5 = np.stack([np.stack([layers[k, b].top5 for b in range(num_blocks)], 1) for k in LAYER_KINDS], 1)
-    true, pred = read_prediction_classes(model["extract_dir"], order)
+    true, pred = read_prediction_classes(model["predictions"], order)
     labels = token_labels(layout, labels_table, order)
     prep = Preprocessing(preprocessing)
     by_id = stimuli.set_index("image", drop=False)

@@ -1,6 +1,6 @@
 """Extraction: one forward pass per batch of stimuli, every block's states reduced to Parquet.
 
-A shard job writes ``<shard_dir>/<layer>.parquet`` and ``predictions.parquet`` for a range of
+A shard job writes each layer's table and the predictions into its folder (``shard_table``) for a range of
 stimuli; :mod:`.shard_merge` concatenates the shards into the per-model layer tables.
 """
 
@@ -20,6 +20,7 @@ from .. import tables
 from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import TokenLayout
+from ..results_layout import shard_table
 from . import lens
 
 
@@ -136,7 +137,7 @@ def extract_shard(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name, layer_parts in parts.items():
-        tables.write_table(layer_table(images, layer_parts), partial / f"{name}.parquet", {**metadata, "layer": name})
-    tables.write_table(predictions, partial / "predictions.parquet", metadata)
+        tables.write_table(layer_table(images, layer_parts), shard_table(partial, name), {**metadata, "layer": name})
+    tables.write_table(predictions, shard_table(partial, "predictions"), metadata)
     shutil.rmtree(shard_dir, ignore_errors=True)
     os.replace(partial, shard_dir)

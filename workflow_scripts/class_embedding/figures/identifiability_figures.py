@@ -67,7 +67,8 @@ def random_twin(model: dict) -> dict | None:
     return {
         **model,
         "name": twin["name"],
-        "extract_dir": twin["extract_dir"],
+        "layers": twin["layers"],
+        "predictions": twin["predictions"],
         "display_name": f"{model['display_name']} (random)",
         "random_twin": None,
     }
@@ -96,8 +97,8 @@ TABLE_COLUMNS_RANDOM = ["trained_model", *TABLE_COLUMNS]
 def last_block_rates(model: dict) -> dict:
     """Identifiability rates of the last residual stream, corrected and paper convention."""
     last = model["num_blocks"] - 1
-    ranks = load_block(model["extract_dir"], last, "rank")
-    correct = load_correct(model["extract_dir"])
+    ranks = load_block(model["layers"], last, "rank")
+    correct = load_correct(model["predictions"])
     if correct.size != ranks.shape[0]:
         raise ValueError(f"{model['name']}: {correct.size} predictions but {ranks.shape[0]} images in hs_{last}")
     corrected = identifiability_rates(ranks, image_tokens(TokenLayout.of(model)))
@@ -150,7 +151,7 @@ def count_bins(max_count: int) -> np.ndarray:
 def fig_identifiability_hist(models: list[dict], output, seed=None) -> None:
     frames = []
     for model in models:
-        ranks = load_block(model["extract_dir"], model["num_blocks"] - 1, "rank")
+        ranks = load_block(model["layers"], model["num_blocks"] - 1, "rank")
         corrected_tokens = image_tokens(TokenLayout.of(model))
         paper_tokens = image_tokens(TokenLayout.of(model), paper_convention=True)
         edges = count_bins(ranks[:, corrected_tokens].shape[1])
@@ -337,9 +338,9 @@ def change_rate_data(model: dict) -> pd.DataFrame:
     paper_tokens = image_tokens(TokenLayout.of(model), paper_convention=True)
     corrected_tokens = image_tokens(TokenLayout.of(model))
     rows = []
-    before = load_block(model["extract_dir"], 0, "logit")
+    before = load_block(model["layers"], 0, "logit")
     for block in range(1, model["num_blocks"]):
-        after = load_block(model["extract_dir"], block, "logit")
+        after = load_block(model["layers"], block, "logit")
         rows.append(
             {
                 "model": model["name"],

@@ -42,7 +42,7 @@ def projection_token_accuracy(model: dict) -> pd.DataFrame:
     rows = []
     for kind in LAYER_KINDS:
         for block in range(model["num_blocks"]):
-            ranks = load_block(model["extract_dir"], block, "rank", layer=kind)
+            ranks = load_block(model["layers"], block, "rank", layer=kind)
             accuracy = (ranks == 0).mean(axis=0)
             for token in range(first_image_token(model), ranks.shape[1]):
                 rows.append({"kind": kind, "block": block, "token": token, "accuracy": float(accuracy[token])})
@@ -158,7 +158,7 @@ def draw_perturbation(ax, data: pd.DataFrame, baseline: float) -> None:
 
 def baseline_accuracy(model: dict) -> float:
     """The unperturbed model's accuracy on the stimuli (all image tokens kept)."""
-    return float(np.mean(load_correct(model["extract_dir"])))
+    return float(np.mean(load_correct(model["predictions"])))
 
 
 def fig_probe_perturbation(model: dict, curves: str, output, **_) -> None:

@@ -32,6 +32,7 @@ from ..data import folder_masks, imagenet_s
 from ..errors import InputError
 from ..models.preprocessing import Preprocessing, load_image
 from ..models.tokens import CLS, DISTILLATION, REGISTER, TokenLayout
+from ..results_layout import layer_name
 from .plotting import class_names, new_figure, plot_text, save_figure, short_name
 
 #: Colour map of class identifiability, shared with the explorer pages.
@@ -129,9 +130,9 @@ def fig_token_maps(
     blocks = chosen_blocks(settings["blocks"], model["num_blocks"])
     num_classes = model["num_classes"]
     names = short_class_names(images_dir, stimuli, num_classes)
-    true, pred = read_prediction_classes(model["extract_dir"], images)
+    true, pred = read_prediction_classes(model["predictions"], images)
     labels = token_labels(layout, labels_table, images)
-    states = {b: read_layer(model["extract_dir"], f"hs_{b}", images, layout) for b in blocks}
+    states = {b: read_layer(model["layers"][layer_name("hs", b)], images, layout) for b in blocks}
     prep = Preprocessing(preprocessing)
     seg_ids = imagenet_s.segmentation_ids(categories) if categories is not None else None
 
