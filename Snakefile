@@ -8,7 +8,10 @@ Inputs fetched from elsewhere, under resources/ (kept when results/ is deleted):
 Outputs, under results/:
   data/<dataset>/                   dataset (generated or prepared), stimuli.parquet, token labels
   checkpoints/<model>.pt            timm state dicts (<model>_random.pt: seeded random twins)
-  extract/<model>/<layer>.parquet   class projection of every token of every block
+  extract/model=<m>/layer=<kind>/block=<b>/tokens.parquet
+                                    class projection of every token of every block (Hive
+                                    partitions, as memories/, perturbation/, probes/, explain/:
+                                    docs/querying.md; names owned by class_embedding.results_layout)
   figures/<name>.pdf, tables/<name>.csv
   explorer/<model>.html             offline page of every token of every block (index.html)
 """

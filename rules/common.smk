@@ -40,7 +40,7 @@ def check_config(config):
     # Once, by the Snakemake you started: a job on a cluster node parses the workflow again while
     # other jobs write their tables.
     if workflow.is_main_process:
-        config_checks.check_tables_complete("results")
+        config_checks.check_tables_complete(layout.RESULTS)
     config_checks.check_free_text(config)
     error = config_checks.schema_error(config, SCHEMA)
     if error is not None:

@@ -1,6 +1,6 @@
 # Explanations from the class embedding space (notebook 3, docs/method.md §4.12, §4.13) for the trained
 # [CLS] models of explainability.models: one GPU job per model computes every stimulus's summed
-# gradient map and Chefer relevance for its true class (results/explain/<model>/maps.parquet);
+# gradient map and Chefer relevance for its true class (results/explain/model=<m>/maps.parquet);
 # one GPU job per perturbation model keeps the most or least important image tokens of every
 # ordering (gradients, Chefer, linear probes, torch's seeded random permutations) and measures accuracy
 # (perturbation_curves.parquet, per-image perturbation_correct.parquet). The heat-map figures

@@ -1,5 +1,5 @@
 # Extraction: one GPU job per (model, image shard), each reducing every block's states in one
-# forward pass; then one merge per model into results/extract/<model>/<layer>.parquet.
+# forward pass; then one merge per model into results/extract/model=<m>/layer=<kind>/block=<b>/.
 
 
 rule extract_shard:

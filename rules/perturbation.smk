@@ -1,7 +1,7 @@
 # Perturbation experiments on the trained [CLS] models (docs/method.md §4.9, §4.10): attention perturbed in
 # every block, and only [CLS] plus class- or context-labelled tokens entering the first block.
-# One GPU job per (model, perturbation) writes results/perturbation/<model>/<name>.parquet (rank of
-# the correct class for every token of the last block) and <name>_predictions.parquet; two tables
+# One GPU job per (model, perturbation) writes results/perturbation/model=<m>/perturbation=<name>/
+# ranks.parquet (rank of the correct class for every token of the last block) and predictions.parquet; two tables
 # compare them with the unperturbed extraction.
 
 # What the tables compare with: the last residual stream and predictions of the extraction.

@@ -3,7 +3,7 @@
 # scored on the stimuli. One GPU job per model fits all probes in one streaming pass over the
 # probe images and scores them in one pass over the stimuli (chunked by blocks when the
 # statistics exceed probing.memory_gb); then per-model figures beside the class projection and
-# the perturbation test of EXPLAIN (results/explain/<model>/perturbation_curves.parquet).
+# the perturbation test of EXPLAIN (results/explain/model=<m>/perturbation_curves.parquet).
 
 
 rule probe_stimuli:

@@ -103,7 +103,9 @@ def test_a_table_cut_short_stops_with_the_commands_to_rebuild_it(tmp_path):
     pq.write_table(pa.table({"x": list(range(100))}), table)
     config_checks.check_tables_complete(str(tmp_path / "results"))
     table.write_bytes(table.read_bytes()[:-20])
-    with pytest.raises(InputError, match=r"1 Parquet table\(s\) .* are incomplete .*rm .*layer=hs/block=0/tokens.parquet"):
+    with pytest.raises(
+        InputError, match=r"1 Parquet table\(s\) .* are incomplete .*rm .*layer=hs/block=0/tokens.parquet"
+    ):
         config_checks.check_tables_complete(str(tmp_path / "results"))
 
 

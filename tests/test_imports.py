@@ -2,6 +2,7 @@
 import circle exists (a circle or an import back up a floor makes two modules one)."""
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,3 +70,49 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     edges = library_imports(tmp_path)
     assert [f"{m} -> {t}" for m, ts in edges.items() for t in ts if floor(t) > floor(m)] == ["models.a -> figures"]
     assert ["figures.other", "figures.plot", "figures.other"] in circles(edges)
+
+
+# One owner of every file name: results_layout. A string that is a path under results/ or
+# resources/, or a Parquet file name (also one built in an f-string), elsewhere in the library
+# would be a second owner. Messages and docstrings may name files (they hold spaces or are docs).
+PATH_LIKE = re.compile(r"^(results|resources)(/|$)|^[\w{}=/-][\w{}.=/-]*\.parquet$")
+
+
+def built_file_names(root: Path = LIBRARY) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "results_layout.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        in_fstrings = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(part.value if isinstance(part, ast.Constant) else "{}" for part in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if id(node) in docstrings or id(node) in in_fstrings:
+                    continue
+                text = node.value
+            else:
+                continue
+            if PATH_LIKE.search(text):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {text!r}")
+    return sorted(found)
+
+
+def test_no_library_module_builds_a_results_path():
+    assert built_file_names() == []
+
+
+def test_the_name_check_finds_a_built_name(tmp_path):
+    (tmp_path / "reader.py").write_text(
+        'def table(folder, layer):\n    return f"{folder}/{layer}.parquet"\n\nROOT = "results/extract"\n'
+    )
+    assert built_file_names(tmp_path) == ["reader.py:2: '{}/{}.parquet'", "reader.py:4: 'results/extract'"]

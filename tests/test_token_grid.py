@@ -15,7 +15,8 @@ from class_embedding.data import imagenet_s
 from class_embedding.errors import InputError
 from class_embedding.extraction import model_audit
 from class_embedding.models import families, training
-from class_embedding.models.tokens import TokenLayout, grid_name, parse_grid_name
+from class_embedding.models.tokens import TokenLayout
+from class_embedding.token_grid import grid_name, parse_grid_name
 
 WIDE = (32, 48)  # height x width: 4 rows of 6 patches of 8 pixels
 

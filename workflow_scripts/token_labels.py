@@ -2,7 +2,8 @@ from pathlib import Path
 
 from class_embedding import logs, tables
 from class_embedding.data import folder_masks, imagenet_s
-from class_embedding.models.tokens import TokenLayout, parse_grid_name
+from class_embedding.models.tokens import TokenLayout
+from class_embedding.token_grid import parse_grid_name
 
 with logs.logged(snakemake):
     layout = TokenLayout(parse_grid_name(snakemake.wildcards.grid), class_token=False)

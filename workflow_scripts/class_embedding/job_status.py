@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .results_layout import LOGS, preflight_summary
+
 # This module is imported when the workflow is parsed: records older than that are of earlier runs.
 RUN_STARTED = time.time()
-SUMMARY_FILE = Path("results") / "logs" / "preflight_summary.txt"
+SUMMARY_FILE = Path(preflight_summary())
 
 
 def record_path(log: str | os.PathLike) -> Path:
@@ -76,7 +78,7 @@ class Row:
     notices: list[str] = field(default_factory=list)
 
 
-def records_by_output(root: str | os.PathLike = Path("results") / "logs") -> dict[str, dict]:
+def records_by_output(root: str | os.PathLike = LOGS) -> dict[str, dict]:
     """The newest record of every output path under ``root`` (for checks without a known log)."""
     found: dict[str, dict] = {}
     for path in Path(root).rglob("*.status.json"):

@@ -21,6 +21,8 @@ Torch-free and free of the rest of the package, so that the rules import it when
 from __future__ import annotations
 
 RESULTS = "results"
+#: Each job's log and status record (results/logs/<rule>/…), written by the rules' log: directives.
+LOGS = f"{RESULTS}/logs"
 #: Inputs fetched from elsewhere (dataset downloads, sample images): deleting results/ keeps them.
 RESOURCES = "resources"
 
@@ -105,6 +107,11 @@ def user_inputs_check() -> str:
 
 def preflight_check() -> str:
     return f"{RESULTS}/checks/preflight.json"
+
+
+def preflight_summary() -> str:
+    """The table of every check at the end of ``snakemake preflight``."""
+    return f"{LOGS}/preflight_summary.txt"
 
 
 # The analyses' tables (Hive partitions) ------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from .results_layout import RESULTS
+
 MAGIC = b"PAR1"
 MIN_SIZE = 12  # leading magic, footer length, trailing magic
 SUFFIX = ".parquet"
@@ -32,7 +34,7 @@ def is_incomplete(path: str | os.PathLike, size: int | None = None) -> bool:
         return True
 
 
-def unreadable_tables(root: str | os.PathLike = "results") -> list[str]:
+def unreadable_tables(root: str | os.PathLike = RESULTS) -> list[str]:
     """The ``*.parquet`` files under ``root`` (recursively; symbolic links to folders are not
     followed) that cannot be complete, sorted; ``[]`` when ``root`` does not exist."""
     found, folders = [], [os.fspath(root)]

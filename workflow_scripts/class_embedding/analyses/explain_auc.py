@@ -2,7 +2,7 @@
 intervals over images; no torch, so the figures and tables that use them run without it.
 
 Curves are accuracies at numbers n of kept image tokens (``kept``) out of N; the per-image
-correctness behind them comes from results/explain/<model>/perturbation_correct.parquet
+correctness behind them comes from results/explain/model=<m>/perturbation_correct.parquet
 (written by :mod:`class_embedding.analyses.explain_perturbation`).
 """
 

@@ -60,7 +60,7 @@ def linear_probe_ordering(ranks_path, n_images: int, n_tokens: int, n_prefix: in
     """Per image, the image tokens by their residual-stream probe rank of the true class summed
     over blocks, ascending (most identifiable first), ties by position (docs/method.md §4.13).
 
-    ``ranks_path`` is results/probes/<model>/ranks.parquet: image, layer (hs_<b>|attn_<b>|mlp_<b>),
+    ``ranks_path`` is the model's probe ranks table: image, layer (hs_<b>|attn_<b>|mlp_<b>),
     token (sequence position: the ``n_prefix`` prefix tokens, then the image tokens), rank.
     """
     table = read_table(ranks_path, columns=["image", "layer", "token", "rank"]).to_pandas()
@@ -232,7 +232,7 @@ def curve_rows(curves: list[Curve], kept: np.ndarray, values: np.ndarray, value_
 
 
 def curves_table(curves: list[Curve], kept: np.ndarray, correct: np.ndarray) -> pa.Table:
-    """results/explain/<model>/perturbation_curves.parquet: accuracy per (method, repeat, direction, kept)."""
+    """The perturbation-curve table: accuracy per (method, repeat, direction, kept)."""
     return curve_rows(curves, kept, correct.mean(axis=2).astype(np.float64), "accuracy")
 
 

@@ -16,6 +16,7 @@ from ..config_files import check_no_duplicate_keys
 from ..data.image_folder import scan_image_folder
 from ..errors import InputError
 from ..models.tokens import TokenLayout
+from ..results_layout import RESULTS
 from ..table_check import unreadable_tables
 
 # How a dataset is obtained: an existing ImageNet-S layout, the demo generator, prepared by
@@ -34,7 +35,7 @@ def check_config_files(paths: Iterable[str | os.PathLike]) -> None:
             raise InputError(f"invalid config: {err}") from None
 
 
-def check_tables_complete(root: str = "results") -> None:
+def check_tables_complete(root: str = RESULTS) -> None:
     """A Parquet table cut short (a killed copy, a full disk) is not rebuilt by Snakemake, which
     only looks at its time stamp; its readers would fail after deleting their old outputs."""
     broken = unreadable_tables(root)

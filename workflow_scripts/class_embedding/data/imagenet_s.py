@@ -16,6 +16,7 @@ import pyarrow as pa
 from PIL import Image
 
 from ..errors import InputError
+from ..token_grid import grid_shape
 
 IMAGES_DIR = "ImageNetS919"
 MAPPING_FILE = f"{IMAGES_DIR}/LOC_synset_mapping.txt"
@@ -146,16 +147,11 @@ def nearest_grid_indices(size: int, grid: int) -> np.ndarray:
     return np.minimum(np.floor(np.arange(grid) * (size / grid)).astype(np.int64), size - 1)
 
 
-def grid_sides(grid: int | tuple[int, int]) -> tuple[int, int]:
-    """(rows, cols) of a token grid given as a side or as (rows, cols)."""
-    return (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
-
-
 def token_labels(class_mask: np.ndarray, grid: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Class/context label (nearest neighbour, the cell's top-left pixel) and class-pixel
     fraction of every cell of a token grid (a side, or (rows, cols)), flattened row-major."""
     height, width = class_mask.shape
-    n_rows, n_cols = grid_sides(grid)
+    n_rows, n_cols = grid_shape(grid)
     rows, cols = nearest_grid_indices(height, n_rows), nearest_grid_indices(width, n_cols)
     labels = class_mask[np.ix_(rows, cols)].reshape(-1)
     row_edges = np.floor(np.arange(n_rows + 1) * (height / n_rows)).astype(np.int64)
@@ -202,7 +198,7 @@ def token_label_rows(images: np.ndarray, class_masks, grid: int | tuple[int, int
         label, fraction = token_labels(mask, grid)
         labels.append(label)
         fractions.append(fraction)
-    n_rows, n_cols = grid_sides(grid)
+    n_rows, n_cols = grid_shape(grid)
     n_tokens = n_rows * n_cols
     return pa.table(
         {

@@ -1,0 +1,141 @@
+"""The queries of docs/querying.md, run as written by DuckDB (and Polars) on a finished micro run,
+each checked against the same answer computed in pandas from the files the layout names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from class_embedding import results_layout as layout
+from class_embedding import tables
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "querying.md"
+
+pytestmark = pytest.mark.workflow
+
+
+def doc_blocks(kind: str) -> dict[str, str]:
+    """``<!-- kind: name -->`` followed by a fenced block → {name: its code}."""
+    pattern = rf"<!-- {kind}: (\w+) -->\n```\w+\n(.*?)```"
+    return dict(re.findall(pattern, DOC.read_text(), flags=re.S))
+
+
+QUERIES = doc_blocks("query")
+
+
+def test_the_doc_has_five_queries_and_a_polars_read():
+    assert len(QUERIES) == 5 and set(doc_blocks("polars")) <= set(QUERIES)
+
+
+@pytest.fixture(scope="module")
+def answers(micro_run, monkeypatch_module):
+    """Each query's answer, run from the run's working directory as the doc says."""
+    monkeypatch_module.chdir(micro_run)
+    return {name: duckdb.sql(query).df() for name, query in QUERIES.items()}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def model_facts(workdir: Path) -> dict[str, dict]:
+    """Model → its metadata (num_classes, num_blocks, num_prefix_tokens), for every model extracted."""
+    facts = {}
+    for folder in sorted((workdir / "results" / "extract").glob("model=*")):
+        model = folder.name.removeprefix("model=")
+        facts[model] = tables.read_metadata(workdir / layout.predictions_table(model))
+    assert facts, "the run extracted no model"
+    return facts
+
+
+def layer_frame(workdir: Path, model: str, kind: str, block: int) -> pd.DataFrame:
+    return pd.read_parquet(workdir / layout.layer_table(model, kind, block), columns=["image", "token", "rank"])
+
+
+def test_first_block_where_the_median_image_token_passes_0_9(micro_run, answers):
+    expected = []
+    for model, meta in model_facts(micro_run).items():
+        for block in range(meta["num_blocks"]):
+            hs = layer_frame(micro_run, model, "hs", block)
+            image = hs[hs["token"] >= meta["num_prefix_tokens"]]
+            if np.median(1 - image["rank"] / meta["num_classes"]) >= 0.9:
+                expected.append({"model": model, "first_block": block})
+                break
+    got = answers["first_block_median_image_token"]
+    assert got.to_dict("records") == expected
+    # The micro run's trained models reach it, their random twins do not: the query can say both.
+    assert expected and len(expected) < len(model_facts(micro_run))
+
+
+def test_top1_share_per_model_layer_and_block(micro_run, answers):
+    rows = []
+    for model, meta in model_facts(micro_run).items():
+        for kind in layout.LAYER_KINDS:
+            for block in range(meta["num_blocks"]):
+                ranks = layer_frame(micro_run, model, kind, block)["rank"]
+                rows.append((model, kind, block, float(np.mean(ranks == 0)), len(ranks)))
+    expected = pd.DataFrame(rows, columns=["model", "layer", "block", "top1_share", "n_tokens"])
+    got = answers["top1_share_per_layer"]
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_polars_reads_the_same_partitions(micro_run, answers, monkeypatch_module):
+    monkeypatch_module.chdir(micro_run)
+    namespace: dict = {}
+    exec(doc_blocks("polars")["top1_share_per_layer"], namespace)
+    got = namespace["top1_share"].to_pandas()
+    pd.testing.assert_frame_equal(got, answers["top1_share_per_layer"], check_dtype=False)
+
+
+def test_accuracy_with_and_without_each_perturbation(micro_run, answers):
+    rows = []
+    for model in model_facts(micro_run):
+        unperturbed = pd.read_parquet(micro_run / layout.predictions_table(model)).set_index("image")["correct"]
+        for folder in sorted((micro_run / "results" / "perturbation" / f"model={model}").glob("perturbation=*")):
+            perturbation = folder.name.removeprefix("perturbation=")
+            tables_of_run = layout.perturbation_tables(model, perturbation)
+            perturbed = pd.read_parquet(micro_run / tables_of_run["predictions"]).set_index("image")["correct"]
+            rows.append((model, perturbation, perturbed.mean(), unperturbed.loc[perturbed.index].mean()))
+    expected = pd.DataFrame(rows, columns=["model", "perturbation", "accuracy", "accuracy_unperturbed"])
+    assert len(expected) == 4  # the [CLS] model's two attention and two token perturbations
+    pd.testing.assert_frame_equal(answers["perturbation_accuracy"], expected, check_dtype=False)
+
+
+def test_probe_beside_projection_on_cls(micro_run, answers):
+    rows = []
+    for model, meta in model_facts(micro_run).items():
+        probe_table = micro_run / layout.probe_tables(model)["accuracy"]
+        if not probe_table.is_file():
+            continue
+        probes = pd.read_parquet(probe_table)
+        for block in range(meta["num_blocks"]):
+            probe = probes[(probes["kind"] == "hs") & (probes["block"] == block) & (probes["token"] == 0)]
+            hs = layer_frame(micro_run, model, "hs", block)
+            projection = float(np.mean(hs[hs["token"] == 0]["rank"] == 0))
+            rows.append((model, block, float(probe["accuracy"].item()), projection))
+    expected = pd.DataFrame(rows, columns=["model", "block", "probe_accuracy", "projection_accuracy"])
+    assert len(expected) > 0
+    pd.testing.assert_frame_equal(answers["probe_vs_projection_cls"], expected, check_dtype=False)
+
+
+def test_memory_agreement_over_the_random_baseline(micro_run, answers):
+    frames = []
+    for model in model_facts(micro_run):
+        path = micro_run / layout.memory_tables(model)["classes"]
+        if path.is_file():
+            frames.append(pd.read_parquet(path).assign(model=model))
+    table = pd.concat(frames)
+    table = table[~table["includes_post_norm"]]
+    grouped = table.groupby(["model", "layer_type", "block"], as_index=False).agg(
+        agreement=("agreement_score", "mean"), random_agreement=("random_agreement_score", "mean")
+    )
+    grouped["excess"] = grouped["agreement"] - grouped["random_agreement"]
+    pd.testing.assert_frame_equal(answers["memory_agreement_over_random"], grouped, check_dtype=False)
