@@ -83,6 +83,7 @@ def test_top1_share_per_model_layer_and_block(micro_run, answers):
                 ranks = layer_frame(micro_run, model, kind, block)["rank"]
                 rows.append((model, kind, block, float(np.mean(ranks == 0)), len(ranks)))
     expected = pd.DataFrame(rows, columns=["model", "layer", "block", "top1_share", "n_tokens"])
+    expected = expected.sort_values(["model", "layer", "block"], ignore_index=True)
     got = answers["top1_share_per_layer"]
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
@@ -105,7 +106,9 @@ def test_accuracy_with_and_without_each_perturbation(micro_run, answers):
             perturbed = pd.read_parquet(micro_run / tables_of_run["predictions"]).set_index("image")["correct"]
             rows.append((model, perturbation, perturbed.mean(), unperturbed.loc[perturbed.index].mean()))
     expected = pd.DataFrame(rows, columns=["model", "perturbation", "accuracy", "accuracy_unperturbed"])
-    assert len(expected) == 4  # the [CLS] model's two attention and two token perturbations
+    # The [CLS] models' two attention and two token perturbations.
+    names = {"attn_self_only", "attn_no_cls", "tokens_no_context", "tokens_no_class_label"}
+    assert len(expected) and all(set(group) == names for _, group in expected.groupby("model")["perturbation"])
     pd.testing.assert_frame_equal(answers["perturbation_accuracy"], expected, check_dtype=False)
 
 
