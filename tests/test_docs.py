@@ -155,3 +155,11 @@ def test_code_cites_docs_method_md():
         if re.search(r"\b(METHOD|DESIGN)(\.md)?\s?§|METHOD section", line)
     ]
     assert not legacy, f"{len(legacy)} legacy citations; write them as 'docs/method.md §x': {legacy[:20]}"
+
+
+def test_querying_doc_has_five_queries_and_a_polars_read():
+    """docs/querying.md's blocks, which tests/test_querying.py runs on the micro run."""
+    text = (ROOT / "docs" / "querying.md").read_text(encoding="utf-8")
+    queries = re.findall(r"<!-- query: (\w+) -->\n```sql\n", text)
+    polars = re.findall(r"<!-- polars: (\w+) -->\n```python\n", text)
+    assert len(set(queries)) == 5 and polars and set(polars) <= set(queries)

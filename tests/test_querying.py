@@ -17,6 +17,8 @@ from class_embedding import tables
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "querying.md"
 
+# Every test reads the session's micro run (the doc's five queries and its Polars read are counted
+# in test_docs.py).
 pytestmark = pytest.mark.workflow
 
 
@@ -29,14 +31,18 @@ def doc_blocks(kind: str) -> dict[str, str]:
 QUERIES = doc_blocks("query")
 
 
-def test_the_doc_has_five_queries_and_a_polars_read():
-    assert len(QUERIES) == 5 and set(doc_blocks("polars")) <= set(QUERIES)
+@pytest.fixture(scope="module")
+def run_dir(micro_run) -> Path:
+    """The working directory of the session's micro run (conftest.py)."""
+    if micro_run.returncode != 0:
+        pytest.fail(f"the micro run on {micro_run.executor} failed:\n{micro_run.output[-3000:]}")
+    return micro_run.workdir
 
 
 @pytest.fixture(scope="module")
-def answers(micro_run, monkeypatch_module):
+def answers(run_dir, monkeypatch_module):
     """Each query's answer, run from the run's working directory as the doc says."""
-    monkeypatch_module.chdir(micro_run)
+    monkeypatch_module.chdir(run_dir)
     return {name: duckdb.sql(query).df() for name, query in QUERIES.items()}
 
 
@@ -80,8 +86,8 @@ def first_blocks(medians: dict[str, list[float]], threshold: float) -> list[dict
     ]
 
 
-def test_first_block_where_the_median_image_token_passes_0_9(micro_run, answers):
-    medians = median_identifiability(micro_run)
+def test_first_block_where_the_median_image_token_passes_0_9(run_dir, answers):
+    medians = median_identifiability(run_dir)
     assert answers["first_block_median_image_token"].to_dict("records") == first_blocks(medians, 0.9)
     # A threshold between the models' best medians, so that some models pass and some do not
     # whatever the run: the query, with it in place of 0.9, must say both.
@@ -91,18 +97,18 @@ def test_first_block_where_the_median_image_token_passes_0_9(micro_run, answers)
     query = QUERIES["first_block_median_image_token"]
     assert query.count(">= 0.9") == 1
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(micro_run)
+        patch.chdir(run_dir)
         got = duckdb.sql(query.replace(">= 0.9", f">= {threshold!r}")).df()
     expected = first_blocks(medians, threshold)
     assert got.to_dict("records") == expected and 0 < len(expected) < len(medians)
 
 
-def test_top1_share_per_model_layer_and_block(micro_run, answers):
+def test_top1_share_per_model_layer_and_block(run_dir, answers):
     rows = []
-    for model, meta in model_facts(micro_run).items():
+    for model, meta in model_facts(run_dir).items():
         for kind in layout.LAYER_KINDS:
             for block in range(meta["num_blocks"]):
-                ranks = layer_frame(micro_run, model, kind, block)["rank"]
+                ranks = layer_frame(run_dir, model, kind, block)["rank"]
                 rows.append((model, kind, block, float(np.mean(ranks == 0)), len(ranks)))
     expected = pd.DataFrame(rows, columns=["model", "layer", "block", "top1_share", "n_tokens"])
     expected = expected.sort_values(["model", "layer", "block"], ignore_index=True)
@@ -110,22 +116,22 @@ def test_top1_share_per_model_layer_and_block(micro_run, answers):
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
 
-def test_polars_reads_the_same_partitions(micro_run, answers, monkeypatch_module):
-    monkeypatch_module.chdir(micro_run)
+def test_polars_reads_the_same_partitions(run_dir, answers, monkeypatch_module):
+    monkeypatch_module.chdir(run_dir)
     namespace: dict = {}
     exec(doc_blocks("polars")["top1_share_per_layer"], namespace)
     got = namespace["top1_share"].to_pandas()
     pd.testing.assert_frame_equal(got, answers["top1_share_per_layer"], check_dtype=False)
 
 
-def test_accuracy_with_and_without_each_perturbation(micro_run, answers):
+def test_accuracy_with_and_without_each_perturbation(run_dir, answers):
     rows = []
-    for model in model_facts(micro_run):
-        unperturbed = pd.read_parquet(micro_run / layout.predictions_table(model)).set_index("image")["correct"]
-        for folder in sorted((micro_run / "results" / "perturbation" / f"model={model}").glob("perturbation=*")):
+    for model in model_facts(run_dir):
+        unperturbed = pd.read_parquet(run_dir / layout.predictions_table(model)).set_index("image")["correct"]
+        for folder in sorted((run_dir / "results" / "perturbation" / f"model={model}").glob("perturbation=*")):
             perturbation = folder.name.removeprefix("perturbation=")
             tables_of_run = layout.perturbation_tables(model, perturbation)
-            perturbed = pd.read_parquet(micro_run / tables_of_run["predictions"]).set_index("image")["correct"]
+            perturbed = pd.read_parquet(run_dir / tables_of_run["predictions"]).set_index("image")["correct"]
             rows.append((model, perturbation, perturbed.mean(), unperturbed.loc[perturbed.index].mean()))
     expected = pd.DataFrame(rows, columns=["model", "perturbation", "accuracy", "accuracy_unperturbed"])
     # The [CLS] models' two attention and two token perturbations.
@@ -134,16 +140,16 @@ def test_accuracy_with_and_without_each_perturbation(micro_run, answers):
     pd.testing.assert_frame_equal(answers["perturbation_accuracy"], expected, check_dtype=False)
 
 
-def test_probe_beside_projection_on_cls(micro_run, answers):
+def test_probe_beside_projection_on_cls(run_dir, answers):
     rows = []
-    for model, meta in model_facts(micro_run).items():
-        probe_table = micro_run / layout.probe_tables(model)["accuracy"]
+    for model, meta in model_facts(run_dir).items():
+        probe_table = run_dir / layout.probe_tables(model)["accuracy"]
         if not probe_table.is_file():
             continue
         probes = pd.read_parquet(probe_table)
         for block in range(meta["num_blocks"]):
             probe = probes[(probes["kind"] == "hs") & (probes["block"] == block) & (probes["token"] == 0)]
-            hs = layer_frame(micro_run, model, "hs", block)
+            hs = layer_frame(run_dir, model, "hs", block)
             projection = float(np.mean(hs[hs["token"] == 0]["rank"] == 0))
             rows.append((model, block, float(probe["accuracy"].item()), projection))
     expected = pd.DataFrame(rows, columns=["model", "block", "probe_accuracy", "projection_accuracy"])
@@ -151,10 +157,10 @@ def test_probe_beside_projection_on_cls(micro_run, answers):
     pd.testing.assert_frame_equal(answers["probe_vs_projection_cls"], expected, check_dtype=False)
 
 
-def test_memory_agreement_over_the_random_baseline(micro_run, answers):
+def test_memory_agreement_over_the_random_baseline(run_dir, answers):
     frames = []
-    for model in model_facts(micro_run):
-        path = micro_run / layout.memory_tables(model)["classes"]
+    for model in model_facts(run_dir):
+        path = run_dir / layout.memory_tables(model)["classes"]
         if path.is_file():
             frames.append(pd.read_parquet(path).assign(model=model))
     table = pd.concat(frames)

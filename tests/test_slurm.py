@@ -4,42 +4,26 @@ Without SLURM: in a fresh copy of the repository the short profile name is found
 demo's jobs; a missing executor plugin or missing SLURM commands stop the run with what to install.
 
 On a real SLURM (tests/slurm/start-local-slurm.sh, marked slurm): the micro workflow runs with the
-command the README documents. While it runs, the first extraction job is cancelled once: Snakemake
-must resubmit it with twice the memory and still finish. Afterwards SLURM itself (scontrol) says
-what every job was given: GPU rules one GPU on the gpu partition, the rest no GPU on the cpu
-partition.
+command the README documents, first with a single figure as its target, then as written (the
+session's one micro run, conftest.py, which test_workflow.py reads too). While it runs, the first
+extraction job is cancelled once: Snakemake must resubmit it with twice the memory and still
+finish. Afterwards SLURM itself (scontrol) says what every job was given: GPU rules one GPU on the
+gpu partition, the rest no GPU on the cpu partition.
 """
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from workflow_runs import snakemake
+from workflow_runs import documented_slurm_command as documented_command
+from workflow_runs import fresh_copy, slurm_partitions, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 1800
-
-
-def slurm_partitions() -> set[str]:
-    """Partitions with a usable node, or an empty set when no SLURM answers."""
-    if not shutil.which("sinfo") or not shutil.which("sbatch"):
-        return set()
-    try:
-        states = subprocess.run(["sinfo", "-h", "-o", "%R %T"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return set()
-    return {
-        line.split()[0]
-        for line in states.stdout.splitlines()
-        if len(line.split()) == 2 and re.match(r"idle|mix|alloc", line.split()[1])
-    }
 
 
 def require_slurm() -> None:
@@ -54,13 +38,6 @@ def require_slurm() -> None:
         pytest.skip(message)
 
 
-def documented_command() -> list[str]:
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- slurm-test-command -->\n```bash\n(.*?)```", readme, re.S).group(1)
-    (line,) = [line for line in block.splitlines() if line.strip()]
-    return shlex.split(line)
-
-
 def gpu_rules() -> set[str]:
     """Rules whose jobs ask for a GPU, as Snakemake plans them for the demo (rules declare it
     through gpu_job() of rules/common.smk, some in loops, so the rule files are not parsed)."""
@@ -73,33 +50,6 @@ def gpu_rules() -> set[str]:
         elif rule and re.match(r"\s*resources: .*\bgpu=1\b", line):
             names.add(rule)
     return names
-
-
-def job_fields(job_id: str) -> dict[str, str]:
-    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
-    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
-
-
-def running_jobs() -> list[tuple[str, str, str]]:
-    queue = subprocess.run(["squeue", "-h", "-o", "%i %T %k"], capture_output=True, text=True)
-    return [tuple(line.split(maxsplit=2)) for line in queue.stdout.splitlines() if len(line.split()) == 3]
-
-
-def fresh_copy(destination: Path) -> Path:
-    """The files git tracks (staged state included), links kept as links: what a clone holds."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
-    if listed.returncode != 0:
-        pytest.skip(f"not a git checkout, so no fresh copy can be made: {listed.stderr.strip()}")
-    for name in filter(None, listed.stdout.split("\0")):
-        source, target = REPO / name, destination / name
-        if not os.path.lexists(source):  # deleted in the work tree, not yet committed
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, target)
-    return destination
 
 
 def no_user_profiles(tmp_path: Path) -> dict[str, str]:
@@ -196,34 +146,19 @@ def test_missing_slurm_commands_stop_the_run_before_anything_runs(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory):
+def slurm_run(request):
+    """The session's micro run (conftest.py), which runs on SLURM when a slurm test is selected:
+    the documented command with a single figure as its target, then as written."""
     require_slurm()
-    workdir = fresh_copy(tmp_path_factory.mktemp("slurm") / "workflow")
-    log_path = workdir / "snakemake.log"
-    cancelled = None
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(documented_command(), cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + TIMEOUT_S
-        while process.poll() is None:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the SLURM run took more than {TIMEOUT_S} s; see {log_path}")
-            if cancelled is None:
-                for job_id, state, comment in running_jobs():
-                    if state == "RUNNING" and comment.startswith("rule_extract_shard"):
-                        subprocess.run(["scancel", job_id], check=True)
-                        cancelled = (job_id, comment)
-                        break
-            time.sleep(0.2)
-    output = log_path.read_text()
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    jobs = {job_id: job_fields(job_id) for job_id in submitted}
+    run = request.getfixturevalue("micro_run")
+    if run.executor != "slurm":
+        pytest.fail("the session's micro run did not run on SLURM (no SLURM answered when it started)")
     return {
-        "workdir": workdir,
-        "returncode": process.returncode,
-        "output": output,
-        "jobs": jobs,
-        "cancelled": cancelled,
+        "workdir": run.workdir,
+        "returncode": run.returncode,
+        "output": run.output,
+        "jobs": run.jobs,
+        "cancelled": run.cancelled,
     }
 
 

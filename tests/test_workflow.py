@@ -13,9 +13,7 @@ import pytest
 import workflow_runs
 import yaml
 from chromium import Browser, find_browser
-from snakemake.api import SnakemakeApi
 from snakemake.exceptions import WorkflowError
-from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
 
 from class_embedding import results_layout as layout
 from class_embedding import tables
@@ -27,20 +25,8 @@ MICRO = REPO / "tests" / "configs" / "micro.yaml"
 pytestmark = pytest.mark.workflow
 
 
-def run(workdir: Path, targets=(), config: Path = MICRO, dryrun=False) -> None:
-    """Run the workflow in ``workdir`` as ``snakemake --cores 2 [-n] --configfile config targets``."""
-    with SnakemakeApi(OutputSettings(quiet=None)) as api:
-        workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=2),
-            config_settings=ConfigSettings(configfiles=[config]),
-            snakefile=REPO / "Snakefile",
-            workdir=workdir,
-        )
-        dag = workflow.dag(DAGSettings(targets=list(targets)))
-        dag.execute_workflow(
-            executor="dryrun" if dryrun else "local",
-            execution_settings=ExecutionSettings(),
-        )
+# snakemake --cores 2 [-n] --configfile config targets, in this process through the Snakemake API.
+run = workflow_runs.run_api
 
 
 def jobs_to_run(workdir: Path, capfd, targets=(), config: Path = MICRO) -> str:
@@ -51,13 +37,12 @@ def jobs_to_run(workdir: Path, capfd, targets=(), config: Path = MICRO) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One micro workdir: first a single figure, then everything."""
-    workdir = tmp_path_factory.mktemp("micro")
-    run(workdir, ["results/figures/fig_change_rate.pdf"])
-    single_figure = sorted(str(p.relative_to(workdir)) for p in (workdir / "results").rglob("*") if p.is_file())
-    run(workdir)
-    return workdir, single_figure
+def built(micro_run):
+    """One micro workdir: first a single figure, then everything (the session's micro run of
+    conftest.py, shared with test_slurm.py: on SLURM when a slurm test is selected)."""
+    if micro_run.returncode != 0:
+        pytest.fail(f"the micro run on {micro_run.executor} failed:\n{micro_run.output[-3000:]}")
+    return micro_run.workdir, micro_run.single_figure
 
 
 def test_single_figure_builds_only_its_upstream(built):
