@@ -126,12 +126,12 @@ def test_prefix_tokens_are_not_image_tokens(examples_run):
     assert rates.loc["registers_cls", "n_image_tokens"] == 16
     assert rates.loc["distilled", "n_image_tokens"] == 16
     # Brute force from the extraction: grid tokens only (positions after [CLS] and the registers).
-    hs = pq.read_table(results / "extract/registers_cls/hs_1.parquet").to_pandas()
+    hs = pq.read_table(results.parent / layout.layer_table("registers_cls", "hs", 1)).to_pandas()
     assert hs["token"].max() + 1 == 1 + 4 + 16
     image = hs[hs["token"] >= 5]
     per_image = image.groupby("image")["rank"].apply(lambda r: np.mean(r == 0) * 100)
     assert rates.loc["registers_cls", "pct_tokens"] == pytest.approx(per_image.mean())
-    metadata = pq.read_schema(results / "extract/registers_cls/hs_1.parquet").metadata
+    metadata = pq.read_schema(results.parent / layout.layer_table("registers_cls", "hs", 1)).metadata
     assert metadata[b"num_prefix_tokens"] == b"5"
 
 

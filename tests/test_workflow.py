@@ -133,7 +133,7 @@ def test_everything_is_built_and_consistent(built):
     image_tokens = hs[hs["token"] > 0]
     per_image = image_tokens.groupby("image")["rank"].apply(lambda r: (r == 0).mean() * 100)
     assert rates.loc["micro_cls", "pct_tokens"] == pytest.approx(per_image.mean())
-    predictions = pd.read_parquet(results / "extract/micro_cls/predictions.parquet")
+    predictions = pd.read_parquet(results.parent / layout.predictions_table("micro_cls"))
     assert rates.loc["micro_cls", "accuracy"] == pytest.approx(predictions["correct"].mean() * 100)
     labels = pd.read_parquet(results / "data/micro/token_labels_g4.parquet")
     assert len(labels) == n_images * 16 and set(labels["label"]) <= {"class", "context"}
