@@ -8,6 +8,7 @@ import workflow_runs
 # Deterministic, small CPU work in every test.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_model_checks(tmp_path_factory):
     """One cache of model-check verdicts for every workflow a test runs in its own directory
